@@ -1,0 +1,40 @@
+"""Reading request bodies: content type first, then a hard size limit, then JSON."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from civicpulse.api.errors import HTTPError
+
+
+async def read_json(request: Request, limit: int) -> bytes:
+    """The raw JSON body, refused with 415 or 413 before it can use memory."""
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise HTTPError(415, "unsupported_media_type",
+                        "Content-Type must be application/json", field="content-type")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise HTTPError(400, "bad_request", "invalid Content-Length",
+                            field="content-length") from None
+        if size > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise HTTPError(400, "malformed_json", "request body is empty", field=None)
+    return body
+
+
+def _too_large(limit: int) -> HTTPError:
+    return HTTPError(413, "payload_too_large", f"request body exceeds {limit} bytes", field="body")

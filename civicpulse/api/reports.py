@@ -1,0 +1,217 @@
+"""Report intake and lookup: POST one, POST a batch, GET one."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from civicpulse.api.auth import Principal, TenantContext
+from civicpulse.api.body import read_json
+from civicpulse.api.errors import HTTPError, decode_error
+from civicpulse.api.state import AppState
+from civicpulse.db import reports as reports_repo
+from civicpulse.db.pool import tenant_transaction
+from civicpulse.domain.reports import (
+    Accepted,
+    BatchItemResult,
+    BatchResult,
+    Classification,
+    ItemError,
+    Links,
+    NewReport,
+    ReportIn,
+    ReportOut,
+    WriteOutcome,
+)
+from civicpulse.errors import CivicPulseError, Conflict, NotFound, ValidationFailed
+from civicpulse.ids import uuid7
+
+_decode_report = msgspec.json.Decoder(ReportIn)
+_decode_batch = msgspec.json.Decoder(list[msgspec.Raw])
+_json = msgspec.json.Encoder()
+IDEMPOTENCY_KEY_MAX = 200
+
+
+def _respond(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(_json.encode(body), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
+        raise HTTPError(400, "invalid_idempotency_key",
+                        f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
+                        field="idempotency-key")
+    return key
+
+
+def _link(slug: str, report_id: str) -> Links:
+    return Links(self=f"/v1/tenants/{slug}/reports/{report_id}")
+
+
+def to_new_report(
+    tenant: TenantContext, report: ReportIn, key: str | None, body_hash: bytes | None
+) -> NewReport:
+    """Validate what msgspec cannot (the tenant's taxonomy) and encode JSON columns."""
+    category = None
+    if report.category is not None:
+        category = tenant.category_codes.get(report.category)
+        if category is None:
+            raise ValidationFailed(
+                f"unknown category {report.category!r} for this tenant", field="category"
+            )
+    return NewReport(
+        tenant_id=tenant.id,
+        id=str(uuid7()),
+        text=report.text,
+        lat=report.lat,
+        lon=report.lon,
+        address=report.address,
+        requested_category=category,
+        submitted_at=report.submitted_at,
+        channel=report.channel,
+        reporter=None if report.reporter is None else _json.encode(report.reporter).decode(),
+        attributes=_json.encode(report.attributes).decode(),
+        media_urls=_json.encode(report.media_urls).decode(),
+        idempotency_key=key,
+        body_hash=body_hash,
+    )
+
+
+def _accepted(slug: str, outcome: WriteOutcome) -> Response:
+    if outcome.kind == "conflict":
+        raise Conflict("this Idempotency-Key was used with a different body",
+                       field="idempotency-key")
+    headers = {"Idempotent-Replayed": "true"} if outcome.kind == "replayed" else None
+    return _respond(202, Accepted(id=outcome.id, status=outcome.state,
+                                  links=_link(slug, outcome.id)), headers)
+
+
+async def create_report(request: Request) -> Response:
+    state: AppState = request.state.app
+    slug = request.path_params["slug"]
+    principal = await state.auth.require(request, slug, "submit")
+    key = _idempotency_key(request)
+    body = await read_json(request, state.settings.max_body_bytes)
+    try:
+        report = _decode_report.decode(body)
+    except msgspec.DecodeError as exc:
+        raise decode_error(exc) from None
+    row = to_new_report(principal.tenant, report, key,
+                        hashlib.sha256(body).digest() if key else None)
+    (outcome,) = await state.intake.submit([row])
+    return _accepted(slug, outcome)
+
+
+async def create_batch(request: Request) -> Response:
+    state: AppState = request.state.app
+    settings = state.settings
+    slug = request.path_params["slug"]
+    principal: Principal = await state.auth.require(request, slug, "submit")
+    key = _idempotency_key(request)
+    body = await read_json(request, settings.max_batch_body_bytes)
+    try:
+        raw_items = _decode_batch.decode(body)
+    except msgspec.DecodeError as exc:
+        raise decode_error(exc) from None
+    if not raw_items:
+        raise ValidationFailed("a batch needs at least one report", field="body")
+    if len(raw_items) > settings.max_batch_items:
+        raise ValidationFailed(f"a batch holds at most {settings.max_batch_items} reports",
+                               field="body")
+
+    results: list[BatchItemResult | None] = [None] * len(raw_items)
+    rows: list[NewReport] = []
+    positions: list[int] = []
+    for index, raw in enumerate(raw_items):
+        item_bytes = bytes(raw)
+        try:
+            try:
+                report = _decode_report.decode(item_bytes)
+            except msgspec.DecodeError as exc:
+                raise decode_error(exc, prefix=f"[{index}]") from None
+            # Each item gets its own key derived from the batch's, so a retried batch
+            # replays item by item.
+            item_key = f"{key}#{index}" if key else None
+            rows.append(to_new_report(principal.tenant, report, item_key,
+                                      hashlib.sha256(item_bytes).digest() if key else None))
+            positions.append(index)
+        except CivicPulseError as exc:
+            field = exc.field if exc.field and exc.field.startswith("[") else (
+                f"[{index}].{exc.field}" if exc.field else f"[{index}]")
+            results[index] = BatchItemResult(
+                index=index, status="rejected",
+                error=ItemError(code=exc.code, message=exc.message, field=field),
+            )
+    if rows:
+        outcomes = await state.intake.submit(rows)
+        for index, outcome in zip(positions, outcomes, strict=True):
+            if outcome.kind == "conflict":
+                results[index] = BatchItemResult(
+                    index=index, status="rejected",
+                    error=ItemError(code="conflict",
+                                    message="this Idempotency-Key was used with a different body",
+                                    field=f"[{index}]"),
+                )
+            else:
+                results[index] = BatchItemResult(index=index, status="accepted", id=outcome.id,
+                                                  links=_link(slug, outcome.id))
+    final = [r for r in results if r is not None]
+    accepted = sum(1 for r in final if r.status == "accepted")
+    return _respond(207 if accepted != len(final) else 202,
+                    BatchResult(accepted=accepted, rejected=len(final) - accepted,
+                                results=final))
+
+
+async def get_report(request: Request) -> Response:
+    state: AppState = request.state.app
+    slug = request.path_params["slug"]
+    principal = await state.auth.require(request, slug, "submit")
+    try:
+        report_id = uuid.UUID(request.path_params["report_id"])
+    except ValueError:
+        raise NotFound("no such report", field="report_id") from None
+    tenant_id = principal.tenant.id
+    async with tenant_transaction(state.pool, tenant_id) as conn:
+        row = await reports_repo.get_report(conn, tenant_id, report_id)
+    if row is None:
+        raise NotFound("no such report", field="report_id")
+    return _respond(200, _report_out(slug, row))
+
+
+def _report_out(slug: str, row: Any) -> ReportOut:
+    classification = None
+    if row["classification"] is not None:
+        c = msgspec.json.decode(row["classification"])
+        classification = Classification(
+            decided_by=c.get("decided_by", "unknown"), model=c.get("model"),
+            confidence=c.get("confidence"), prompt_version=c.get("prompt_version"),
+        )
+    rid = str(row["id"])
+    return ReportOut(
+        id=rid, status=row["state"], text=row["text"], lat=row["lat"], lon=row["lon"],
+        address=row["address"], requested_category=row["requested_category"],
+        category=row["category"], severity=row["severity"], classification=classification,
+        issue_id=None if row["issue_id"] is None else str(row["issue_id"]),
+        channel=row["channel"], submitted_at=row["submitted_at"],
+        received_at=row["received_at"], processed_at=row["processed_at"],
+        attributes=msgspec.json.decode(row["attributes"]),
+        media_urls=msgspec.json.decode(row["media_urls"]), links=_link(slug, rid),
+    )
+
+
+routes = [
+    Route("/v1/tenants/{slug}/reports", create_report, methods=["POST"]),
+    Route("/v1/tenants/{slug}/reports/batch", create_batch, methods=["POST"]),
+    Route("/v1/tenants/{slug}/reports/{report_id}", get_report, methods=["GET"]),
+]

@@ -1,0 +1,25 @@
+"""What the lifespan hands to request handlers (request.state.app)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import asyncpg
+
+from civicpulse.api.auth import Authenticator
+from civicpulse.config import Settings
+from civicpulse.metrics import Metrics
+from civicpulse.pipeline.writer import Intake
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    pool: asyncpg.Pool
+    intake: Intake
+    auth: Authenticator
+    metrics: Metrics
+    tasks: dict[str, asyncio.Task[None]]
+    queues: dict[str, asyncio.Queue[object]]
+    accepting: bool = True

@@ -1,0 +1,173 @@
+"""The Starlette application and its lifespan, the composition root.
+
+The lifespan starts every long-lived resource in one visible order and stops them in
+reverse: database (migrations, pool) -> process pool -> writer -> pipeline stages. On
+shutdown the intake closes first, the writer flushes what was queued, the stages finish
+what they hold, and only then does the pool close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from multiprocessing import get_context
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from civicpulse.api import errors as api_errors
+from civicpulse.api import ops, reports
+from civicpulse.api.auth import Authenticator
+from civicpulse.api.state import AppState
+from civicpulse.config import Settings
+from civicpulse.db import migrate
+from civicpulse.db.pool import close_pool, create_pool
+from civicpulse.metrics import Metrics
+from civicpulse.pipeline import claimer, classify, writer
+
+log = structlog.get_logger(__name__)
+
+
+def worker_id() -> str:
+    """A lease owner name unique to this process run."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class RequestMetrics:
+    """Counts and times requests by route template (pure ASGI: no per-request task)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.http_requests.labels(scope["method"], template, str(status)).inc()
+            self.metrics.http_latency.labels(template).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the app; the database URL must already be resolved (see cli.serve)."""
+    settings = settings or Settings.from_env()
+    if settings.database_url is None:
+        raise RuntimeError("create_app needs settings.database_url; `civicpulse serve` "
+                           "starts the embedded database when it is unset")
+    dsn = str(settings.database_url)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        applied = await migrate.migrate(dsn, settings.schema_dir)
+        if applied:
+            log.info("migrations_applied", versions=[m.version for m in applied])
+        pool = await create_pool(settings, dsn)
+        workers = settings.process_pool_workers or os.cpu_count() or 1
+        executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
+        owner = worker_id()
+
+        intake_queue: asyncio.Queue[writer.WriteRequest | None] = asyncio.Queue(
+            settings.ingest_queue_size)
+        classify_queue: asyncio.Queue[claimer.Claim | None] = asyncio.Queue(
+            settings.pipeline_queue_size)
+        stop = asyncio.Event()
+        wakeup = asyncio.Event()
+        intake = writer.Intake(intake_queue, settings.ingest_retry_after, metrics)
+        tasks: dict[str, asyncio.Task[None]] = {
+            "writer": asyncio.create_task(
+                writer.run(intake_queue, pool, metrics, max_batch=settings.ingest_max_batch,
+                           on_committed=wakeup.set),
+                name="writer"),
+        }
+        if settings.pipeline_enabled:
+            tasks["claimer"] = asyncio.create_task(
+                claimer.run(classify_queue, pool, stop, wakeup, owner=owner,  # type: ignore[arg-type]
+                            lease=timedelta(seconds=settings.pipeline_lease_seconds),
+                            batch=settings.pipeline_claim_batch,
+                            poll=settings.pipeline_poll_seconds),
+                name="claimer")
+            tasks["classify"] = asyncio.create_task(
+                classify.run(classify_queue, pool, executor, metrics, owner=owner),
+                name="classify")
+        state = AppState(
+            settings=settings, pool=pool, intake=intake,
+            auth=Authenticator(pool, settings.auth_cache_seconds), metrics=metrics,
+            tasks=tasks, queues={"intake": intake_queue, "classify": classify_queue},  # type: ignore[dict-item]
+        )
+        log.info("service_started", owner=owner, pipeline=settings.pipeline_enabled,
+                 process_workers=workers)
+        try:
+            yield {"app": state}
+        finally:
+            state.accepting = False
+            intake.closed = True
+            await _drain(state, intake_queue, classify_queue, stop, settings.shutdown_timeout)
+            executor.shutdown(wait=True, cancel_futures=True)
+            await close_pool(pool, settings.shutdown_timeout)
+            log.info("service_stopped", owner=owner)
+
+    app = Starlette(
+        routes=[*ops.routes, *reports.routes],
+        lifespan=lifespan,
+        exception_handlers=api_errors.HANDLERS,  # type: ignore[arg-type]
+    )
+    app.add_middleware(RequestMetrics, metrics=metrics)  # type: ignore[arg-type]
+    return app
+
+
+async def _drain(
+    state: AppState,
+    intake_queue: asyncio.Queue[writer.WriteRequest | None],
+    classify_queue: asyncio.Queue[claimer.Claim | None],
+    stop: asyncio.Event,
+    timeout: float,
+) -> None:
+    """Stop in reverse order of the flow: writer flushes, claimer stops, classify drains."""
+    tasks = state.tasks
+    deadline = asyncio.get_running_loop().time() + timeout
+
+    async def finish(name: str) -> None:
+        task = tasks.get(name)
+        if task is None:
+            return
+        remaining = max(0.1, deadline - asyncio.get_running_loop().time())
+        try:
+            await asyncio.wait_for(asyncio.shield(task), remaining)
+        except TimeoutError:
+            log.warning("stage_cancelled", stage=name)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        except Exception as exc:
+            log.error("stage_crashed", stage=name, error=repr(exc))
+
+    await intake_queue.put(None)
+    await finish("writer")
+    stop.set()
+    await finish("claimer")
+    if "classify" in tasks:
+        await classify_queue.put(None)
+    await finish("classify")

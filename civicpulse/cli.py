@@ -1,0 +1,284 @@
+"""The `civicpulse` command. Thin: parse arguments, call the package, print the result."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncpg
+
+from civicpulse import __version__
+from civicpulse.config import Settings
+from civicpulse.errors import CivicPulseError
+
+DESCRIPTION = """\
+CivicPulse Engine: civic and facility incident reports.
+
+Every command uses CIVICPULSE_DATABASE_URL when it is set; otherwise it starts (or joins)
+the embedded PostgreSQL kept in CIVICPULSE_DATA_DIR (default .civicpulse/).
+"""
+
+
+def resolve_dsn(settings: Settings) -> str:
+    """The database URL: the configured one, or the embedded server's."""
+    if settings.database_url is not None:
+        return str(settings.database_url)
+    from civicpulse.db import embedded
+
+    return str(embedded.start(settings.data_dir))
+
+
+async def _owner(dsn: str) -> asyncpg.Connection:
+    return await asyncpg.connect(dsn)
+
+
+# -- commands -----------------------------------------------------------------------------
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from civicpulse.app import create_app
+    from civicpulse.db import migrate
+
+    embedded = settings.database_url is None
+    dsn = resolve_dsn(settings)
+    settings = settings.replace(database_url=dsn)
+    asyncio.run(migrate.migrate(dsn, settings.schema_dir))
+    demo = args.demo if args.demo is not None else embedded
+    host = args.host or settings.host
+    port = args.port or settings.port
+    if demo:
+        key = asyncio.run(_ensure_demo(dsn))
+        print(
+            "\nCivicPulse is starting on the "
+            + ("embedded database in " + str(settings.data_dir) if embedded else "configured database")
+            + f".\n  demo tenant: demo\n  API key (admin, shown once): {key}\n"
+            f"  try: curl -s -X POST http://{host}:{port}/v1/tenants/demo/reports \\\n"
+            f"         -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
+            "         -d '{\"text\": \"Pothole on Main St\", \"lat\": 34.05, \"lon\": -118.25}'\n",
+            flush=True,
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout),
+    )
+    return 0
+
+
+async def _ensure_demo(dsn: str) -> str:
+    from civicpulse.db import tenants
+
+    conn = await _owner(dsn)
+    try:
+        if await tenants.tenant_by_slug(conn, "demo") is None:
+            await tenants.create_tenant(conn, "demo", "Demo City", "America/Los_Angeles")
+        return await tenants.create_api_key(conn, "demo", "admin", label="demo")
+    finally:
+        await conn.close()
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse.db import migrate
+
+    applied = asyncio.run(migrate.migrate(resolve_dsn(settings), settings.schema_dir))
+    if applied:
+        for m in applied:
+            print(f"applied {m.version:04d}_{m.name}")
+    else:
+        print("database is up to date")
+    return 0
+
+
+def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse.db import migrate, tenants
+
+    try:
+        ZoneInfo(args.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise CivicPulseError(f"unknown time zone {args.timezone!r}", field="timezone") from None
+
+    async def run(dsn: str) -> Any:
+        await migrate.migrate(dsn, settings.schema_dir)
+        conn = await _owner(dsn)
+        try:
+            return await tenants.create_tenant(conn, args.slug, args.name, args.timezone)
+        finally:
+            await conn.close()
+
+    tenant = asyncio.run(run(resolve_dsn(settings)))
+    print(f"created tenant {tenant.slug} (id {tenant.id}, {tenant.timezone}) "
+          "with the default taxonomy")
+    return 0
+
+
+def cmd_tenant_list(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse.db import tenants
+
+    async def run(dsn: str) -> Any:
+        conn = await _owner(dsn)
+        try:
+            return await tenants.list_tenants(conn)
+        finally:
+            await conn.close()
+
+    for t in asyncio.run(run(resolve_dsn(settings))):
+        print(f"{t.slug}\t{t.name}\t{t.timezone}")
+    return 0
+
+
+def cmd_key_create(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse.db import tenants
+
+    async def run(dsn: str) -> str:
+        conn = await _owner(dsn)
+        try:
+            return await tenants.create_api_key(conn, args.tenant, args.scope, args.label)
+        finally:
+            await conn.close()
+
+    key = asyncio.run(run(resolve_dsn(settings)))
+    print(key)
+    print(f"(a {args.scope} key for {args.tenant}; it is not stored and cannot be shown again)",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from civicpulse import imports
+    from civicpulse.db import migrate, tenants
+    from civicpulse.db.pool import create_pool, tenant_transaction
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise CivicPulseError(f"no such file: {path}", field="file")
+    with path.open("rb") as fh:
+        total = max(0, sum(1 for _ in fh) - 1)
+
+    async def run(dsn: str) -> imports.ImportResult:
+        await migrate.migrate(dsn, settings.schema_dir)
+        pool = await create_pool(settings, dsn, min_size=1, max_size=2)
+        try:
+            async with pool.acquire() as conn:
+                tenant = await tenants.tenant_by_slug(conn, args.tenant)
+            if tenant is None:
+                raise CivicPulseError(f"no tenant {args.tenant!r}", field="tenant")
+            async with tenant_transaction(pool, tenant.id) as conn:
+                cats = await tenants.list_categories(conn, tenant.id)
+            codes = {c.code: c.code for c in cats} | {c.service_code: c.code for c in cats}
+            with tqdm(total=total, unit="rows", disable=args.quiet, file=sys.stderr) as bar:
+                return await imports.import_file(
+                    pool, tenant.id, path, args.format, categories=codes,
+                    timezone=tenant.timezone, progress=bar.update)
+        finally:
+            await pool.close()
+
+    started = time.perf_counter()
+    result = asyncio.run(run(resolve_dsn(settings)))
+    elapsed = time.perf_counter() - started
+    for line, field, message in result.errors[: args.max_errors]:
+        print(f"{path}:{line}: {field}: {message}", file=sys.stderr)
+    if len(result.errors) > args.max_errors:
+        print(f"... and {len(result.errors) - args.max_errors} more row errors", file=sys.stderr)
+    print(f"read {result.read} rows: {result.inserted} imported, "
+          f"{result.skipped_existing} already present, {len(result.errors)} rejected "
+          f"in {elapsed:.2f}s ({result.read / elapsed if elapsed else 0:,.0f} rows/s)")
+    return 0 if not result.errors or not args.strict else 1
+
+
+# -- parser -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="civicpulse", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"civicpulse {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the HTTP service and the pipeline",
+                           description="Run the HTTP service and the pipeline. Applies pending "
+                           "migrations first. With the embedded database (no "
+                           "CIVICPULSE_DATABASE_URL) it also ensures a 'demo' tenant and "
+                           "prints a fresh admin key for it.")
+    serve.add_argument("--host", help="address to bind (default CIVICPULSE_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default CIVICPULSE_PORT or 8000)")
+    serve.add_argument("--demo", action=argparse.BooleanOptionalAction, default=None,
+                       help="ensure the demo tenant and print a key (default: on for the "
+                       "embedded database only)")
+    serve.set_defaults(func=cmd_serve)
+
+    mig = sub.add_parser("migrate", help="apply pending schema migrations",
+                         description="Apply the numbered migrations in schema/ under an "
+                         "advisory lock; safe to run twice or from two processes.")
+    mig.set_defaults(func=cmd_migrate)
+
+    tenant = sub.add_parser("tenant", help="manage tenants",
+                            description="Manage tenants.")
+    tsub = tenant.add_subparsers(dest="tenant_command", required=True, metavar="ACTION")
+    create = tsub.add_parser("create", help="create a tenant with the default taxonomy",
+                             description="Create a tenant with the default civic taxonomy.")
+    create.add_argument("slug", help="URL name: lower-case letters, digits and '-'")
+    create.add_argument("--name", required=True, help="display name")
+    create.add_argument("--timezone", default="UTC", help="IANA time zone (default UTC)")
+    create.set_defaults(func=cmd_tenant_create)
+    tlist = tsub.add_parser("list", help="list tenants", description="List tenants.")
+    tlist.set_defaults(func=cmd_tenant_list)
+
+    key = sub.add_parser("key", help="manage API keys", description="Manage API keys.")
+    ksub = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")
+    kcreate = ksub.add_parser("create", help="create an API key and print it once",
+                              description="Create an API key; it is printed once and only its "
+                              "hash is stored. Scopes: submit (send and read reports), staff "
+                              "(submit plus staff work), admin (everything).")
+    kcreate.add_argument("--tenant", required=True, help="tenant slug")
+    kcreate.add_argument("--scope", required=True, choices=["submit", "staff", "admin"])
+    kcreate.add_argument("--label", default="", help="a note to recognise the key by")
+    kcreate.set_defaults(func=cmd_key_create)
+
+    imp = sub.add_parser("import", help="bulk-import a CSV export",
+                         description="Bulk-import reports from a CSV file. Formats: la311 "
+                         "(MyLA311 export), sf311 (SF311 export), csv (columns source_id, text, "
+                         "lat, lon, submitted_at and optional category, address). Re-importing "
+                         "a file adds nothing; bad rows are reported with their line numbers.")
+    imp.add_argument("file", help="path of the CSV file")
+    imp.add_argument("--tenant", required=True, help="tenant slug")
+    imp.add_argument("--format", required=True, choices=["la311", "sf311", "csv"])
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.add_argument("--strict", action="store_true", help="exit 1 when any row was rejected")
+    imp.add_argument("--max-errors", type=int, default=20, help="row errors to print (20)")
+    imp.set_defaults(func=cmd_import)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from civicpulse.logs import configure
+
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        configure(settings.log_level, settings.log_format)
+        func: Callable[[Settings, argparse.Namespace], int] = args.func
+        return func(settings, args)
+    except CivicPulseError as exc:
+        where = f" ({exc.field})" if exc.field else ""
+        print(f"civicpulse: error{where}: {exc.message}", file=sys.stderr)
+        return 2
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"civicpulse: database error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

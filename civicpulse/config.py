@@ -1,0 +1,107 @@
+"""One frozen Settings object, built once from CIVICPULSE_* environment variables.
+
+Nothing else reads the environment: the Settings are passed explicitly to whatever needs them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from civicpulse.errors import ConfigError
+
+
+class Secret(str):
+    """A string that never shows itself in a repr or a log line."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self else "Secret('')"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Runtime configuration; every field maps to CIVICPULSE_<FIELD_NAME_UPPERCASE>."""
+
+    # Unset: `serve` starts an embedded PostgreSQL in data_dir.
+    database_url: Secret | None = None
+    data_dir: Path = Path(".civicpulse")
+    # The role the pool switches to at connect time; RLS applies to it. Empty: no switch.
+    db_app_role: str = "civicpulse_app"
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    db_command_timeout: float = 30.0
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "info"
+
+    # Intake: the bounded queue between HTTP handlers and the batching writer.
+    ingest_queue_size: int = 10_000
+    ingest_max_batch: int = 1_000
+    ingest_retry_after: int = 1
+    max_body_bytes: int = 64 * 1024
+    max_batch_body_bytes: int = 8 * 1024 * 1024
+    max_batch_items: int = 1_000
+
+    # Pipeline: claims leased from the database, moved between stages by bounded queues.
+    pipeline_enabled: bool = True
+    pipeline_claim_batch: int = 200
+    pipeline_lease_seconds: float = 60.0
+    pipeline_poll_seconds: float = 1.0
+    pipeline_queue_size: int = 8
+    process_pool_workers: int = 0  # 0: one per CPU
+
+    shutdown_timeout: float = 10.0
+    auth_cache_seconds: float = 30.0
+
+    schema_dir: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build Settings from CIVICPULSE_* variables; unknown names are an error."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        known = {f.name: f for f in fields(cls)}
+        for key, raw in env.items():
+            if not key.startswith("CIVICPULSE_"):
+                continue
+            name = key.removeprefix("CIVICPULSE_").lower()
+            if name.startswith("test_") or name.startswith("llm_"):
+                continue  # read by the test suite and the LLM client respectively
+            if name not in known:
+                raise ConfigError(f"unknown setting {key}")
+            values[name] = _convert(key, known[name].type, raw)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> Settings:
+        """Return a copy with some fields changed."""
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        current.update(changes)
+        return Settings(**current)  # type: ignore[arg-type]
+
+
+def _convert(key: str, annotation: object, raw: str) -> object:
+    kind = str(annotation)
+    raw = raw.strip()
+    try:
+        if "Secret" in kind:
+            return Secret(raw) if raw else None
+        if "Path" in kind:
+            return Path(raw) if raw else None
+        if kind == "bool":
+            lowered = raw.lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: cannot read {raw!r} as {kind}") from exc
+    return raw

@@ -1,0 +1,137 @@
+"""Report repository: set-based intake, lookups, pipeline claims, bulk import."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from civicpulse.db.queries import q
+from civicpulse.domain.reports import NewReport, WriteOutcome
+
+
+async def insert_reports(
+    conn: asyncpg.Connection, tenant_id: int, rows: Sequence[NewReport]
+) -> list[WriteOutcome]:
+    """Insert one tenant's reports; resolve repeated idempotency keys. Caller holds the tx.
+
+    Returns one outcome per input row, in order.
+    """
+    # A key may repeat inside one flush (a client retrying before its first answer): only its
+    # first row is inserted, the others resolve against it like any replay.
+    first_by_key: dict[str, int] = {}
+    to_insert: list[NewReport] = []
+    for i, row in enumerate(rows):
+        if row.idempotency_key is not None:
+            if row.idempotency_key in first_by_key:
+                continue
+            first_by_key[row.idempotency_key] = i
+        to_insert.append(row)
+
+    inserted = {
+        str(r["id"])
+        for r in await conn.fetch(
+            q("insert_reports"),
+            tenant_id,
+            [r.id for r in to_insert],
+            [r.text for r in to_insert],
+            [r.lat for r in to_insert],
+            [r.lon for r in to_insert],
+            [r.address for r in to_insert],
+            [r.requested_category for r in to_insert],
+            [r.submitted_at for r in to_insert],
+            [r.channel for r in to_insert],
+            [r.reporter for r in to_insert],
+            [r.attributes for r in to_insert],
+            [r.media_urls for r in to_insert],
+            [r.idempotency_key for r in to_insert],
+            [r.body_hash for r in to_insert],
+        )
+    }
+
+    keyed_elsewhere = [
+        r.idempotency_key
+        for r in rows
+        if r.idempotency_key is not None and r.id not in inserted
+    ]
+    existing: dict[str, asyncpg.Record] = {}
+    if keyed_elsewhere:
+        for rec in await conn.fetch(q("find_idempotent_reports"), tenant_id, keyed_elsewhere):
+            existing[rec["idempotency_key"]] = rec
+
+    outcomes: list[WriteOutcome] = []
+    for row in rows:
+        if row.id in inserted:
+            outcomes.append(WriteOutcome("created", row.id, "received"))
+            continue
+        rec = existing.get(row.idempotency_key or "")
+        if rec is None:  # pragma: no cover - the unique index makes this unreachable
+            raise RuntimeError(f"report {row.id} neither inserted nor found by key")
+        kind = "replayed" if bytes(rec["body_hash"] or b"") == (row.body_hash or b"") else "conflict"
+        outcomes.append(WriteOutcome(kind, str(rec["id"]), rec["state"]))
+    return outcomes
+
+
+async def get_report(
+    conn: asyncpg.Connection, tenant_id: int, report_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(q("get_report"), tenant_id, report_id)
+
+
+async def count_reports(conn: asyncpg.Connection, tenant_id: int) -> int:
+    return int(await conn.fetchval(q("count_reports"), tenant_id))
+
+
+async def claim_reports(
+    conn: asyncpg.Connection, owner: str, lease: timedelta, limit: int
+) -> list[tuple[int, uuid.UUID]]:
+    """Lease up to `limit` received reports of any tenant; skips rows others hold."""
+    rows = await conn.fetch(q("claim_reports"), owner, lease, limit)
+    return [(r["tenant_id"], r["id"]) for r in rows]
+
+
+async def load_claimed_reports(
+    conn: asyncpg.Connection, tenant_id: int, ids: Sequence[uuid.UUID], owner: str
+) -> list[asyncpg.Record]:
+    return await conn.fetch(q("load_claimed_reports"), tenant_id, list(ids), owner)
+
+
+async def finish_classified(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    results: Iterable[tuple[uuid.UUID, str, int, str]],
+    owner: str,
+) -> int:
+    """Store classifications for reports this owner still leases; returns rows updated."""
+    ids, categories, severities, payloads = [], [], [], []
+    for report_id, category, severity, payload in results:
+        ids.append(report_id)
+        categories.append(category)
+        severities.append(severity)
+        payloads.append(payload)
+    status = await conn.execute(
+        q("finish_classified"), tenant_id, ids, categories, severities, payloads, owner
+    )
+    return int(status.split()[-1])
+
+
+IMPORT_COLUMNS = (
+    "line", "id", "text", "lat", "lon", "address", "category", "submitted_at", "channel",
+    "attributes", "source", "source_id", "received_at",
+)
+
+
+async def import_reports(
+    conn: asyncpg.Connection, tenant_id: int, records: list[tuple[Any, ...]]
+) -> int:
+    """COPY records into a temp table, then move them under RLS; returns rows inserted.
+
+    Caller holds a tenant transaction. Records follow IMPORT_COLUMNS.
+    """
+    await conn.execute(q("import_stage_create"))
+    await conn.copy_records_to_table("import_stage", records=records, columns=IMPORT_COLUMNS)
+    status = await conn.execute(q("import_from_stage"), tenant_id)
+    return int(status.split()[-1])

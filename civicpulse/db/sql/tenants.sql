@@ -1,0 +1,33 @@
+-- Tenants, their taxonomy and API keys.
+
+-- name: tenant_by_slug
+SELECT id, slug, name, timezone FROM tenants WHERE slug = $1
+
+-- name: create_tenant
+INSERT INTO tenants (slug, name, timezone) VALUES ($1, $2, $3)
+RETURNING id, slug, name, timezone
+
+-- name: list_tenants
+SELECT id, slug, name, timezone FROM tenants ORDER BY slug
+
+-- name: insert_categories
+INSERT INTO categories (tenant_id, code, service_code, name, description, keywords, kind)
+SELECT $1, u.code, u.service_code, u.name, u.description,
+       string_to_array(u.keywords, '|'), u.kind
+  FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+       AS u (code, service_code, name, description, keywords, kind)
+ON CONFLICT DO NOTHING
+
+-- name: list_categories
+SELECT code, service_code, name, description, keywords, kind
+  FROM categories
+ WHERE tenant_id = $1 AND active
+ ORDER BY code
+
+-- name: create_api_key
+INSERT INTO api_keys (tenant_id, key_hash, prefix, scope, label)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id
+
+-- name: authenticate
+SELECT tenant_id, scope FROM civicpulse_authenticate($1)

@@ -1,0 +1,141 @@
+"""Tenant, taxonomy and API-key repository. Function names equal their query names."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from importlib import resources
+
+import asyncpg
+
+from civicpulse.db.pool import set_tenant
+from civicpulse.db.queries import q
+from civicpulse.errors import Conflict, NotFound
+
+SCOPES = ("submit", "staff", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: int
+    slug: str
+    name: str
+    timezone: str
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    code: str
+    service_code: str
+    name: str
+    description: str
+    keywords: tuple[str, ...]
+    kind: str
+
+
+def hash_key(key: str) -> bytes:
+    """The stored form of an API key."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh key and its public prefix (shown in listings, useless alone)."""
+    prefix = secrets.token_hex(4)
+    return f"cp_{prefix}_{secrets.token_urlsafe(24)}", prefix
+
+
+def default_taxonomy() -> list[Category]:
+    """The civic taxonomy a new tenant starts with."""
+    raw = json.loads(resources.files("civicpulse.data").joinpath("taxonomy.json").read_text())
+    return [
+        Category(
+            code=item["code"],
+            service_code=item["service_code"],
+            name=item["name"],
+            description=item["description"],
+            keywords=tuple(item["keywords"]),
+            kind=item["kind"],
+        )
+        for item in raw
+    ]
+
+
+async def tenant_by_slug(conn: asyncpg.Connection, slug: str) -> Tenant | None:
+    row = await conn.fetchrow(q("tenant_by_slug"), slug)
+    return None if row is None else Tenant(**dict(row))
+
+
+async def create_tenant(
+    conn: asyncpg.Connection, slug: str, name: str, timezone: str
+) -> Tenant:
+    """Create a tenant with the default taxonomy (owner connection)."""
+    async with conn.transaction():
+        try:
+            row = await conn.fetchrow(q("create_tenant"), slug, name, timezone)
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"tenant {slug!r} already exists", field="slug") from exc
+        except asyncpg.CheckViolationError as exc:
+            raise Conflict(f"invalid tenant slug or name: {slug!r}", field="slug") from exc
+        assert row is not None
+        tenant = Tenant(**dict(row))
+        await set_tenant(conn, tenant.id)
+        await insert_categories(conn, tenant.id, default_taxonomy())
+    return tenant
+
+
+async def list_tenants(conn: asyncpg.Connection) -> list[Tenant]:
+    return [Tenant(**dict(row)) for row in await conn.fetch(q("list_tenants"))]
+
+
+async def insert_categories(
+    conn: asyncpg.Connection, tenant_id: int, categories: list[Category]
+) -> None:
+    await conn.execute(
+        q("insert_categories"),
+        tenant_id,
+        [c.code for c in categories],
+        [c.service_code for c in categories],
+        [c.name for c in categories],
+        [c.description for c in categories],
+        ["|".join(c.keywords) for c in categories],
+        [c.kind for c in categories],
+    )
+
+
+async def list_categories(conn: asyncpg.Connection, tenant_id: int) -> list[Category]:
+    rows = await conn.fetch(q("list_categories"), tenant_id)
+    return [
+        Category(
+            code=r["code"],
+            service_code=r["service_code"],
+            name=r["name"],
+            description=r["description"],
+            keywords=tuple(r["keywords"]),
+            kind=r["kind"],
+        )
+        for r in rows
+    ]
+
+
+async def create_api_key(
+    conn: asyncpg.Connection, slug: str, scope: str, label: str = ""
+) -> str:
+    """Create a key for a tenant and return it; only its hash is stored."""
+    if scope not in SCOPES:
+        raise Conflict(f"scope must be one of {', '.join(SCOPES)}", field="scope")
+    async with conn.transaction():
+        tenant = await tenant_by_slug(conn, slug)
+        if tenant is None:
+            raise NotFound(f"no tenant {slug!r}", field="tenant")
+        await set_tenant(conn, tenant.id)
+        key, prefix = new_key()
+        await conn.fetchval(q("create_api_key"), tenant.id, hash_key(key), prefix, scope, label)
+    return key
+
+
+async def authenticate(conn: asyncpg.Connection, key_hash: bytes) -> tuple[int, str] | None:
+    """The tenant and scope of a live key, whatever tenant the request names."""
+    row = await conn.fetchrow(q("authenticate"), key_hash)
+    return None if row is None else (int(row["tenant_id"]), str(row["scope"]))

@@ -1,0 +1,1 @@
+"""Wire types and internal records (msgspec Structs). Imports nothing from the package."""

@@ -1,0 +1,70 @@
+"""The producer stage: lease received reports from the database onto the classify queue.
+
+Claims use FOR UPDATE SKIP LOCKED with a lease (see civicpulse_claim_reports), so several
+processes share one database without processing a report twice, and a report whose worker
+died is claimed again when its lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+import structlog
+
+from civicpulse.db import reports as reports_repo
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Reports of one tenant leased by this process."""
+
+    tenant_id: int
+    ids: tuple[uuid.UUID, ...]
+
+
+async def run(
+    outbox: asyncio.Queue[Claim],
+    pool: asyncpg.Pool,
+    stop: asyncio.Event,
+    wakeup: asyncio.Event,
+    *,
+    owner: str,
+    lease: timedelta,
+    batch: int,
+    poll: float,
+) -> None:
+    """Claim until stopped; sleep until woken (new commits) or the poll interval passes."""
+    while not stop.is_set():
+        # Cleared before claiming: a commit landing during the claim still wakes the next wait.
+        wakeup.clear()
+        try:
+            async with pool.acquire() as conn:
+                claimed = await reports_repo.claim_reports(conn, owner, lease, batch)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("claim_failed", error=repr(exc))
+            claimed = []
+        if claimed:
+            by_tenant: dict[int, list[uuid.UUID]] = defaultdict(list)
+            for tenant_id, report_id in claimed:
+                by_tenant[tenant_id].append(report_id)
+            for tenant_id, ids in by_tenant.items():
+                # Waits while the classify queue is full: claiming slows to processing speed.
+                await outbox.put(Claim(tenant_id, tuple(ids)))
+            if len(claimed) == batch:
+                continue  # more may be waiting
+        stop_wait = asyncio.ensure_future(stop.wait())
+        wake_wait = asyncio.ensure_future(wakeup.wait())
+        try:
+            await asyncio.wait({stop_wait, wake_wait}, timeout=poll,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+            wake_wait.cancel()
+    log.info("claimer_stopped", owner=owner)
