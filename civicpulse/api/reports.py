@@ -189,6 +189,43 @@ async def get_report(request: Request) -> Response:
     return _respond(200, _report_out(slug, row))
 
 
+REPORT_STATES = ("received", "classified", "imported", "failed")
+
+
+class ReportPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[ReportOut]
+    next_cursor: str | None
+
+
+async def list_reports(request: Request) -> Response:
+    """Staff view: reports newest first, optionally by state, with keyset pagination."""
+    state: AppState = request.state.app
+    slug = request.path_params["slug"]
+    principal = await state.auth.require(request, slug, "staff")
+    params = request.query_params
+    status = params.get("status") or None
+    if status is not None and status not in REPORT_STATES:
+        raise ValidationFailed(f"status must be one of {', '.join(REPORT_STATES)}",
+                               field="status")
+    try:
+        limit = int(params.get("limit", "50"))
+    except ValueError:
+        raise ValidationFailed("limit must be an integer", field="limit") from None
+    if not 1 <= limit <= 500:
+        raise ValidationFailed("limit must be between 1 and 500", field="limit")
+    cursor = params.get("cursor") or None
+    try:
+        before = uuid.UUID(cursor) if cursor else None
+    except ValueError:
+        raise ValidationFailed("cursor is not one this API returned", field="cursor") from None
+    tenant_id = principal.tenant.id
+    async with tenant_transaction(state.pool, tenant_id) as conn:
+        rows = await reports_repo.list_reports(conn, tenant_id, status, before, limit)
+    items = [_report_out(slug, row) for row in rows]
+    next_cursor = items[-1].id if len(items) == limit else None
+    return _respond(200, ReportPage(items=items, next_cursor=next_cursor))
+
+
 def _report_out(slug: str, row: Any) -> ReportOut:
     classification = None
     if row["classification"] is not None:
@@ -212,6 +249,7 @@ def _report_out(slug: str, row: Any) -> ReportOut:
 
 routes = [
     Route("/v1/tenants/{slug}/reports", create_report, methods=["POST"]),
+    Route("/v1/tenants/{slug}/reports", list_reports, methods=["GET"]),
     Route("/v1/tenants/{slug}/reports/batch", create_batch, methods=["POST"]),
     Route("/v1/tenants/{slug}/reports/{report_id}", get_report, methods=["GET"]),
 ]

@@ -135,3 +135,10 @@ async def import_reports(
     await conn.copy_records_to_table("import_stage", records=records, columns=IMPORT_COLUMNS)
     status = await conn.execute(q("import_from_stage"), tenant_id)
     return int(status.split()[-1])
+
+
+async def list_reports(
+    conn: asyncpg.Connection, tenant_id: int, state: str | None, before: uuid.UUID | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    return await conn.fetch(q("list_reports"), tenant_id, state, before, limit)

@@ -76,3 +76,16 @@ SELECT $1, s.id, s.text, s.lat, s.lon, s.address, s.category, s.category, s.subm
        now(), '{"decided_by": "import"}'::jsonb
   FROM import_stage s
 ON CONFLICT (tenant_id, source, source_id) WHERE source_id IS NOT NULL DO NOTHING
+
+-- name: list_reports
+-- Keyset pagination, newest first: UUIDv7 ids are time-ordered, so the primary key
+-- (tenant_id, id) serves both the filter and the order.
+SELECT id, state, text, lat, lon, address, requested_category, category, severity,
+       classification, issue_id, channel, submitted_at, received_at, processed_at,
+       attributes, media_urls
+  FROM reports
+ WHERE tenant_id = $1
+   AND ($2::text IS NULL OR state = $2)
+   AND ($3::uuid IS NULL OR id < $3)
+ ORDER BY id DESC
+ LIMIT $4

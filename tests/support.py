@@ -1,0 +1,109 @@
+"""Test helpers: databases from a migrated template, tenants, keys, an in-process server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import uvicorn
+
+from civicpulse.app import create_app
+from civicpulse.config import Secret, Settings
+from civicpulse.db import tenants
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def reachable(url: str) -> bool:
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(url), 3)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await conn.close()
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_settings(db_url: str, **changes: object) -> Settings:
+    base = Settings(
+        database_url=Secret(db_url),
+        db_pool_min=1,
+        db_pool_max=4,
+        pipeline_poll_seconds=0.1,
+        process_pool_workers=1,
+        shutdown_timeout=5.0,
+        auth_cache_seconds=0.0,
+    )
+    return base.replace(**changes) if changes else base
+
+
+@dataclass(frozen=True)
+class TenantKeys:
+    slug: str
+    id: int
+    submit: str
+    staff: str
+    admin: str
+
+    def headers(self, scope: str = "submit") -> dict[str, str]:
+        return {"Authorization": f"Bearer {getattr(self, scope)}"}
+
+
+async def make_tenant(db_url: str, slug: str | None = None) -> TenantKeys:
+    slug = slug or f"t-{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(db_url)
+    try:
+        tenant = await tenants.create_tenant(conn, slug, slug.title(), "America/Los_Angeles")
+        keys = {s: await tenants.create_api_key(conn, slug, s) for s in tenants.SCOPES}
+    finally:
+        await conn.close()
+    return TenantKeys(slug=slug, id=tenant.id, **keys)
+
+
+@contextlib.asynccontextmanager
+async def running_server(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app under a real uvicorn on a free port; yields a client for it."""
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                            log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        if task.done():
+            task.result()
+        assert server.started, "server did not start"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await task
+
+
+def env_without_civicpulse() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CIVICPULSE_")}
