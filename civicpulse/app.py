@@ -75,8 +75,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """Build the app; the database URL must already be resolved (see cli.serve)."""
     settings = settings or Settings.from_env()
     if settings.database_url is None:
-        raise RuntimeError("create_app needs settings.database_url; `civicpulse serve` "
-                           "starts the embedded database when it is unset")
+        raise RuntimeError(
+            "create_app needs settings.database_url; `civicpulse serve` "
+            "starts the embedded database when it is unset"
+        )
     dsn = str(settings.database_url)
     metrics = Metrics()
 
@@ -91,35 +93,58 @@ def create_app(settings: Settings | None = None) -> Starlette:
         owner = worker_id()
 
         intake_queue: asyncio.Queue[writer.WriteRequest | None] = asyncio.Queue(
-            settings.ingest_queue_size)
+            settings.ingest_queue_size
+        )
         classify_queue: asyncio.Queue[claimer.Claim | None] = asyncio.Queue(
-            settings.pipeline_queue_size)
+            settings.pipeline_queue_size
+        )
         stop = asyncio.Event()
         wakeup = asyncio.Event()
         intake = writer.Intake(intake_queue, settings.ingest_retry_after, metrics)
         tasks: dict[str, asyncio.Task[None]] = {
             "writer": asyncio.create_task(
-                writer.run(intake_queue, pool, metrics, max_batch=settings.ingest_max_batch,
-                           on_committed=wakeup.set),
-                name="writer"),
+                writer.run(
+                    intake_queue,
+                    pool,
+                    metrics,
+                    max_batch=settings.ingest_max_batch,
+                    on_committed=wakeup.set,
+                ),
+                name="writer",
+            ),
         }
         if settings.pipeline_enabled:
             tasks["claimer"] = asyncio.create_task(
-                claimer.run(classify_queue, pool, stop, wakeup, owner=owner,  # type: ignore[arg-type]
-                            lease=timedelta(seconds=settings.pipeline_lease_seconds),
-                            batch=settings.pipeline_claim_batch,
-                            poll=settings.pipeline_poll_seconds),
-                name="claimer")
+                claimer.run(
+                    classify_queue,
+                    pool,
+                    stop,
+                    wakeup,
+                    owner=owner,
+                    lease=timedelta(seconds=settings.pipeline_lease_seconds),
+                    batch=settings.pipeline_claim_batch,
+                    poll=settings.pipeline_poll_seconds,
+                ),
+                name="claimer",
+            )
             tasks["classify"] = asyncio.create_task(
-                classify.run(classify_queue, pool, executor, metrics, owner=owner),
-                name="classify")
+                classify.run(classify_queue, pool, executor, metrics, owner=owner), name="classify"
+            )
         state = AppState(
-            settings=settings, pool=pool, intake=intake,
-            auth=Authenticator(pool, settings.auth_cache_seconds), metrics=metrics,
-            tasks=tasks, queues={"intake": intake_queue, "classify": classify_queue},  # type: ignore[dict-item]
+            settings=settings,
+            pool=pool,
+            intake=intake,
+            auth=Authenticator(pool, settings.auth_cache_seconds),
+            metrics=metrics,
+            tasks=tasks,
+            queues={"intake": intake_queue, "classify": classify_queue},  # type: ignore[dict-item]
         )
-        log.info("service_started", owner=owner, pipeline=settings.pipeline_enabled,
-                 process_workers=workers)
+        log.info(
+            "service_started",
+            owner=owner,
+            pipeline=settings.pipeline_enabled,
+            process_workers=workers,
+        )
         try:
             yield {"app": state}
         finally:
@@ -133,9 +158,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=[*ops.routes, *reports.routes],
         lifespan=lifespan,
-        exception_handlers=api_errors.HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=api_errors.HANDLERS,
     )
-    app.add_middleware(RequestMetrics, metrics=metrics)  # type: ignore[arg-type]
+    app.add_middleware(RequestMetrics, metrics=metrics)
     return app
 
 

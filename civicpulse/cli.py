@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -40,6 +40,7 @@ async def _owner(dsn: str) -> asyncpg.Connection:
 
 # -- commands -----------------------------------------------------------------------------
 
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -55,13 +56,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port or settings.port
     if demo:
         key = asyncio.run(_ensure_demo(dsn))
+        where = f"embedded database in {settings.data_dir}" if embedded else "configured database"
         print(
-            "\nCivicPulse is starting on the "
-            + ("embedded database in " + str(settings.data_dir) if embedded else "configured database")
-            + f".\n  demo tenant: demo\n  API key (admin, shown once): {key}\n"
+            f"\nCivicPulse is starting on the {where}.\n"
+            f"  demo tenant: demo\n  API key (admin, shown once): {key}\n"
             f"  try: curl -s -X POST http://{host}:{port}/v1/tenants/demo/reports \\\n"
             f"         -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
-            "         -d '{\"text\": \"Pothole on Main St\", \"lat\": 34.05, \"lon\": -118.25}'\n",
+            '         -d \'{"text": "Pothole on Main St", "lat": 34.05, "lon": -118.25}\'\n',
             flush=True,
         )
     uvicorn.run(
@@ -118,8 +119,10 @@ def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
             await conn.close()
 
     tenant = asyncio.run(run(resolve_dsn(settings)))
-    print(f"created tenant {tenant.slug} (id {tenant.id}, {tenant.timezone}) "
-          "with the default taxonomy")
+    print(
+        f"created tenant {tenant.slug} (id {tenant.id}, {tenant.timezone}) "
+        "with the default taxonomy"
+    )
     return 0
 
 
@@ -150,8 +153,10 @@ def cmd_key_create(settings: Settings, args: argparse.Namespace) -> int:
 
     key = asyncio.run(run(resolve_dsn(settings)))
     print(key)
-    print(f"(a {args.scope} key for {args.tenant}; it is not stored and cannot be shown again)",
-          file=sys.stderr)
+    print(
+        f"(a {args.scope} key for {args.tenant}; it is not stored and cannot be shown again)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -181,8 +186,14 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
             codes = {c.code: c.code for c in cats} | {c.service_code: c.code for c in cats}
             with tqdm(total=total, unit="rows", disable=args.quiet, file=sys.stderr) as bar:
                 return await imports.import_file(
-                    pool, tenant.id, path, args.format, categories=codes,
-                    timezone=tenant.timezone, progress=bar.update)
+                    pool,
+                    tenant.id,
+                    path,
+                    args.format,
+                    categories=codes,
+                    timezone=tenant.timezone,
+                    progress=bar.update,
+                )
         finally:
             await pool.close()
 
@@ -193,42 +204,59 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{path}:{line}: {field}: {message}", file=sys.stderr)
     if len(result.errors) > args.max_errors:
         print(f"... and {len(result.errors) - args.max_errors} more row errors", file=sys.stderr)
-    print(f"read {result.read} rows: {result.inserted} imported, "
-          f"{result.skipped_existing} already present, {len(result.errors)} rejected "
-          f"in {elapsed:.2f}s ({result.read / elapsed if elapsed else 0:,.0f} rows/s)")
+    print(
+        f"read {result.read} rows: {result.inserted} imported, "
+        f"{result.skipped_existing} already present, {len(result.errors)} rejected "
+        f"in {elapsed:.2f}s ({result.read / elapsed if elapsed else 0:,.0f} rows/s)"
+    )
     return 0 if not result.errors or not args.strict else 1
 
 
 # -- parser -------------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="civicpulse", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="civicpulse",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"civicpulse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the HTTP service and the pipeline",
-                           description="Run the HTTP service and the pipeline. Applies pending "
-                           "migrations first. With the embedded database (no "
-                           "CIVICPULSE_DATABASE_URL) it also ensures a 'demo' tenant and "
-                           "prints a fresh admin key for it.")
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP service and the pipeline",
+        description="Run the HTTP service and the pipeline. Applies pending "
+        "migrations first. With the embedded database (no "
+        "CIVICPULSE_DATABASE_URL) it also ensures a 'demo' tenant and "
+        "prints a fresh admin key for it.",
+    )
     serve.add_argument("--host", help="address to bind (default CIVICPULSE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default CIVICPULSE_PORT or 8000)")
-    serve.add_argument("--demo", action=argparse.BooleanOptionalAction, default=None,
-                       help="ensure the demo tenant and print a key (default: on for the "
-                       "embedded database only)")
+    serve.add_argument(
+        "--demo",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ensure the demo tenant and print a key (default: on for the embedded database only)",
+    )
     serve.set_defaults(func=cmd_serve)
 
-    mig = sub.add_parser("migrate", help="apply pending schema migrations",
-                         description="Apply the numbered migrations in schema/ under an "
-                         "advisory lock; safe to run twice or from two processes.")
+    mig = sub.add_parser(
+        "migrate",
+        help="apply pending schema migrations",
+        description="Apply the numbered migrations in schema/ under an "
+        "advisory lock; safe to run twice or from two processes.",
+    )
     mig.set_defaults(func=cmd_migrate)
 
-    tenant = sub.add_parser("tenant", help="manage tenants",
-                            description="Manage tenants.")
+    tenant = sub.add_parser("tenant", help="manage tenants", description="Manage tenants.")
     tsub = tenant.add_subparsers(dest="tenant_command", required=True, metavar="ACTION")
-    create = tsub.add_parser("create", help="create a tenant with the default taxonomy",
-                             description="Create a tenant with the default civic taxonomy.")
+    create = tsub.add_parser(
+        "create",
+        help="create a tenant with the default taxonomy",
+        description="Create a tenant with the default civic taxonomy.",
+    )
     create.add_argument("slug", help="URL name: lower-case letters, digits and '-'")
     create.add_argument("--name", required=True, help="display name")
     create.add_argument("--timezone", default="UTC", help="IANA time zone (default UTC)")
@@ -238,20 +266,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     key = sub.add_parser("key", help="manage API keys", description="Manage API keys.")
     ksub = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")
-    kcreate = ksub.add_parser("create", help="create an API key and print it once",
-                              description="Create an API key; it is printed once and only its "
-                              "hash is stored. Scopes: submit (send and read reports), staff "
-                              "(submit plus staff work), admin (everything).")
+    kcreate = ksub.add_parser(
+        "create",
+        help="create an API key and print it once",
+        description="Create an API key; it is printed once and only its "
+        "hash is stored. Scopes: submit (send and read reports), staff "
+        "(submit plus staff work), admin (everything).",
+    )
     kcreate.add_argument("--tenant", required=True, help="tenant slug")
     kcreate.add_argument("--scope", required=True, choices=["submit", "staff", "admin"])
     kcreate.add_argument("--label", default="", help="a note to recognise the key by")
     kcreate.set_defaults(func=cmd_key_create)
 
-    imp = sub.add_parser("import", help="bulk-import a CSV export",
-                         description="Bulk-import reports from a CSV file. Formats: la311 "
-                         "(MyLA311 export), sf311 (SF311 export), csv (columns source_id, text, "
-                         "lat, lon, submitted_at and optional category, address). Re-importing "
-                         "a file adds nothing; bad rows are reported with their line numbers.")
+    imp = sub.add_parser(
+        "import",
+        help="bulk-import a CSV export",
+        description="Bulk-import reports from a CSV file. Formats: la311 "
+        "(MyLA311 export), sf311 (SF311 export), csv (columns source_id, text, "
+        "lat, lon, submitted_at and optional category, address). Re-importing "
+        "a file adds nothing; bad rows are reported with their line numbers.",
+    )
     imp.add_argument("file", help="path of the CSV file")
     imp.add_argument("--tenant", required=True, help="tenant slug")
     imp.add_argument("--format", required=True, choices=["la311", "sf311", "csv"])

@@ -80,7 +80,7 @@ class Settings:
         """Return a copy with some fields changed."""
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         current.update(changes)
-        return Settings(**current)  # type: ignore[arg-type]
+        return Settings(**current)
 
 
 def _convert(key: str, annotation: object, raw: str) -> object:

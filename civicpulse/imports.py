@@ -64,11 +64,22 @@ SF_CATEGORIES = {
     "Damaged Property": "building_fault",
     "Noise Report": "noise",
 }
-LA_CHANNELS = {"Call": "phone", "Mobile App": "mobile", "Self Service": "web", "Email": "email",
-               "Driver Self Report": "staff"}
-SF_CHANNELS = {"Voice In": "phone", "Open311": "api", "Web Self Service": "web",
-               "Twitter": "web", "e-mail In": "email", "Integrated Agency": "staff",
-               "Other Department": "staff"}
+LA_CHANNELS = {
+    "Call": "phone",
+    "Mobile App": "mobile",
+    "Self Service": "web",
+    "Email": "email",
+    "Driver Self Report": "staff",
+}
+SF_CHANNELS = {
+    "Voice In": "phone",
+    "Open311": "api",
+    "Web Self Service": "web",
+    "Twitter": "web",
+    "e-mail In": "email",
+    "Integrated Agency": "staff",
+    "Other Department": "staff",
+}
 
 
 class RowError(ValueError):
@@ -130,8 +141,17 @@ def parse_la311(row: dict[str, str]) -> dict[str, Any]:
     if not source_id:
         raise RowError("srnumber", "missing record id")
     address = None if _blank(row.get("address")) else row["address"].strip()
-    attrs: dict[str, Any] = _clean(row, "requesttype", "requestsource", "status", "ncname",
-                                   "cd", "zipcode", "owner", "actiontaken")
+    attrs: dict[str, Any] = _clean(
+        row,
+        "requesttype",
+        "requestsource",
+        "status",
+        "ncname",
+        "cd",
+        "zipcode",
+        "owner",
+        "actiontaken",
+    )
     attrs["closed_at"] = _optional_time(row, "closeddate", LOS_ANGELES)
     return {
         "source_id": source_id,
@@ -157,9 +177,18 @@ def parse_sf311(row: dict[str, str]) -> dict[str, Any]:
     if not text:
         raise RowError("Request.Type", "no text to describe the report")
     address = None if _blank(row.get("Address")) else row["Address"].strip()
-    attrs: dict[str, Any] = _clean(row, "Category", "Request.Type", "Request.Details",
-                                   "Status", "Status.Notes", "Responsible.Agency",
-                                   "Neighborhood", "Source", "Supervisor.District")
+    attrs: dict[str, Any] = _clean(
+        row,
+        "Category",
+        "Request.Type",
+        "Request.Details",
+        "Status",
+        "Status.Notes",
+        "Responsible.Agency",
+        "Neighborhood",
+        "Source",
+        "Supervisor.District",
+    )
     attrs["closed_at"] = _optional_time(row, "Closed", LOS_ANGELES)
     return {
         "source_id": source_id,
@@ -174,8 +203,9 @@ def parse_sf311(row: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def make_csv_parser(categories: dict[str, str], zone: ZoneInfo) -> Callable[
-        [dict[str, str]], dict[str, Any]]:
+def make_csv_parser(
+    categories: dict[str, str], zone: ZoneInfo
+) -> Callable[[dict[str, str]], dict[str, Any]]:
     """The plain format: source_id,text,lat,lon,submitted_at[,category,address,channel]."""
 
     def parse(row: dict[str, str]) -> dict[str, Any]:
@@ -206,7 +236,9 @@ def make_csv_parser(categories: dict[str, str], zone: ZoneInfo) -> Callable[
 
 
 def iter_rows(
-    handle: TextIO, parse: Callable[[dict[str, str]], dict[str, Any]], source: str,
+    handle: TextIO,
+    parse: Callable[[dict[str, str]], dict[str, Any]],
+    source: str,
     result: ImportResult,
 ) -> Iterator[tuple[Any, ...]]:
     """Parsed records in IMPORT_COLUMNS order; bad rows go to result.errors."""
@@ -223,9 +255,19 @@ def iter_rows(
             result.errors.append((start_line, exc.field, exc.message))
             continue
         yield (
-            start_line, uuid7(), rec["text"], rec["lat"], rec["lon"], rec["address"],
-            rec["category"], rec["submitted_at"], rec["channel"],
-            json.dumps(rec["attributes"]), source, rec["source_id"], now,
+            start_line,
+            uuid7(),
+            rec["text"],
+            rec["lat"],
+            rec["lon"],
+            rec["address"],
+            rec["category"],
+            rec["submitted_at"],
+            rec["channel"],
+            json.dumps(rec["attributes"]),
+            source,
+            rec["source_id"],
+            now,
         )
 
 
@@ -261,7 +303,10 @@ async def import_file(
 
 
 async def _write(
-    pool: asyncpg.Pool, tenant_id: int, chunk: list[tuple[Any, ...]], result: ImportResult,
+    pool: asyncpg.Pool,
+    tenant_id: int,
+    chunk: list[tuple[Any, ...]],
+    result: ImportResult,
     progress: Callable[[int], None] | None,
 ) -> None:
     async with tenant_transaction(pool, tenant_id) as conn:

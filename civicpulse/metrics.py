@@ -12,7 +12,7 @@ from prometheus_client import (
 )
 
 # The *_created series double the exposition for no use here.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
@@ -25,23 +25,32 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.http_requests = Counter(
-            "civicpulse_http_requests_total", "HTTP requests", ["method", "route", "status"],
+            "civicpulse_http_requests_total",
+            "HTTP requests",
+            ["method", "route", "status"],
             registry=r,
         )
         self.http_latency = Histogram(
-            "civicpulse_http_request_seconds", "HTTP request latency", ["route"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "civicpulse_http_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge(
             "civicpulse_queue_depth", "Items waiting in a pipeline queue", ["queue"], registry=r
         )
         self.batch_size = Histogram(
-            "civicpulse_writer_batch_rows", "Rows per writer flush", buckets=_BATCH_BUCKETS,
+            "civicpulse_writer_batch_rows",
+            "Rows per writer flush",
+            buckets=_BATCH_BUCKETS,
             registry=r,
         )
         self.flush_latency = Histogram(
-            "civicpulse_writer_flush_seconds", "Writer flush latency (one transaction)",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "civicpulse_writer_flush_seconds",
+            "Writer flush latency (one transaction)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.rows_written = Counter(
             "civicpulse_reports_written_total", "Reports committed by the writer", registry=r
@@ -50,20 +59,28 @@ class Metrics:
             "civicpulse_writer_flush_failures_total", "Writer flushes that failed", registry=r
         )
         self.rejected_overload = Counter(
-            "civicpulse_ingest_overload_total", "Requests refused with 503 (queue full)",
+            "civicpulse_ingest_overload_total",
+            "Requests refused with 503 (queue full)",
             registry=r,
         )
         self.stage_items = Counter(
-            "civicpulse_stage_items_total", "Items a pipeline stage finished", ["stage"],
+            "civicpulse_stage_items_total",
+            "Items a pipeline stage finished",
+            ["stage"],
             registry=r,
         )
         self.stage_failures = Counter(
-            "civicpulse_stage_failures_total", "Pipeline stage batch failures", ["stage"],
+            "civicpulse_stage_failures_total",
+            "Pipeline stage batch failures",
+            ["stage"],
             registry=r,
         )
         self.stage_latency = Histogram(
-            "civicpulse_stage_batch_seconds", "Pipeline stage batch latency", ["stage"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "civicpulse_stage_batch_seconds",
+            "Pipeline stage batch latency",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
 
     def render(self) -> bytes:

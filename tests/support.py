@@ -85,8 +85,14 @@ async def make_tenant(db_url: str, slug: str | None = None) -> TenantKeys:
 async def running_server(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The real app under a real uvicorn on a free port; yields a client for it."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                            log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())

@@ -93,6 +93,7 @@ class Authenticator:
         if tenant.id != key_tenant:
             raise NotFound("no such tenant", field="slug")
         if SCOPE_RANK[key_scope] < SCOPE_RANK[scope]:
-            raise Forbidden(f"this API key's scope is {key_scope}; {scope} is required",
-                            field="authorization")
+            raise Forbidden(
+                f"this API key's scope is {key_scope}; {scope} is required", field="authorization"
+            )
         return Principal(tenant, key_scope)

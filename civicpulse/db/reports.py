@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -53,9 +53,7 @@ async def insert_reports(
     }
 
     keyed_elsewhere = [
-        r.idempotency_key
-        for r in rows
-        if r.idempotency_key is not None and r.id not in inserted
+        r.idempotency_key for r in rows if r.idempotency_key is not None and r.id not in inserted
     ]
     existing: dict[str, asyncpg.Record] = {}
     if keyed_elsewhere:
@@ -70,7 +68,8 @@ async def insert_reports(
         rec = existing.get(row.idempotency_key or "")
         if rec is None:  # pragma: no cover - the unique index makes this unreachable
             raise RuntimeError(f"report {row.id} neither inserted nor found by key")
-        kind = "replayed" if bytes(rec["body_hash"] or b"") == (row.body_hash or b"") else "conflict"
+        same_body = bytes(rec["body_hash"] or b"") == (row.body_hash or b"")
+        kind: Literal["replayed", "conflict"] = "replayed" if same_body else "conflict"
         outcomes.append(WriteOutcome(kind, str(rec["id"]), rec["state"]))
     return outcomes
 
@@ -96,7 +95,10 @@ async def claim_reports(
 async def load_claimed_reports(
     conn: asyncpg.Connection, tenant_id: int, ids: Sequence[uuid.UUID], owner: str
 ) -> list[asyncpg.Record]:
-    return await conn.fetch(q("load_claimed_reports"), tenant_id, list(ids), owner)
+    rows: list[asyncpg.Record] = await conn.fetch(
+        q("load_claimed_reports"), tenant_id, list(ids), owner
+    )
+    return rows
 
 
 async def finish_classified(
@@ -119,8 +121,19 @@ async def finish_classified(
 
 
 IMPORT_COLUMNS = (
-    "line", "id", "text", "lat", "lon", "address", "category", "submitted_at", "channel",
-    "attributes", "source", "source_id", "received_at",
+    "line",
+    "id",
+    "text",
+    "lat",
+    "lon",
+    "address",
+    "category",
+    "submitted_at",
+    "channel",
+    "attributes",
+    "source",
+    "source_id",
+    "received_at",
 )
 
 
@@ -138,7 +151,13 @@ async def import_reports(
 
 
 async def list_reports(
-    conn: asyncpg.Connection, tenant_id: int, state: str | None, before: uuid.UUID | None,
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    state: str | None,
+    before: uuid.UUID | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    return await conn.fetch(q("list_reports"), tenant_id, state, before, limit)
+    rows: list[asyncpg.Record] = await conn.fetch(
+        q("list_reports"), tenant_id, state, before, limit
+    )
+    return rows

@@ -67,9 +67,7 @@ async def tenant_by_slug(conn: asyncpg.Connection, slug: str) -> Tenant | None:
     return None if row is None else Tenant(**dict(row))
 
 
-async def create_tenant(
-    conn: asyncpg.Connection, slug: str, name: str, timezone: str
-) -> Tenant:
+async def create_tenant(conn: asyncpg.Connection, slug: str, name: str, timezone: str) -> Tenant:
     """Create a tenant with the default taxonomy (owner connection)."""
     async with conn.transaction():
         try:
@@ -119,9 +117,7 @@ async def list_categories(conn: asyncpg.Connection, tenant_id: int) -> list[Cate
     ]
 
 
-async def create_api_key(
-    conn: asyncpg.Connection, slug: str, scope: str, label: str = ""
-) -> str:
+async def create_api_key(conn: asyncpg.Connection, slug: str, scope: str, label: str = "") -> str:
     """Create a key for a tenant and return it; only its hash is stored."""
     if scope not in SCOPES:
         raise Conflict(f"scope must be one of {', '.join(SCOPES)}", field="scope")

@@ -30,7 +30,7 @@ class Claim:
 
 
 async def run(
-    outbox: asyncio.Queue[Claim],
+    outbox: asyncio.Queue[Claim | None],
     pool: asyncpg.Pool,
     stop: asyncio.Event,
     wakeup: asyncio.Event,
@@ -62,8 +62,9 @@ async def run(
         stop_wait = asyncio.ensure_future(stop.wait())
         wake_wait = asyncio.ensure_future(wakeup.wait())
         try:
-            await asyncio.wait({stop_wait, wake_wait}, timeout=poll,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {stop_wait, wake_wait}, timeout=poll, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             stop_wait.cancel()
             wake_wait.cancel()

@@ -42,8 +42,12 @@ async def run(
             done = await classify_claim(pool, executor, claim, owner=owner)
         except Exception as exc:  # the lease expires and another claim retries the batch
             metrics.stage_failures.labels(STAGE).inc()
-            log.error("classify_failed", tenant_id=claim.tenant_id, reports=len(claim.ids),
-                      error=repr(exc))
+            log.error(
+                "classify_failed",
+                tenant_id=claim.tenant_id,
+                reports=len(claim.ids),
+                error=repr(exc),
+            )
             continue
         metrics.stage_items.labels(STAGE).inc(done)
         metrics.stage_latency.labels(STAGE).observe(time.perf_counter() - started)

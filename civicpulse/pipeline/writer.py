@@ -40,8 +40,9 @@ class WriteRequest:
 class Intake:
     """The handlers' side of the intake queue."""
 
-    def __init__(self, queue: asyncio.Queue[WriteRequest | None], retry_after: int,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self, queue: asyncio.Queue[WriteRequest | None], retry_after: int, metrics: Metrics
+    ) -> None:
         self.queue = queue
         self.retry_after = retry_after
         self.metrics = metrics
@@ -99,7 +100,9 @@ async def run(
     log.info("writer_stopped")
 
 
-async def _flush(pool: asyncpg.Pool, metrics: Metrics, batch: list[WriteRequest], rows: int) -> None:
+async def _flush(
+    pool: asyncpg.Pool, metrics: Metrics, batch: list[WriteRequest], rows: int
+) -> None:
     started = time.perf_counter()
     by_tenant: dict[int, list[NewReport]] = defaultdict(list)
     for request in batch:
@@ -116,8 +119,9 @@ async def _flush(pool: asyncpg.Pool, metrics: Metrics, batch: list[WriteRequest]
     except Exception as exc:  # any failure: nothing in this batch was committed
         metrics.flush_failures.inc()
         log.error("batch_flush_failed", rows=rows, requests=len(batch), error=repr(exc))
-        failure = StorageUnavailable("the report could not be stored; retry with the same "
-                                     "Idempotency-Key")
+        failure = StorageUnavailable(
+            "the report could not be stored; retry with the same Idempotency-Key"
+        )
         for request in batch:
             if not request.future.done():
                 request.future.set_exception(failure)

@@ -1,0 +1,177 @@
+"""Shared helpers for the ingest benchmark: paths, psql, machine context, CPU accounting."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+RESULTS = ROOT / "bench" / "results"
+TMP = RESULTS / "tmp"
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432"
+
+
+def db_url(db: str, base: str = PG_ADMIN_URL) -> str:
+    return f"{base.rstrip('/')}/{db}"
+
+
+def psql(url: str, sql: str, *, check: bool = True) -> str:
+    """Run one SQL command (or psql meta-command) with psql; returns unaligned output."""
+    out = subprocess.run(
+        ["psql", url, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        capture_output=True, text=True, check=False,
+    )
+    if check and out.returncode != 0:
+        raise RuntimeError(f"psql failed ({sql!r}): {out.stderr.strip()}")
+    return out.stdout.strip()
+
+
+def reset_database(admin_url: str, db: str) -> None:
+    """Drop and recreate the benchmark database."""
+    maintenance = db_url("postgres", admin_url)
+    psql(maintenance, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    psql(maintenance, f'CREATE DATABASE "{db}"')
+
+
+def shell(cmd: list[str], env: dict[str, str] | None = None) -> str:
+    """A command line as it can be pasted into a shell from the repository root."""
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+    words = []
+    for word in cmd:
+        try:
+            word = str(Path(word).relative_to(ROOT)) if word.startswith(str(ROOT)) else word
+        except ValueError:
+            pass
+        words.append(shlex.quote(word))
+    return (prefix + " " if prefix else "") + " ".join(words)
+
+
+# -- machine context -------------------------------------------------------------------------
+
+def _first(path: str, key: str) -> str:
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _version(module: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(module)
+    except PackageNotFoundError:
+        return "-"
+
+
+def git_state() -> dict[str, str]:
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                             check=False)
+        return out.stdout.strip()
+
+    diff = git("diff", "HEAD", "--", "civicpulse", "schema", "pyproject.toml")
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "service_tree": "clean" if not diff else
+        f"uncommitted changes (diff sha1 {hashlib.sha1(diff.encode()).hexdigest()[:10]})",
+    }
+
+
+def machine_context(admin_url: str) -> dict[str, object]:
+    mem_kb = int(_first("/proc/meminfo", "MemTotal").split()[0] or 0)
+    pg = db_url("postgres", admin_url)
+    settings = psql(pg, "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' "
+                        "ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', "
+                        "'synchronous_commit', 'fsync', 'wal_level', 'max_wal_size', "
+                        "'commit_delay', 'full_page_writes')")
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    return {
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "cpu_model": _first("/proc/cpuinfo", "model name"),
+        "nproc": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgresql": psql(pg, "SELECT version()").split(" on ")[0],
+        "postgresql_settings": settings,
+        "wrk": (wrk.stdout + wrk.stderr).splitlines()[0] if (wrk.stdout + wrk.stderr) else "-",
+        "packages": ", ".join(f"{m} {_version(m)}" for m in (
+            "civicpulse", "starlette", "uvicorn", "uvloop", "httptools", "asyncpg", "msgspec",
+            "fastapi", "pydantic", "sqlalchemy")),
+        "git": git_state(),
+    }
+
+
+def print_context(ctx: dict[str, object]) -> None:
+    print("== machine context")
+    for key, value in ctx.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        print(f"  {key:<20} {value}")
+    print(flush=True)
+
+
+# -- CPU accounting from /proc ---------------------------------------------------------------
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuSample:
+    at: float
+    total_busy: float = 0.0
+    total_all: float = 0.0
+    groups: dict[str, float] = field(default_factory=dict)
+
+
+def cpu_sample(at: float, server_pgid: int | None, wrk_pid: int | None) -> CpuSample:
+    """CPU seconds so far: the whole machine, the server's process group, postgres, wrk."""
+    sample = CpuSample(at=at, groups={"server": 0.0, "postgres": 0.0, "wrk": 0.0})
+    with open("/proc/stat") as fh:
+        ticks = [int(x) for x in fh.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]
+    sample.total_all = sum(ticks[:8]) / TICK
+    sample.total_busy = (sum(ticks[:8]) - idle) / TICK
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                raw = fh.read()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        rest = raw[raw.rindex(")") + 2 :].split()
+        pgrp, utime, stime = int(rest[2]), int(rest[11]), int(rest[12])
+        seconds = (utime + stime) / TICK
+        if server_pgid is not None and pgrp == server_pgid:
+            sample.groups["server"] += seconds
+        elif comm == "postgres":
+            sample.groups["postgres"] += seconds
+        elif wrk_pid is not None and int(entry) == wrk_pid:
+            sample.groups["wrk"] += seconds
+    return sample
+
+
+def cpu_usage(a: CpuSample, b: CpuSample) -> dict[str, float]:
+    """Percent of one core used between two samples (200 = both cores of a 2-core box)."""
+    wall = b.at - a.at
+    ncpu = os.cpu_count() or 1
+    out = {f"{k}_pct": round(100 * (b.groups[k] - a.groups[k]) / wall, 1) for k in a.groups}
+    all_ticks = b.total_all - a.total_all
+    out["machine_busy_pct"] = round(
+        100 * ncpu * (b.total_busy - a.total_busy) / all_ticks, 1) if all_ticks else 0.0
+    return out

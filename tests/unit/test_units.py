@@ -1,0 +1,129 @@
+"""Pure pieces: settings, SQL loading, ids, error mapping, rule classification."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from civicpulse.api.errors import HTTPError, decode_error
+from civicpulse.config import Secret, Settings
+from civicpulse.db import migrate, queries
+from civicpulse.domain.reports import ReportIn
+from civicpulse.engine import rules
+from civicpulse.errors import ConfigError, ValidationFailed
+from civicpulse.ids import uuid7
+
+
+def test_settings_from_env_converts_and_refuses_unknown_names() -> None:
+    s = Settings.from_env(
+        {
+            "CIVICPULSE_PORT": "9000",
+            "CIVICPULSE_PIPELINE_ENABLED": "no",
+            "CIVICPULSE_DATABASE_URL": "postgresql://u:pw@h/db",
+            "CIVICPULSE_SCHEMA_DIR": "/x",
+            "OTHER": "ignored",
+        }
+    )
+    assert (s.port, s.pipeline_enabled, s.schema_dir) == (9000, False, Path("/x"))
+    assert isinstance(s.database_url, Secret)
+    assert "pw" not in repr(s)
+    with pytest.raises(ConfigError, match="CIVICPULSE_PROT"):
+        Settings.from_env({"CIVICPULSE_PROT": "1"})
+    with pytest.raises(ConfigError, match="as int"):
+        Settings.from_env({"CIVICPULSE_PORT": "eighty"})
+
+
+def test_named_queries_parse_and_every_repository_query_exists() -> None:
+    parsed = queries.parse("-- name: a\nSELECT 1\n\n-- name: b\nSELECT $1\n")
+    assert parsed == {"a": "SELECT 1", "b": "SELECT $1"}
+    with pytest.raises(ValueError, match="twice"):
+        queries.parse("-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n")
+    names = queries.all_queries()
+    for name in (
+        "insert_reports",
+        "get_report",
+        "claim_reports",
+        "finish_classified",
+        "import_from_stage",
+        "authenticate",
+        "create_tenant",
+        "list_reports",
+    ):
+        assert name in names
+
+
+def test_migrations_are_numbered_without_gaps() -> None:
+    found = migrate.load(migrate.schema_dir())
+    assert [m.version for m in found] == list(range(1, len(found) + 1))
+
+
+def test_uuid7_is_time_ordered_and_valid() -> None:
+    ids = [uuid7() for _ in range(2000)]
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    assert len(set(ids)) == 2000
+    # Ordered by millisecond prefix (ids within one millisecond may be in any order).
+    prefixes = [i.int >> 80 for i in ids]
+    assert prefixes == sorted(prefixes)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"lat": 1, "lon": 1}', "text"),
+        (b'{"text": "x", "lat": 1, "lon": 1, "z": 1}', "z"),
+        (b'{"text": "x", "lat": 99, "lon": 1}', "lat"),
+        (b'{"text": "x", "lat": 1, "lon": 1, "reporter": {"phone": "call me"}}', "reporter.phone"),
+    ],
+)
+def test_decode_errors_name_the_field(body: bytes, field: str) -> None:
+    with pytest.raises(msgspec.ValidationError) as info:
+        msgspec.json.decode(body, type=ReportIn)
+    err = decode_error(info.value)
+    assert isinstance(err, ValidationFailed)
+    assert err.field == field
+    assert " - at " not in err.message  # the location moved into `field`
+
+
+def test_malformed_json_is_a_400() -> None:
+    with pytest.raises(msgspec.DecodeError) as info:
+        msgspec.json.decode(b"{", type=ReportIn)
+    err = decode_error(info.value)
+    assert isinstance(err, HTTPError) and err.status == 400
+
+
+TERMS = (
+    rules.terms_for("road_defect", "ROAD", "Road defect", ("pothole", "asphalt")),
+    rules.terms_for("streetlight", "LIGHT", "Streetlight", ("street light", "lamp")),
+    rules.terms_for("hazard", "HAZ", "Hazard", ("gas", "live wire")),
+)
+
+
+def test_rules_prefer_a_valid_requested_category() -> None:
+    result = rules.classify("anything at all", "LIGHT", TERMS, "other")
+    assert (result.category, result.decided_by, result.model) == (
+        "streetlight",
+        "rule",
+        "requested-category",
+    )
+
+
+def test_rules_match_keywords_as_whole_phrases() -> None:
+    assert rules.classify("The street light is out", None, TERMS, "other").category == "streetlight"
+    assert (
+        rules.classify("Huge POTHOLE, cars swerving", None, TERMS, "other").category
+        == "road_defect"
+    )
+    # "gaslight" is not "gas"; nothing matches, so the fallback with a low confidence.
+    result = rules.classify("gaslight district sign", None, TERMS, "other")
+    assert (result.category, result.confidence) == ("other", 0.2)
+
+
+def test_hazards_raise_severity() -> None:
+    calm = rules.classify("pothole", None, TERMS, "other")
+    assert calm.severity == rules.DEFAULT_SEVERITY and calm.hazards == ()
+    danger = rules.classify("Live wire down and sparking, someone injured", None, TERMS, "x")
+    assert danger.severity == 5
+    assert danger.hazards == ("injury", "live_wire")
