@@ -21,7 +21,8 @@ from civicpulse.config import Secret, Settings
 from civicpulse.db import tenants
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# CI and developers have shared/ beside the checkout; elsewhere point the variable at it.
+SHARED_DATA = Path(os.environ.get("CIVICPULSE_TEST_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 def with_database(url: str, name: str) -> str:
