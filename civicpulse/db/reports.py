@@ -122,7 +122,7 @@ async def finish_classified(
 
 IMPORT_COLUMNS = (
     "line",
-    "id",
+    "source_id",
     "text",
     "lat",
     "lon",
@@ -130,23 +130,25 @@ IMPORT_COLUMNS = (
     "category",
     "submitted_at",
     "channel",
-    "attributes",
-    "source",
-    "source_id",
-    "received_at",
+    "attribute_values",
 )
 
 
 async def import_reports(
-    conn: asyncpg.Connection, tenant_id: int, records: list[tuple[Any, ...]]
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    source: str,
+    attribute_keys: Sequence[str],
+    records: list[tuple[Any, ...]],
 ) -> int:
     """COPY records into a temp table, then move them under RLS; returns rows inserted.
 
-    Caller holds a tenant transaction. Records follow IMPORT_COLUMNS.
+    Caller holds a tenant transaction. Records follow IMPORT_COLUMNS; each record's
+    attribute values pair with `attribute_keys`.
     """
     await conn.execute(q("import_stage_create"))
     await conn.copy_records_to_table("import_stage", records=records, columns=IMPORT_COLUMNS)
-    status = await conn.execute(q("import_from_stage"), tenant_id)
+    status = await conn.execute(q("import_from_stage"), tenant_id, list(attribute_keys), source)
     return int(status.split()[-1])
 
 

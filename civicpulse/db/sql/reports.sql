@@ -59,21 +59,21 @@ SELECT count(*) FROM reports WHERE tenant_id = $1
 
 -- name: import_stage_create
 CREATE TEMP TABLE import_stage (
-    line integer, id uuid, text text, lat float8, lon float8, address text,
-    category text, submitted_at timestamptz, channel text, attributes text,
-    source text, source_id text, received_at timestamptz
+    line integer, source_id text, text text, lat float8, lon float8, address text,
+    category text, submitted_at timestamptz, channel text, attribute_values text[]
 ) ON COMMIT DROP
 
 -- name: import_from_stage
 -- COPY cannot write a table under RLS, so rows land in a temp table first and move over
--- in one INSERT ... SELECT that the tenant policy checks.
+-- in one INSERT ... SELECT that the tenant policy checks. $2 names the attribute values.
 INSERT INTO reports (
     tenant_id, id, text, lat, lon, address, requested_category, category, submitted_at,
-    received_at, channel, attributes, source, source_id, state, processed_at, classification
+    channel, attributes, source, source_id, state, processed_at, classification
 )
-SELECT $1, s.id, s.text, s.lat, s.lon, s.address, s.category, s.category, s.submitted_at,
-       s.received_at, s.channel, s.attributes::jsonb, s.source, s.source_id, 'imported',
-       now(), '{"decided_by": "import"}'::jsonb
+SELECT $1, civicpulse_uuid7(), s.text, s.lat, s.lon, s.address, s.category, s.category,
+       s.submitted_at, s.channel,
+       jsonb_strip_nulls(jsonb_object($2::text[], s.attribute_values)), $3, s.source_id,
+       'imported', now(), '{"decided_by": "import"}'::jsonb
   FROM import_stage s
 ON CONFLICT (tenant_id, source, source_id) WHERE source_id IS NOT NULL DO NOTHING
 
