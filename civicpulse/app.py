@@ -20,19 +20,22 @@ from datetime import timedelta
 from multiprocessing import get_context
 from typing import Any
 
+import aiohttp
 import structlog
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from civicpulse.api import categories, ops, reports
 from civicpulse.api import errors as api_errors
-from civicpulse.api import ops, reports
 from civicpulse.api.auth import Authenticator
 from civicpulse.api.state import AppState
 from civicpulse.config import Settings
 from civicpulse.db import migrate
 from civicpulse.db.pool import close_pool, create_pool
+from civicpulse.llm.client import ChatClient, CircuitBreaker
 from civicpulse.metrics import Metrics
 from civicpulse.pipeline import claimer, classify, writer
+from civicpulse.pipeline.models import ModelStore
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +74,23 @@ class RequestMetrics:
             self.metrics.http_latency.labels(template).observe(time.perf_counter() - started)
 
 
+def llm_client(settings: Settings, session: aiohttp.ClientSession, metrics: Metrics) -> ChatClient:
+    """The model client the settings describe."""
+    assert settings.llm_base_url is not None
+    return ChatClient(
+        session,
+        base_url=settings.llm_base_url,
+        model=settings.llm_model,
+        api_key=str(settings.llm_api_key) if settings.llm_api_key else None,
+        json_mode=settings.llm_json_mode,
+        timeout=settings.llm_timeout,
+        max_concurrency=settings.llm_max_concurrency,
+        max_retries=settings.llm_max_retries,
+        breaker=CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown),
+        metrics=metrics,
+    )
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the app; the database URL must already be resolved (see cli.serve)."""
     settings = settings or Settings.from_env()
@@ -101,6 +121,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
         stop = asyncio.Event()
         wakeup = asyncio.Event()
         intake = writer.Intake(intake_queue, settings.ingest_retry_after, metrics)
+        http = aiohttp.ClientSession() if settings.llm_base_url else None
+        classify_ctx = classify.ClassifyContext(
+            pool=pool,
+            executor=executor,
+            models=ModelStore(
+                pool,
+                executor,
+                retrain_after=settings.retrain_after_labels,
+                check_every=settings.retrain_check_seconds,
+            ),
+            metrics=metrics,
+            owner=owner,
+            llm=None if http is None else llm_client(settings, http, metrics),
+        )
         tasks: dict[str, asyncio.Task[None]] = {
             "writer": asyncio.create_task(
                 writer.run(
@@ -127,9 +161,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 ),
                 name="claimer",
             )
-            tasks["classify"] = asyncio.create_task(
-                classify.run(classify_queue, pool, executor, metrics, owner=owner), name="classify"
-            )
+            # As many classify tasks as pool processes, so local batches use every core
+            # and a slow LLM answer for one claim does not hold up the next.
+            for i in range(workers):
+                tasks[f"classify-{i}"] = asyncio.create_task(
+                    classify.run(classify_queue, classify_ctx), name=f"classify-{i}"
+                )
         state = AppState(
             settings=settings,
             pool=pool,
@@ -151,12 +188,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             state.accepting = False
             intake.closed = True
             await _drain(state, intake_queue, classify_queue, stop, settings.shutdown_timeout)
+            if http is not None:
+                await http.close()
             executor.shutdown(wait=True, cancel_futures=True)
             await close_pool(pool, settings.shutdown_timeout)
             log.info("service_stopped", owner=owner)
 
     app = Starlette(
-        routes=[*ops.routes, *reports.routes],
+        routes=[*ops.routes, *reports.routes, *categories.routes],
         lifespan=lifespan,
         exception_handlers=api_errors.HANDLERS,
     )
@@ -193,6 +232,8 @@ async def _drain(
     await finish("writer")
     stop.set()
     await finish("claimer")
-    if "classify" in tasks:
+    classifiers = [name for name in tasks if name.startswith("classify")]
+    for _ in classifiers:
         await classify_queue.put(None)
-    await finish("classify")
+    for name in classifiers:
+        await finish(name)

@@ -54,6 +54,22 @@ class Settings:
     pipeline_queue_size: int = 8
     process_pool_workers: int = 0  # 0: one per CPU
 
+    # Classification. No LLM base URL: the local classifier decides everything.
+    llm_base_url: str | None = None
+    llm_model: str = "default"
+    llm_api_key: Secret | None = None
+    # json_schema (OpenAI), json_object (llama.cpp: json_object plus a schema), or prompt.
+    llm_json_mode: str = "json_schema"
+    llm_timeout: float = 10.0
+    llm_max_concurrency: int = 4
+    llm_max_retries: int = 2
+    llm_breaker_failures: int = 5
+    llm_breaker_cooldown: float = 30.0
+    # A tenant's local model is retrained once this many new labels have arrived.
+    retrain_after_labels: int = 200
+    # How often a tenant's label count is checked against its model.
+    retrain_check_seconds: float = 60.0
+
     shutdown_timeout: float = 10.0
     auth_cache_seconds: float = 30.0
 
@@ -69,12 +85,16 @@ class Settings:
             if not key.startswith("CIVICPULSE_"):
                 continue
             name = key.removeprefix("CIVICPULSE_").lower()
-            if name.startswith("test_") or name.startswith("llm_"):
-                continue  # read by the test suite and the LLM client respectively
+            if name.startswith("test_"):
+                continue  # read by the test suite
             if name not in known:
                 raise ConfigError(f"unknown setting {key}")
             values[name] = _convert(key, known[name].type, raw)
         return cls(**values)  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        if self.llm_json_mode not in ("json_schema", "json_object", "prompt"):
+            raise ConfigError("CIVICPULSE_LLM_JSON_MODE must be json_schema, json_object or prompt")
 
     def replace(self, **changes: object) -> Settings:
         """Return a copy with some fields changed."""
@@ -91,6 +111,8 @@ def _convert(key: str, annotation: object, raw: str) -> object:
             return Secret(raw) if raw else None
         if "Path" in kind:
             return Path(raw) if raw else None
+        if kind == "str | None":
+            return raw or None
         if kind == "bool":
             lowered = raw.lower()
             if lowered in {"1", "true", "yes", "on"}:

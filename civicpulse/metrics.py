@@ -83,6 +83,36 @@ class Metrics:
             registry=r,
         )
 
+        self.llm_calls = Counter(
+            "civicpulse_llm_calls_total", "LLM HTTP attempts by outcome", ["outcome"], registry=r
+        )
+        self.llm_failures = Counter(
+            "civicpulse_llm_failures_total", "LLM calls that gave up", ["outcome"], registry=r
+        )
+        self.llm_latency = Histogram(
+            "civicpulse_llm_latency_seconds",
+            "LLM answer latency",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=r,
+        )
+        self.llm_tokens = Counter(
+            "civicpulse_llm_tokens_total", "LLM tokens used", ["kind"], registry=r
+        )
+        self.llm_breaker = Gauge(
+            "civicpulse_llm_breaker_state", "0 closed, 1 half-open, 2 open", registry=r
+        )
+        self.classified = Counter(
+            "civicpulse_reports_classified_total",
+            "Reports classified, by decider",
+            ["decided_by"],
+            registry=r,
+        )
+        self.llm_invalid = Counter(
+            "civicpulse_llm_invalid_answers_total",
+            "LLM answers that failed validation",
+            registry=r,
+        )
+
     def render(self) -> bytes:
         """The Prometheus text exposition."""
         return generate_latest(self.registry)

@@ -229,10 +229,10 @@ REVOKE ALL ON FUNCTION civicpulse_claim_reports(text, interval, integer) FROM PU
 -- Authentication needs the key's own tenant before any tenant setting exists: this function
 -- answers only "which tenant and scope does this live key hash belong to".
 CREATE FUNCTION civicpulse_authenticate(p_hash bytea)
-RETURNS TABLE (tenant_id bigint, scope text)
+RETURNS TABLE (tenant_id bigint, scope text, key_id bigint, prefix text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public
 AS $$
-    SELECT k.tenant_id, k.scope FROM api_keys k
+    SELECT k.tenant_id, k.scope, k.id, k.prefix FROM api_keys k
      WHERE k.key_hash = p_hash AND k.revoked_at IS NULL
 $$;
 REVOKE ALL ON FUNCTION civicpulse_authenticate(bytea) FROM PUBLIC;

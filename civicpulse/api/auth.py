@@ -36,6 +36,13 @@ class TenantContext:
 class Principal:
     tenant: TenantContext
     scope: str
+    key_id: int
+    key_prefix: str
+
+    @property
+    def actor(self) -> str:
+        """How the event log names this caller."""
+        return f"key:{self.key_prefix}"
 
 
 class Authenticator:
@@ -43,7 +50,7 @@ class Authenticator:
         self.pool = pool
         self.ttl = ttl
         self._tenants: dict[str, tuple[float, TenantContext | None]] = {}
-        self._keys: dict[bytes, tuple[float, tuple[int, str] | None]] = {}
+        self._keys: dict[bytes, tuple[float, tenants_repo.KeyIdentity | None]] = {}
 
     async def tenant(self, slug: str) -> TenantContext:
         """The tenant named in the URL; NotFound when there is none."""
@@ -88,12 +95,16 @@ class Authenticator:
             self._keys[key_hash] = (now + self.ttl, found)
         if found is None:
             raise Unauthenticated("unknown or revoked API key", field="authorization")
-        key_tenant, key_scope = found
         tenant = await self.tenant(slug)
-        if tenant.id != key_tenant:
+        if tenant.id != found.tenant_id:
             raise NotFound("no such tenant", field="slug")
-        if SCOPE_RANK[key_scope] < SCOPE_RANK[scope]:
+        if SCOPE_RANK[found.scope] < SCOPE_RANK[scope]:
             raise Forbidden(
-                f"this API key's scope is {key_scope}; {scope} is required", field="authorization"
+                f"this API key's scope is {found.scope}; {scope} is required",
+                field="authorization",
             )
-        return Principal(tenant, key_scope)
+        return Principal(tenant, found.scope, found.key_id, found.prefix)
+
+    def forget_tenant(self, slug: str) -> None:
+        """Drop a cached tenant (its taxonomy changed)."""
+        self._tenants.pop(slug, None)

@@ -25,6 +25,7 @@ from civicpulse.domain.reports import (
     ItemError,
     Links,
     NewReport,
+    ReportCorrection,
     ReportIn,
     ReportOut,
     WriteOutcome,
@@ -200,16 +201,114 @@ async def get_report(request: Request) -> Response:
     state: AppState = request.state.app
     slug = request.path_params["slug"]
     principal = await state.auth.require(request, slug, "submit")
-    try:
-        report_id = uuid.UUID(request.path_params["report_id"])
-    except ValueError:
-        raise NotFound("no such report", field="report_id") from None
+    report_id = _report_id(request)
     tenant_id = principal.tenant.id
     async with tenant_transaction(state.pool, tenant_id) as conn:
         row = await reports_repo.get_report(conn, tenant_id, report_id)
     if row is None:
         raise NotFound("no such report", field="report_id")
     return _respond(200, _report_out(slug, row))
+
+
+_decode_correction = msgspec.json.Decoder(ReportCorrection)
+
+
+def _report_id(request: Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.path_params["report_id"])
+    except ValueError:
+        raise NotFound("no such report", field="report_id") from None
+
+
+async def correct_report(request: Request) -> Response:
+    """Staff set a report's category and/or severity; logged, and a training label."""
+    state: AppState = request.state.app
+    slug = request.path_params["slug"]
+    principal = await state.auth.require(request, slug, "staff")
+    report_id = _report_id(request)
+    body = await read_json(request, state.settings.max_body_bytes)
+    try:
+        change = _decode_correction.decode(body)
+    except msgspec.DecodeError as exc:
+        raise decode_error(exc) from None
+    if change.category is None and change.severity is None:
+        raise ValidationFailed("give a category, a severity, or both", field="category")
+    category = None
+    if change.category is not None:
+        category = principal.tenant.category_codes.get(change.category)
+        if category is None:
+            raise ValidationFailed(
+                f"unknown category {change.category!r} for this tenant", field="category"
+            )
+    tenant_id = principal.tenant.id
+    async with tenant_transaction(state.pool, tenant_id) as conn:
+        before = await reports_repo.correct_report(
+            conn, tenant_id, report_id, category, change.severity, principal.actor
+        )
+        if before is None:
+            raise NotFound("no such report", field="report_id")
+        await reports_repo.append_event(
+            conn,
+            tenant_id,
+            issue_id=before["issue_id"],
+            report_id=report_id,
+            kind="report_corrected",
+            actor=principal.actor,
+            note=change.note,
+            data=_json.encode(
+                {
+                    "from": {
+                        "category": before["old_category"],
+                        "severity": before["old_severity"],
+                    },
+                    "to": {"category": category, "severity": change.severity},
+                }
+            ).decode(),
+        )
+        row = await reports_repo.get_report(conn, tenant_id, report_id)
+    return _respond(200, _report_out(slug, row))
+
+
+class EventOut(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    kind: str
+    actor: str
+    from_status: str | None
+    to_status: str | None
+    note: str | None
+    data: dict[str, Any]
+    created_at: Any
+
+
+async def report_events(request: Request) -> Response:
+    """The change log of one report (staff)."""
+    state: AppState = request.state.app
+    slug = request.path_params["slug"]
+    principal = await state.auth.require(request, slug, "staff")
+    report_id = _report_id(request)
+    tenant_id = principal.tenant.id
+    async with tenant_transaction(state.pool, tenant_id) as conn:
+        if await reports_repo.get_report(conn, tenant_id, report_id) is None:
+            raise NotFound("no such report", field="report_id")
+        rows = await reports_repo.report_events(conn, tenant_id, report_id)
+    return _respond(
+        200,
+        {
+            "items": [
+                EventOut(
+                    id=r["id"],
+                    kind=r["kind"],
+                    actor=r["actor"],
+                    from_status=r["from_status"],
+                    to_status=r["to_status"],
+                    note=r["note"],
+                    data=msgspec.json.decode(r["data"]),
+                    created_at=r["created_at"],
+                )
+                for r in rows
+            ]
+        },
+    )
 
 
 REPORT_STATES = ("received", "classified", "imported", "failed")
@@ -257,6 +356,8 @@ def _report_out(slug: str, row: Any) -> ReportOut:
             model=c.get("model"),
             confidence=c.get("confidence"),
             prompt_version=c.get("prompt_version"),
+            latency_ms=c.get("latency_ms"),
+            fallback_reason=c.get("fallback_reason"),
         )
     rid = str(row["id"])
     return ReportOut(
@@ -270,6 +371,10 @@ def _report_out(slug: str, row: Any) -> ReportOut:
         category=row["category"],
         severity=row["severity"],
         classification=classification,
+        summary=row["summary"],
+        hazards=list(row["hazards"]),
+        language=row["language"],
+        needs_review=row["needs_review"],
         issue_id=None if row["issue_id"] is None else str(row["issue_id"]),
         channel=row["channel"],
         submitted_at=row["submitted_at"],
@@ -286,4 +391,6 @@ routes = [
     Route("/v1/tenants/{slug}/reports", list_reports, methods=["GET"]),
     Route("/v1/tenants/{slug}/reports/batch", create_batch, methods=["POST"]),
     Route("/v1/tenants/{slug}/reports/{report_id}", get_report, methods=["GET"]),
+    Route("/v1/tenants/{slug}/reports/{report_id}", correct_report, methods=["PATCH"]),
+    Route("/v1/tenants/{slug}/reports/{report_id}/events", report_events, methods=["GET"]),
 ]

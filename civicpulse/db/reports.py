@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import asyncpg
 
@@ -101,23 +101,87 @@ async def load_claimed_reports(
     return rows
 
 
+class Classified(NamedTuple):
+    """What the classify stage stores for one report."""
+
+    id: uuid.UUID
+    category: str
+    severity: int
+    classification: str  # JSON
+    summary: str
+    hazards: tuple[str, ...]
+    language: str
+    needs_review: bool
+
+
 async def finish_classified(
-    conn: asyncpg.Connection,
-    tenant_id: int,
-    results: Iterable[tuple[uuid.UUID, str, int, str]],
-    owner: str,
+    conn: asyncpg.Connection, tenant_id: int, results: Sequence[Classified], owner: str
 ) -> int:
     """Store classifications for reports this owner still leases; returns rows updated."""
-    ids, categories, severities, payloads = [], [], [], []
-    for report_id, category, severity, payload in results:
-        ids.append(report_id)
-        categories.append(category)
-        severities.append(severity)
-        payloads.append(payload)
     status = await conn.execute(
-        q("finish_classified"), tenant_id, ids, categories, severities, payloads, owner
+        q("finish_classified"),
+        tenant_id,
+        [r.id for r in results],
+        [r.category for r in results],
+        [r.severity for r in results],
+        [r.classification for r in results],
+        [r.summary for r in results],
+        [",".join(r.hazards) for r in results],
+        [r.language for r in results],
+        [r.needs_review for r in results],
+        owner,
     )
     return int(status.split()[-1])
+
+
+async def correct_report(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    report_id: uuid.UUID,
+    category: str | None,
+    severity: int | None,
+    actor: str,
+) -> asyncpg.Record | None:
+    """Apply a staff correction; returns the old values, or None when there is no report."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        q("correct_report"), tenant_id, report_id, category, severity, actor
+    )
+    return row
+
+
+async def append_event(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    *,
+    issue_id: uuid.UUID | None,
+    report_id: uuid.UUID | None,
+    kind: str,
+    actor: str,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    note: str | None = None,
+    data: str = "{}",
+) -> asyncpg.Record:
+    row: asyncpg.Record = await conn.fetchrow(
+        q("append_event"),
+        tenant_id,
+        issue_id,
+        report_id,
+        kind,
+        actor,
+        from_status,
+        to_status,
+        note,
+        data,
+    )
+    return row
+
+
+async def report_events(
+    conn: asyncpg.Connection, tenant_id: int, report_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(q("report_events"), tenant_id, report_id)
+    return rows
 
 
 IMPORT_COLUMNS = (

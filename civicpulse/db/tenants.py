@@ -131,7 +131,48 @@ async def create_api_key(conn: asyncpg.Connection, slug: str, scope: str, label:
     return key
 
 
-async def authenticate(conn: asyncpg.Connection, key_hash: bytes) -> tuple[int, str] | None:
+@dataclass(frozen=True, slots=True)
+class KeyIdentity:
+    tenant_id: int
+    scope: str
+    key_id: int
+    prefix: str
+
+
+async def authenticate(conn: asyncpg.Connection, key_hash: bytes) -> KeyIdentity | None:
     """The tenant and scope of a live key, whatever tenant the request names."""
     row = await conn.fetchrow(q("authenticate"), key_hash)
-    return None if row is None else (int(row["tenant_id"]), str(row["scope"]))
+    return None if row is None else KeyIdentity(**dict(row))
+
+
+async def all_categories(conn: asyncpg.Connection, tenant_id: int) -> list[asyncpg.Record]:
+    """Every category of the tenant, retired ones included."""
+    rows: list[asyncpg.Record] = await conn.fetch(q("all_categories"), tenant_id)
+    return rows
+
+
+async def upsert_category(
+    conn: asyncpg.Connection, tenant_id: int, category: Category, active: bool
+) -> bool:
+    """Create or replace a category; True when it was created."""
+    try:
+        return bool(
+            await conn.fetchval(
+                q("upsert_category"),
+                tenant_id,
+                category.code,
+                category.service_code,
+                category.name,
+                category.description,
+                list(category.keywords),
+                category.kind,
+                active,
+            )
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise Conflict(
+            f"service_code {category.service_code!r} is used by another category",
+            field="service_code",
+        ) from exc
+    except asyncpg.CheckViolationError as exc:
+        raise Conflict("code must be 1-64 characters of a-z, 0-9 and _", field="code") from exc

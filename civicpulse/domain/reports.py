@@ -69,11 +69,13 @@ class BatchResult(msgspec.Struct, frozen=True, kw_only=True):
     results: list[BatchItemResult]
 
 
-class Classification(msgspec.Struct, frozen=True, kw_only=True):
+class Classification(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     decided_by: str
     model: str | None = None
     confidence: float | None = None
     prompt_version: str | None = None
+    latency_ms: float | None = None
+    fallback_reason: str | None = None
 
 
 class ReportOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,6 +91,10 @@ class ReportOut(msgspec.Struct, frozen=True, kw_only=True):
     category: str | None
     severity: int | None
     classification: Classification | None
+    summary: str | None
+    hazards: list[str]
+    language: str | None
+    needs_review: bool
     issue_id: str | None
     channel: str
     submitted_at: dt.datetime
@@ -97,6 +103,14 @@ class ReportOut(msgspec.Struct, frozen=True, kw_only=True):
     attributes: dict[str, Any]
     media_urls: list[str]
     links: Links
+
+
+class ReportCorrection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A staff correction of a report's classification."""
+
+    category: Code | None = None
+    severity: Annotated[int, Meta(ge=1, le=5)] | None = None
+    note: Annotated[str, Meta(max_length=2000)] | None = None
 
 
 class NewReport(msgspec.Struct, frozen=True, kw_only=True):

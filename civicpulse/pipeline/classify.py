@@ -1,8 +1,11 @@
-"""The classify stage: give each claimed report a category and a severity.
+"""The classify stage: category, severity, hazards, summary and language for each report.
 
-Reads a claim's reports under the tenant's RLS setting, classifies the batch in the process
-pool (pure functions in civicpulse.engine), and stores the results only while this process
-still holds the lease. A failed batch keeps its lease and is claimed again when it expires.
+Reads a claim's reports under the tenant's RLS setting. The local classifier (per-tenant
+model, process pool) runs for every batch: it is the answer when no LLM is configured and
+the fallback when the LLM fails, times out, is switched off by its breaker, or answers
+invalidly twice; fallbacks are flagged for review. LLM calls for one claim run concurrently
+within the client's concurrency limit. Results are stored only while this process still
+holds the lease; a failed batch keeps its lease and is claimed again when it expires.
 """
 
 from __future__ import annotations
@@ -10,38 +13,50 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import msgspec
 import structlog
 
+from civicpulse.db import classifier as classifier_repo
 from civicpulse.db import reports as reports_repo
 from civicpulse.db import tenants as tenants_repo
 from civicpulse.db.pool import tenant_transaction
-from civicpulse.engine import rules
+from civicpulse.db.reports import Classified
+from civicpulse.engine import rules, textmodel
+from civicpulse.llm import classifier as llm_classifier
+from civicpulse.llm.client import ChatClient, LLMError
 from civicpulse.metrics import Metrics
 from civicpulse.pipeline.claimer import Claim
+from civicpulse.pipeline.models import ModelStore
 
 log = structlog.get_logger(__name__)
 STAGE = "classify"
-_payload = msgspec.json.Encoder()
+# Without an LLM, a local answer this unsure goes to the review queue.
+REVIEW_BELOW = 0.25
+_json = msgspec.json.Encoder()
 
 
-async def run(
-    inbox: asyncio.Queue[Claim | None],
-    pool: asyncpg.Pool,
-    executor: Executor,
-    metrics: Metrics,
-    *,
-    owner: str,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class ClassifyContext:
+    pool: asyncpg.Pool
+    executor: Executor
+    models: ModelStore
+    metrics: Metrics
+    owner: str
+    llm: ChatClient | None = None
+
+
+async def run(inbox: asyncio.Queue[Claim | None], ctx: ClassifyContext) -> None:
     """Process claims until a None sentinel arrives."""
     while (claim := await inbox.get()) is not None:
         started = time.perf_counter()
         try:
-            done = await classify_claim(pool, executor, claim, owner=owner)
+            done = await classify_claim(ctx, claim)
         except Exception as exc:  # the lease expires and another claim retries the batch
-            metrics.stage_failures.labels(STAGE).inc()
+            ctx.metrics.stage_failures.labels(STAGE).inc()
             log.error(
                 "classify_failed",
                 tenant_id=claim.tenant_id,
@@ -49,40 +64,140 @@ async def run(
                 error=repr(exc),
             )
             continue
-        metrics.stage_items.labels(STAGE).inc(done)
-        metrics.stage_latency.labels(STAGE).observe(time.perf_counter() - started)
+        ctx.metrics.stage_items.labels(STAGE).inc(done)
+        ctx.metrics.stage_latency.labels(STAGE).observe(time.perf_counter() - started)
     log.info("classify_stopped")
 
 
-async def classify_claim(
-    pool: asyncpg.Pool, executor: Executor, claim: Claim, *, owner: str
-) -> int:
+async def classify_claim(ctx: ClassifyContext, claim: Claim) -> int:
     """Classify one claim; returns how many reports were stored."""
-    async with tenant_transaction(pool, claim.tenant_id) as conn:
-        categories = await tenants_repo.list_categories(conn, claim.tenant_id)
-        rows = await reports_repo.load_claimed_reports(conn, claim.tenant_id, claim.ids, owner)
+    tenant_id = claim.tenant_id
+    async with tenant_transaction(ctx.pool, tenant_id) as conn:
+        categories = await tenants_repo.list_categories(conn, tenant_id)
+        rows = await reports_repo.load_claimed_reports(conn, tenant_id, claim.ids, ctx.owner)
+        tenant = await classifier_repo.tenant_by_id(conn, tenant_id) if ctx.llm else None
     if not rows:
         return 0
-    terms = tuple(rules.terms_for(c.code, c.service_code, c.name, c.keywords) for c in categories)
-    fallback = "other" if any(c.code == "other" for c in categories) else terms[0].code
+    model = await ctx.models.get(tenant_id, categories)
+    names = {c.code: c.name for c in categories}
     items = [(r["text"], r["requested_category"]) for r in rows]
-    loop = asyncio.get_running_loop()
-    results = await loop.run_in_executor(executor, rules.classify_batch, items, terms, fallback)
-    stored = [
-        (
-            row["id"],
-            result.category,
-            result.severity,
-            _payload.encode(
-                {
-                    "decided_by": result.decided_by,
-                    "model": result.model,
-                    "confidence": result.confidence,
-                    "hazards": list(result.hazards),
-                }
-            ).decode(),
+    local = await _local(ctx, model.digest, model.blob, items, names)
+    local_model = f"{textmodel.MODEL_FORMAT}@v{model.version}"
+
+    if ctx.llm is None or tenant is None:
+        results = [
+            _from_local(row["id"], pred, decided, local_model, None)
+            for row, (pred, decided) in zip(rows, local, strict=True)
+        ]
+    else:
+        prompt = llm_classifier.TenantPrompt(
+            tenant_name=tenant["name"],
+            categories={c.code: f"{c.name}: {c.description}" for c in categories},
+            severity_scale=_severity_scale(tenant["config"]),
         )
-        for row, result in zip(rows, results, strict=True)
-    ]
-    async with tenant_transaction(pool, claim.tenant_id) as conn:
-        return await reports_repo.finish_classified(conn, claim.tenant_id, stored, owner)
+        results = list(
+            await asyncio.gather(
+                *[
+                    _with_llm(ctx.llm, prompt, row, pred, decided, local_model)
+                    for row, (pred, decided) in zip(rows, local, strict=True)
+                ]
+            )
+        )
+    for r in results:
+        ctx.metrics.classified.labels(msgspec.json.decode(r.classification)["decided_by"]).inc()
+    async with tenant_transaction(ctx.pool, tenant_id) as conn:
+        return await reports_repo.finish_classified(conn, tenant_id, results, ctx.owner)
+
+
+async def _local(
+    ctx: ClassifyContext,
+    digest: str,
+    blob: bytes,
+    items: list[tuple[str, str | None]],
+    names: dict[str, str],
+) -> list[tuple[textmodel.Prediction, str]]:
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(
+            ctx.executor, textmodel.classify_batch, digest, None, items, names
+        )
+    except textmodel.ModelMissing:  # this worker has not seen the model yet
+        return await loop.run_in_executor(
+            ctx.executor, textmodel.classify_batch, digest, blob, items, names
+        )
+
+
+def _severity_scale(config: Any) -> dict[int, str]:
+    raw = msgspec.json.decode(config) if isinstance(config, str | bytes) else (config or {})
+    scale = raw.get("severity_scale") if isinstance(raw, dict) else None
+    if isinstance(scale, dict) and scale:
+        return {int(k): str(v) for k, v in scale.items()}
+    return llm_classifier.DEFAULT_SEVERITY_SCALE
+
+
+def _from_local(
+    report_id: Any,
+    pred: textmodel.Prediction,
+    decided_by: str,
+    model: str,
+    fallback_reason: str | None,
+) -> Classified:
+    record: dict[str, Any] = {
+        "decided_by": decided_by,
+        "model": model,
+        "confidence": pred.confidence,
+    }
+    if fallback_reason is not None:
+        record["fallback_reason"] = fallback_reason
+    review = fallback_reason is not None or pred.confidence < REVIEW_BELOW
+    return Classified(
+        report_id,
+        pred.category,
+        pred.severity,
+        _json.encode(record).decode(),
+        pred.summary,
+        pred.hazards,
+        pred.language,
+        review,
+    )
+
+
+async def _with_llm(
+    client: ChatClient,
+    prompt: llm_classifier.TenantPrompt,
+    row: Any,
+    local: textmodel.Prediction,
+    local_decided: str,
+    local_model: str,
+) -> Classified:
+    started = time.perf_counter()
+    try:
+        outcome = await llm_classifier.classify(
+            client, prompt, row["text"], row["address"], row["requested_category"]
+        )
+    except (LLMError, llm_classifier.InvalidAnswer) as exc:
+        return _from_local(row["id"], local, "local", local_model, str(exc)[:300])
+    answer = outcome.answer
+    # Safety floor: hazard words the rules know (gas, live wire...) never rate below them.
+    hazards = sorted(set(answer.hazards) | set(local.hazards))
+    _, rule_severity = rules.hazards_in(rules.normalise(row["text"]))
+    severity = max(answer.severity, rule_severity if local.hazards else 1)
+    record = {
+        "decided_by": "llm",
+        "model": outcome.result.model,
+        "prompt_version": llm_classifier.PROMPT_VERSION,
+        "confidence": answer.confidence,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        "repaired": outcome.repaired,
+        "tokens": outcome.result.prompt_tokens + outcome.result.completion_tokens,
+    }
+    return Classified(
+        row["id"],
+        answer.category,
+        severity,
+        _json.encode(record).decode(),
+        answer.summary[:400],
+        tuple(hazards),
+        answer.language[:8],
+        False,
+    )

@@ -94,36 +94,13 @@ def test_malformed_json_is_a_400() -> None:
     assert isinstance(err, HTTPError) and err.status == 400
 
 
-TERMS = (
-    rules.terms_for("road_defect", "ROAD", "Road defect", ("pothole", "asphalt")),
-    rules.terms_for("streetlight", "LIGHT", "Streetlight", ("street light", "lamp")),
-    rules.terms_for("hazard", "HAZ", "Hazard", ("gas", "live wire")),
-)
-
-
-def test_rules_prefer_a_valid_requested_category() -> None:
-    result = rules.classify("anything at all", "LIGHT", TERMS, "other")
-    assert (result.category, result.decided_by, result.model) == (
-        "streetlight",
-        "rule",
-        "requested-category",
-    )
-
-
-def test_rules_match_keywords_as_whole_phrases() -> None:
-    assert rules.classify("The street light is out", None, TERMS, "other").category == "streetlight"
-    assert (
-        rules.classify("Huge POTHOLE, cars swerving", None, TERMS, "other").category
-        == "road_defect"
-    )
-    # "gaslight" is not "gas"; nothing matches, so the fallback with a low confidence.
-    result = rules.classify("gaslight district sign", None, TERMS, "other")
-    assert (result.category, result.confidence) == ("other", 0.2)
-
-
 def test_hazards_raise_severity() -> None:
-    calm = rules.classify("pothole", None, TERMS, "other")
-    assert calm.severity == rules.DEFAULT_SEVERITY and calm.hazards == ()
-    danger = rules.classify("Live wire down and sparking, someone injured", None, TERMS, "x")
-    assert danger.severity == 5
-    assert danger.hazards == ("injury", "live_wire")
+    kinds, severity = rules.hazards_in(rules.normalise("a pothole"))
+    assert (kinds, severity) == ((), rules.DEFAULT_SEVERITY)
+    kinds, severity = rules.hazards_in(
+        rules.normalise("Live wire down and sparking, someone injured")
+    )
+    assert severity == 5
+    assert kinds == ("injury", "live_wire")
+    # Whole phrases only: "gaslight" is not "gas".
+    assert rules.hazards_in(rules.normalise("gaslight district"))[0] == ()

@@ -27,7 +27,7 @@ SELECT id, idempotency_key, body_hash, state
 -- name: get_report
 SELECT id, state, text, lat, lon, address, requested_category, category, severity,
        classification, issue_id, channel, submitted_at, received_at, processed_at,
-       attributes, media_urls
+       attributes, media_urls, summary, hazards, language, needs_review
   FROM reports
  WHERE tenant_id = $1 AND id = $2
 
@@ -35,7 +35,7 @@ SELECT id, state, text, lat, lon, address, requested_category, category, severit
 SELECT tenant_id, id FROM civicpulse_claim_reports($1, $2, $3)
 
 -- name: load_claimed_reports
-SELECT id, text, requested_category
+SELECT id, text, address, requested_category
   FROM reports
  WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND lease_owner = $3 AND state = 'received'
 
@@ -47,12 +47,17 @@ UPDATE reports r
        category = u.category,
        severity = u.severity,
        classification = u.classification::jsonb,
+       summary = u.summary,
+       hazards = string_to_array(u.hazards, ','),
+       language = u.language,
+       needs_review = u.needs_review,
        processed_at = now(),
        lease_owner = NULL,
        lease_until = NULL
-  FROM unnest($2::uuid[], $3::text[], $4::int2[], $5::text[])
-       AS u (id, category, severity, classification)
- WHERE r.tenant_id = $1 AND r.id = u.id AND r.lease_owner = $6 AND r.state = 'received'
+  FROM unnest($2::uuid[], $3::text[], $4::int2[], $5::text[], $6::text[], $7::text[],
+              $8::text[], $9::bool[])
+       AS u (id, category, severity, classification, summary, hazards, language, needs_review)
+ WHERE r.tenant_id = $1 AND r.id = u.id AND r.lease_owner = $10 AND r.state = 'received'
 
 -- name: count_reports
 SELECT count(*) FROM reports WHERE tenant_id = $1
@@ -68,12 +73,13 @@ CREATE TEMP TABLE import_stage (
 -- in one INSERT ... SELECT that the tenant policy checks. $2 names the attribute values.
 INSERT INTO reports (
     tenant_id, id, text, lat, lon, address, requested_category, category, submitted_at,
-    channel, attributes, source, source_id, state, processed_at, classification
+    channel, attributes, source, source_id, state, processed_at, classification, label_source
 )
 SELECT $1, civicpulse_uuid7(), s.text, s.lat, s.lon, s.address, s.category, s.category,
        s.submitted_at, s.channel,
        jsonb_strip_nulls(jsonb_object($2::text[], s.attribute_values)), $3, s.source_id,
-       'imported', now(), '{"decided_by": "import"}'::jsonb
+       'imported', now(), '{"decided_by": "import"}'::jsonb,
+       CASE WHEN s.category IS NOT NULL THEN 'import' END
   FROM import_stage s
 ON CONFLICT (tenant_id, source, source_id) WHERE source_id IS NOT NULL DO NOTHING
 
@@ -82,10 +88,38 @@ ON CONFLICT (tenant_id, source, source_id) WHERE source_id IS NOT NULL DO NOTHIN
 -- (tenant_id, id) serves both the filter and the order.
 SELECT id, state, text, lat, lon, address, requested_category, category, severity,
        classification, issue_id, channel, submitted_at, received_at, processed_at,
-       attributes, media_urls
+       attributes, media_urls, summary, hazards, language, needs_review
   FROM reports
  WHERE tenant_id = $1
    AND ($2::text IS NULL OR state = $2)
    AND ($3::uuid IS NULL OR id < $3)
  ORDER BY id DESC
  LIMIT $4
+
+-- name: correct_report
+-- A staff correction: the staff's category and severity become the report's and a training
+-- label. Returns the values before the change for the event log.
+UPDATE reports r
+   SET category = COALESCE($3, r.category),
+       severity = COALESCE($4, r.severity),
+       label_source = CASE WHEN $3::text IS NOT NULL THEN 'staff' ELSE r.label_source END,
+       needs_review = false,
+       classification = COALESCE(r.classification, '{}'::jsonb)
+                        || jsonb_build_object('decided_by', 'staff', 'model', NULL,
+                                              'confidence', 1.0, 'corrected_by', $5::text)
+  FROM (SELECT category, severity FROM reports
+         WHERE tenant_id = $1 AND id = $2 FOR UPDATE) AS before
+ WHERE r.tenant_id = $1 AND r.id = $2
+RETURNING before.category AS old_category, before.severity AS old_severity, r.issue_id
+
+-- name: append_event
+INSERT INTO issue_events (tenant_id, issue_id, report_id, kind, actor, from_status, to_status,
+                          note, data)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)
+RETURNING id, created_at
+
+-- name: report_events
+SELECT id, kind, actor, from_status, to_status, note, data, created_at
+  FROM issue_events
+ WHERE tenant_id = $1 AND report_id = $2
+ ORDER BY id

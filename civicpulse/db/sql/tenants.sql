@@ -24,10 +24,27 @@ SELECT code, service_code, name, description, keywords, kind
  WHERE tenant_id = $1 AND active
  ORDER BY code
 
+-- name: all_categories
+SELECT code, service_code, name, description, keywords, kind, active
+  FROM categories
+ WHERE tenant_id = $1
+ ORDER BY code
+
+-- name: upsert_category
+-- Categories are never deleted (reports point at them): retiring one sets active = false.
+INSERT INTO categories (tenant_id, code, service_code, name, description, keywords, kind,
+                        active)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (tenant_id, code) DO UPDATE
+   SET service_code = EXCLUDED.service_code, name = EXCLUDED.name,
+       description = EXCLUDED.description, keywords = EXCLUDED.keywords,
+       kind = EXCLUDED.kind, active = EXCLUDED.active
+RETURNING (xmax = 0) AS created
+
 -- name: create_api_key
 INSERT INTO api_keys (tenant_id, key_hash, prefix, scope, label)
 VALUES ($1, $2, $3, $4, $5)
 RETURNING id
 
 -- name: authenticate
-SELECT tenant_id, scope FROM civicpulse_authenticate($1)
+SELECT tenant_id, scope, key_id, prefix FROM civicpulse_authenticate($1)

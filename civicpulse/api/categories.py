@@ -1,0 +1,118 @@
+"""A tenant's taxonomy: anyone with a key reads it, admins edit it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from civicpulse.api.body import read_json
+from civicpulse.api.errors import decode_error
+from civicpulse.api.state import AppState
+from civicpulse.db import tenants as tenants_repo
+from civicpulse.db.pool import tenant_transaction
+from civicpulse.errors import ValidationFailed
+
+KINDS = (
+    "infrastructure",
+    "appearance",
+    "sanitation",
+    "utilities",
+    "hazard",
+    "environment",
+    "nuisance",
+    "vehicles",
+    "facilities",
+    "other",
+)
+_json = msgspec.json.Encoder()
+
+
+class CategoryIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    service_code: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    description: Annotated[str, Meta(max_length=2000)] = ""
+    keywords: Annotated[
+        list[Annotated[str, Meta(min_length=1, max_length=60)]], Meta(max_length=100)
+    ] = []
+    kind: str = "other"
+    active: bool = True
+
+
+class CategoryOut(msgspec.Struct, frozen=True, kw_only=True):
+    code: str
+    service_code: str
+    name: str
+    description: str
+    keywords: list[str]
+    kind: str
+    active: bool
+
+
+_decode = msgspec.json.Decoder(CategoryIn)
+
+
+async def list_categories(request: Request) -> Response:
+    state: AppState = request.state.app
+    principal = await state.auth.require(request, request.path_params["slug"], "submit")
+    tenant_id = principal.tenant.id
+    async with tenant_transaction(state.pool, tenant_id) as conn:
+        rows = await tenants_repo.all_categories(conn, tenant_id)
+    items = [
+        CategoryOut(
+            code=r["code"],
+            service_code=r["service_code"],
+            name=r["name"],
+            description=r["description"],
+            keywords=list(r["keywords"]),
+            kind=r["kind"],
+            active=r["active"],
+        )
+        for r in rows
+    ]
+    return Response(_json.encode({"items": items}), media_type="application/json")
+
+
+async def put_category(request: Request) -> Response:
+    """Create or replace one category (admin). The local model retrains on next use."""
+    state: AppState = request.state.app
+    slug = request.path_params["slug"]
+    principal = await state.auth.require(request, slug, "admin")
+    code = request.path_params["code"]
+    body = await read_json(request, state.settings.max_body_bytes)
+    try:
+        item = _decode.decode(body)
+    except msgspec.DecodeError as exc:
+        raise decode_error(exc) from None
+    if item.kind not in KINDS:
+        raise ValidationFailed(f"kind must be one of {', '.join(KINDS)}", field="kind")
+    category = tenants_repo.Category(
+        code, item.service_code, item.name, item.description, tuple(item.keywords), item.kind
+    )
+    async with tenant_transaction(state.pool, principal.tenant.id) as conn:
+        created = await tenants_repo.upsert_category(
+            conn, principal.tenant.id, category, item.active
+        )
+    state.auth.forget_tenant(slug)
+    out = CategoryOut(
+        code=code,
+        service_code=item.service_code,
+        name=item.name,
+        description=item.description,
+        keywords=list(item.keywords),
+        kind=item.kind,
+        active=item.active,
+    )
+    return Response(
+        _json.encode(out), status_code=201 if created else 200, media_type="application/json"
+    )
+
+
+routes = [
+    Route("/v1/tenants/{slug}/categories", list_categories, methods=["GET"]),
+    Route("/v1/tenants/{slug}/categories/{code}", put_category, methods=["PUT"]),
+]

@@ -1,0 +1,59 @@
+"""Classifier model repository. Function names equal their query names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from civicpulse.db.queries import q
+
+
+@dataclass(frozen=True, slots=True)
+class StoredModel:
+    version: int
+    digest: str
+    taxonomy_digest: str
+    labels: int
+    model: bytes
+
+
+async def latest_model(conn: asyncpg.Connection, tenant_id: int) -> StoredModel | None:
+    row = await conn.fetchrow(q("latest_model"), tenant_id)
+    return None if row is None else StoredModel(**dict(row))
+
+
+async def insert_model(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    *,
+    labels: int,
+    features: int,
+    digest: str,
+    taxonomy_digest: str,
+    model: bytes,
+) -> int | None:
+    """Store a new version; None when another process stored that version first."""
+    version = await conn.fetchval(
+        q("insert_model"), tenant_id, labels, features, digest, taxonomy_digest, model
+    )
+    return None if version is None else int(version)
+
+
+async def labelled_reports(
+    conn: asyncpg.Connection, tenant_id: int, limit: int
+) -> list[tuple[str, str]]:
+    return [
+        (r["text"], r["category"])
+        for r in await conn.fetch(q("labelled_reports"), tenant_id, limit)
+    ]
+
+
+async def count_labels(conn: asyncpg.Connection, tenant_id: int) -> int:
+    return int(await conn.fetchval(q("count_labels"), tenant_id))
+
+
+async def tenant_by_id(conn: asyncpg.Connection, tenant_id: int) -> dict[str, Any] | None:
+    row = await conn.fetchrow(q("tenant_by_id"), tenant_id)
+    return None if row is None else dict(row)

@@ -1,0 +1,150 @@
+"""Per-tenant local classifier models: load, train when missing or stale, retrain on labels.
+
+A model is stale when the tenant's taxonomy changed since it was trained, or when at least
+`retrain_after` new labels (imports, staff corrections) arrived. Training runs in the process
+pool; the result is stored as a new version so every process ends up using the same model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from civicpulse.db import classifier as classifier_repo
+from civicpulse.db.pool import tenant_transaction
+from civicpulse.db.tenants import Category
+from civicpulse.engine import textmodel
+
+log = structlog.get_logger(__name__)
+MAX_TRAINING_LABELS = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    version: int
+    digest: str
+    taxonomy_digest: str
+    labels: int
+    blob: bytes
+
+
+def taxonomy_entries(categories: list[Category]) -> list[textmodel.TaxonomyEntry]:
+    return [
+        textmodel.TaxonomyEntry(c.code, c.name, c.description, c.keywords, c.kind)
+        for c in categories
+    ]
+
+
+def taxonomy_digest(categories: list[Category]) -> str:
+    h = hashlib.sha256()
+    for c in sorted(categories, key=lambda c: c.code):
+        h.update(repr((c.code, c.name, c.description, c.keywords, c.kind)).encode())
+    return h.hexdigest()[:16]
+
+
+class ModelStore:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        executor: Executor,
+        *,
+        retrain_after: int,
+        check_every: float = 60.0,
+    ) -> None:
+        self.pool = pool
+        self.executor = executor
+        self.retrain_after = retrain_after
+        self.check_every = check_every
+        self._models: dict[int, LoadedModel] = {}
+        self._checked: dict[int, float] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    async def get(self, tenant_id: int, categories: list[Category]) -> LoadedModel:
+        """The model to use now for this tenant (training one if needed)."""
+        wanted = taxonomy_digest(categories)
+        current = self._models.get(tenant_id)
+        due = time.monotonic() - self._checked.get(tenant_id, 0.0) >= self.check_every
+        if current is not None and current.taxonomy_digest == wanted and not due:
+            return current
+        async with self._locks.setdefault(tenant_id, asyncio.Lock()):
+            current = self._models.get(tenant_id)
+            if current is not None and current.taxonomy_digest == wanted and not due:
+                return current  # another task refreshed it while we waited
+            model = await self._refresh(tenant_id, categories, wanted)
+            self._models[tenant_id] = model
+            self._checked[tenant_id] = time.monotonic()
+            return model
+
+    async def _refresh(
+        self, tenant_id: int, categories: list[Category], wanted: str
+    ) -> LoadedModel:
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            stored = await classifier_repo.latest_model(conn, tenant_id)
+            labels = await classifier_repo.count_labels(conn, tenant_id)
+        if (
+            stored is not None
+            and stored.taxonomy_digest == wanted
+            and labels - stored.labels < self.retrain_after
+        ):
+            return LoadedModel(
+                stored.version, stored.digest, stored.taxonomy_digest, stored.labels, stored.model
+            )
+        reason = (
+            "none"
+            if stored is None
+            else ("taxonomy" if stored.taxonomy_digest != wanted else "labels")
+        )
+        return await self.train(tenant_id, categories, reason=reason)
+
+    async def train(
+        self, tenant_id: int, categories: list[Category], *, reason: str = "requested"
+    ) -> LoadedModel:
+        """Train on the taxonomy and the newest labels, store it, and use it."""
+        started = time.perf_counter()
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            labelled = await classifier_repo.labelled_reports(conn, tenant_id, MAX_TRAINING_LABELS)
+        loop = asyncio.get_running_loop()
+        blob, digest = await loop.run_in_executor(
+            self.executor, textmodel.train, taxonomy_entries(categories), labelled
+        )
+        model = textmodel.load(blob)
+        wanted = taxonomy_digest(categories)
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            version = await classifier_repo.insert_model(
+                conn,
+                tenant_id,
+                labels=len(labelled),
+                features=len(model.log_likelihood),
+                digest=digest,
+                taxonomy_digest=wanted,
+                model=blob,
+            )
+            if version is None:  # another process stored one at the same moment: use it
+                stored = await classifier_repo.latest_model(conn, tenant_id)
+                assert stored is not None
+                return LoadedModel(
+                    stored.version,
+                    stored.digest,
+                    stored.taxonomy_digest,
+                    stored.labels,
+                    stored.model,
+                )
+        log.info(
+            "classifier_trained",
+            tenant_id=tenant_id,
+            version=version,
+            reason=reason,
+            labels=len(labelled),
+            features=len(model.log_likelihood),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        loaded = LoadedModel(version, digest, wanted, len(labelled), blob)
+        self._models[tenant_id] = loaded
+        self._checked[tenant_id] = time.monotonic()
+        return loaded
