@@ -212,6 +212,40 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if not result.errors or not args.strict else 1
 
 
+def cmd_classifier_train(settings: Settings, args: argparse.Namespace) -> int:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from civicpulse.db import migrate, tenants
+    from civicpulse.db.pool import create_pool, tenant_transaction
+    from civicpulse.pipeline.models import ModelStore
+
+    async def run(dsn: str) -> tuple[Any, float]:
+        await migrate.migrate(dsn, settings.schema_dir)
+        pool = await create_pool(settings, dsn, min_size=1, max_size=2)
+        try:
+            async with pool.acquire() as conn:
+                tenant = await tenants.tenant_by_slug(conn, args.tenant)
+            if tenant is None:
+                raise CivicPulseError(f"no tenant {args.tenant!r}", field="tenant")
+            async with tenant_transaction(pool, tenant.id) as conn:
+                categories = await tenants.list_categories(conn, tenant.id)
+            with ProcessPoolExecutor(max_workers=1) as executor:
+                store = ModelStore(pool, executor, retrain_after=settings.retrain_after_labels)
+                started = time.perf_counter()
+                model = await store.train(tenant.id, categories, reason="command")
+                return model, time.perf_counter() - started
+        finally:
+            await pool.close()
+
+    model, elapsed = asyncio.run(run(resolve_dsn(settings)))
+    print(
+        f"trained model v{model.version} for {args.tenant} from {model.labels} labels and "
+        f"the taxonomy in {elapsed:.2f}s (digest {model.digest}); the service uses it within "
+        f"{settings.retrain_check_seconds:.0f}s"
+    )
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -277,6 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
     kcreate.add_argument("--scope", required=True, choices=["submit", "staff", "admin"])
     kcreate.add_argument("--label", default="", help="a note to recognise the key by")
     kcreate.set_defaults(func=cmd_key_create)
+
+    clf = sub.add_parser(
+        "classifier",
+        help="manage the local classifier",
+        description="Manage the per-tenant local classifier.",
+    )
+    csub = clf.add_subparsers(dest="classifier_command", required=True, metavar="ACTION")
+    train = csub.add_parser(
+        "train",
+        help="retrain a tenant's model now",
+        description="Train the tenant's local classifier from its taxonomy and labelled reports "
+        "(imports and staff corrections) and store it as a new version. The service also "
+        "retrains by itself after CIVICPULSE_RETRAIN_AFTER_LABELS new labels.",
+    )
+    train.add_argument("--tenant", required=True, help="tenant slug")
+    train.set_defaults(func=cmd_classifier_train)
 
     imp = sub.add_parser(
         "import",

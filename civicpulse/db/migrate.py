@@ -14,9 +14,15 @@ from pathlib import Path
 
 import asyncpg
 
+from civicpulse.errors import CivicPulseError
+
 # Any constant shared by every CivicPulse process; chosen once, never changed.
 MIGRATION_LOCK_KEY = 0x43_69_76_69_63_50  # "CivicP"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class MigrationError(CivicPulseError):
+    code = "migration"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +53,9 @@ def load(directory: Path) -> list[Migration]:
         found.append(Migration(int(match.group(1)), match.group(2), path.read_text()))
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
-            raise RuntimeError(f"migration {expected:04d} is missing in {directory}")
+            raise MigrationError(f"migration {expected:04d} is missing in {directory}")
     if not found:
-        raise RuntimeError(f"no migrations found in {directory}")
+        raise MigrationError(f"no migrations found in {directory}")
     return found
 
 
@@ -73,7 +79,7 @@ async def apply(conn: asyncpg.Connection, migrations: list[Migration]) -> list[M
         for migration in migrations:
             if migration.version in done:
                 if done[migration.version] != migration.checksum:
-                    raise RuntimeError(
+                    raise MigrationError(
                         f"migration {migration.version:04d}_{migration.name} changed after "
                         "it was applied; add a new migration instead"
                     )

@@ -39,7 +39,7 @@ async def test_migrations_apply_once_even_from_two_processes_at_once(admin_url: 
 async def test_an_applied_migration_that_changed_is_refused(db_url: str, tmp_path: Path) -> None:
     for m in migrate.load(migrate.schema_dir()):
         (tmp_path / f"{m.version:04d}_{m.name}.sql").write_text(m.sql + "\n-- edited\n")
-    with pytest.raises(RuntimeError, match="changed after it was applied"):
+    with pytest.raises(migrate.MigrationError, match="changed after it was applied"):
         await migrate.migrate(db_url, tmp_path)
 
 
