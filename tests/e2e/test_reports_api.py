@@ -89,7 +89,7 @@ async def test_pipeline_classifies_within_a_second(
         assert report["status"] == "classified"
         assert report["category"] == "hazard"
         assert report["severity"] == 5
-        assert report["classification"]["decided_by"] == "rule"
+        assert report["classification"]["decided_by"] == "local"
 
 
 @pytest.mark.parametrize(
