@@ -29,7 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 DATABASE_URL = os.environ.get(
-    "BASELINE_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/bench_ingest")
+    "BASELINE_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/bench_ingest"
+)
 # Ten connections, like CivicPulse's default pool (CIVICPULSE_DB_POOL_MAX=10).
 POOL_SIZE = int(os.environ.get("BASELINE_POOL_SIZE", "10"))
 
@@ -75,6 +76,7 @@ class Accepted(BaseModel):
 
 # -- ORM -----------------------------------------------------------------------------------
 
+
 class Base(DeclarativeBase):
     pass
 
@@ -91,7 +93,8 @@ class BaselineReport(Base):
     requested_category: Mapped[str | None] = mapped_column(String(64))
     submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now())
+        DateTime(timezone=True), server_default=func.now()
+    )
     channel: Mapped[str] = mapped_column(String(16))
     reporter: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB)
@@ -143,12 +146,21 @@ async def create_report(
     )
     session.add(row)
     await session.commit()
-    return Accepted(id=str(row.id), status=row.state,
-                    links=Links(self=f"/v1/tenants/{slug}/reports/{row.id}"))
+    return Accepted(
+        id=str(row.id), status=row.state, links=Links(self=f"/v1/tenants/{slug}/reports/{row.id}")
+    )
 
 
 if __name__ == "__main__":
     import uvicorn
 
-    uvicorn.run(app, host="127.0.0.1", port=8392, workers=1, loop="uvloop", http="httptools",
-                log_config=None, access_log=False)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=8392,
+        workers=1,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+    )

@@ -33,8 +33,13 @@ CATEGORY = {
     "Report Water Waste": "water_sewer",
     "Other": "other",
 }
-CHANNEL = {"Call": "phone", "Mobile App": "mobile", "Self Service": "web", "Email": "email",
-           "Driver Self Report": "staff"}
+CHANNEL = {
+    "Call": "phone",
+    "Mobile App": "mobile",
+    "Self Service": "web",
+    "Email": "email",
+    "Driver Self Report": "staff",
+}
 
 TEMPLATES = {
     "bulky_items": [
@@ -66,8 +71,17 @@ TEMPLATES = {
         "Something needs attention at {addr}; details given to the operator.",
     ],
 }
-NAMES = ["Maria Lopez", "James Kim", "Ana Garcia", "David Nguyen", "Sarah Johnson",
-         "Luis Hernandez", "Emily Chen", "Robert Brown", None]
+NAMES = [
+    "Maria Lopez",
+    "James Kim",
+    "Ana Garcia",
+    "David Nguyen",
+    "Sarah Johnson",
+    "Luis Hernandez",
+    "Emily Chen",
+    "Robert Brown",
+    None,
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,16 +109,20 @@ def load_la311(path: Path = LA311) -> list[Record]:
             if lat == 0.0 or lon == 0.0 or not address:
                 continue
             kind = row["requesttype"].strip()
-            out.append(Record(
-                srnumber=row["srnumber"].strip(),
-                requesttype=kind,
-                category=CATEGORY.get(kind, "other"),
-                channel=CHANNEL.get(row["requestsource"].strip(), "web"),
-                created=dt.datetime.fromisoformat(row["createddate"]).replace(tzinfo=LOS_ANGELES),
-                lat=lat,
-                lon=lon,
-                address=address,
-            ))
+            out.append(
+                Record(
+                    srnumber=row["srnumber"].strip(),
+                    requesttype=kind,
+                    category=CATEGORY.get(kind, "other"),
+                    channel=CHANNEL.get(row["requestsource"].strip(), "web"),
+                    created=dt.datetime.fromisoformat(row["createddate"]).replace(
+                        tzinfo=LOS_ANGELES
+                    ),
+                    lat=lat,
+                    lon=lon,
+                    address=address,
+                )
+            )
     return out
 
 
@@ -144,8 +162,12 @@ def write_bodies(path: Path, count: int = 2000, seed: int = 311) -> dict[str, fl
             line = json.dumps(report_body(rng, rng.choice(records)), separators=(",", ":"))
             sizes.append(len(line.encode()))
             fh.write(line + "\n")
-    return {"count": count, "mean_bytes": sum(sizes) / count, "min_bytes": min(sizes),
-            "max_bytes": max(sizes)}
+    return {
+        "count": count,
+        "mean_bytes": sum(sizes) / count,
+        "min_bytes": min(sizes),
+        "max_bytes": max(sizes),
+    }
 
 
 CSV_COLUMNS = ("source_id", "text", "lat", "lon", "submitted_at", "category", "address")
@@ -168,13 +190,15 @@ def write_import_csv(path: Path, rows: int, seed: int = 2020) -> None:
             rec = records[rng.randrange(len(records))]
             shift = dt.timedelta(minutes=rng.randrange(90 * 24 * 60))
             when = (rec.created.astimezone(dt.UTC) + shift).astimezone(LOS_ANGELES)
-            writer.writerow((
-                f"bench-{n:08d}",
-                _text(rng, rec),
-                f"{rec.lat + rng.uniform(-0.0005, 0.0005):.6f}",
-                f"{rec.lon + rng.uniform(-0.0005, 0.0005):.6f}",
-                when.isoformat(),
-                rec.category,
-                rec.address,
-            ))
+            writer.writerow(
+                (
+                    f"bench-{n:08d}",
+                    _text(rng, rec),
+                    f"{rec.lat + rng.uniform(-0.0005, 0.0005):.6f}",
+                    f"{rec.lon + rng.uniform(-0.0005, 0.0005):.6f}",
+                    when.isoformat(),
+                    rec.category,
+                    rec.address,
+                )
+            )
     tmp.replace(path)
