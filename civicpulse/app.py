@@ -34,7 +34,7 @@ from civicpulse.db import migrate
 from civicpulse.db.pool import close_pool, create_pool
 from civicpulse.llm.client import ChatClient, CircuitBreaker
 from civicpulse.metrics import Metrics
-from civicpulse.pipeline import claimer, classify, writer
+from civicpulse.pipeline import claimer, classify, group, writer
 from civicpulse.pipeline.models import ModelStore
 
 log = structlog.get_logger(__name__)
@@ -118,8 +118,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         classify_queue: asyncio.Queue[claimer.Claim | None] = asyncio.Queue(
             settings.pipeline_queue_size
         )
+        group_queue: asyncio.Queue[claimer.Claim | None] = asyncio.Queue(
+            settings.pipeline_queue_size
+        )
         stop = asyncio.Event()
-        wakeup = asyncio.Event()
+        received = asyncio.Event()  # set when reports were committed
+        classified = asyncio.Event()  # set when reports were classified
         intake = writer.Intake(intake_queue, settings.ingest_retry_after, metrics)
         http = aiohttp.ClientSession() if settings.llm_base_url else None
         classify_ctx = classify.ClassifyContext(
@@ -134,7 +138,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             metrics=metrics,
             owner=owner,
             llm=None if http is None else llm_client(settings, http, metrics),
+            on_done=classified.set,
         )
+        group_ctx = group.GroupContext(pool=pool, executor=executor, metrics=metrics, owner=owner)
         tasks: dict[str, asyncio.Task[None]] = {
             "writer": asyncio.create_task(
                 writer.run(
@@ -142,30 +148,39 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     pool,
                     metrics,
                     max_batch=settings.ingest_max_batch,
-                    on_committed=wakeup.set,
+                    on_committed=received.set,
                 ),
                 name="writer",
             ),
         }
         if settings.pipeline_enabled:
-            tasks["claimer"] = asyncio.create_task(
-                claimer.run(
-                    classify_queue,
-                    pool,
-                    stop,
-                    wakeup,
-                    owner=owner,
-                    lease=timedelta(seconds=settings.pipeline_lease_seconds),
-                    batch=settings.pipeline_claim_batch,
-                    poll=settings.pipeline_poll_seconds,
-                ),
-                name="claimer",
-            )
-            # As many classify tasks as pool processes, so local batches use every core
-            # and a slow LLM answer for one claim does not hold up the next.
+            lease = timedelta(seconds=settings.pipeline_lease_seconds)
+            for state_name, queue, wake in (
+                ("received", classify_queue, received),
+                ("classified", group_queue, classified),
+            ):
+                tasks[f"claimer-{state_name}"] = asyncio.create_task(
+                    claimer.run(
+                        queue,
+                        pool,
+                        stop,
+                        wake,
+                        state=state_name,
+                        owner=owner,
+                        lease=lease,
+                        batch=settings.pipeline_claim_batch,
+                        poll=settings.pipeline_poll_seconds,
+                    ),
+                    name=f"claimer-{state_name}",
+                )
+            # As many workers per stage as pool processes, so batches use every core and a
+            # slow LLM answer for one claim does not hold up the next.
             for i in range(workers):
                 tasks[f"classify-{i}"] = asyncio.create_task(
                     classify.run(classify_queue, classify_ctx), name=f"classify-{i}"
+                )
+                tasks[f"group-{i}"] = asyncio.create_task(
+                    group.run(group_queue, group_ctx), name=f"group-{i}"
                 )
         state = AppState(
             settings=settings,
@@ -174,7 +189,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             auth=Authenticator(pool, settings.auth_cache_seconds),
             metrics=metrics,
             tasks=tasks,
-            queues={"intake": intake_queue, "classify": classify_queue},  # type: ignore[dict-item]
+            queues={
+                "intake": intake_queue,
+                "classify": classify_queue,
+                "group": group_queue,
+            },
         )
         log.info(
             "service_started",
@@ -187,7 +206,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             state.accepting = False
             intake.closed = True
-            await _drain(state, intake_queue, classify_queue, stop, settings.shutdown_timeout)
+            await _drain(
+                state, intake_queue, classify_queue, group_queue, stop, settings.shutdown_timeout
+            )
             if http is not None:
                 await http.close()
             executor.shutdown(wait=True, cancel_futures=True)
@@ -207,17 +228,17 @@ async def _drain(
     state: AppState,
     intake_queue: asyncio.Queue[writer.WriteRequest | None],
     classify_queue: asyncio.Queue[claimer.Claim | None],
+    group_queue: asyncio.Queue[claimer.Claim | None],
     stop: asyncio.Event,
     timeout: float,
 ) -> None:
-    """Stop in reverse order of the flow: writer flushes, claimer stops, classify drains."""
+    """Stop in the order of the flow: the writer flushes, the claimers stop, then each
+    stage finishes the claims it already holds."""
     tasks = state.tasks
     deadline = asyncio.get_running_loop().time() + timeout
 
     async def finish(name: str) -> None:
-        task = tasks.get(name)
-        if task is None:
-            return
+        task = tasks[name]
         remaining = max(0.1, deadline - asyncio.get_running_loop().time())
         try:
             await asyncio.wait_for(asyncio.shield(task), remaining)
@@ -231,9 +252,11 @@ async def _drain(
     await intake_queue.put(None)
     await finish("writer")
     stop.set()
-    await finish("claimer")
-    classifiers = [name for name in tasks if name.startswith("classify")]
-    for _ in classifiers:
-        await classify_queue.put(None)
-    for name in classifiers:
+    for name in [n for n in tasks if n.startswith("claimer-")]:
         await finish(name)
+    for prefix, queue in (("classify-", classify_queue), ("group-", group_queue)):
+        workers = [n for n in tasks if n.startswith(prefix)]
+        for _ in workers:
+            await queue.put(None)
+        for name in workers:
+            await finish(name)

@@ -113,6 +113,13 @@ class Metrics:
             registry=r,
         )
 
+        self.grouped = Counter(
+            "civicpulse_reports_grouped_total",
+            "Reports grouped: opened an issue or attached",
+            ["outcome"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         """The Prometheus text exposition."""
         return generate_latest(self.registry)

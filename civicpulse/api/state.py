@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -21,5 +22,5 @@ class AppState:
     auth: Authenticator
     metrics: Metrics
     tasks: dict[str, asyncio.Task[None]]
-    queues: dict[str, asyncio.Queue[object]]
+    queues: dict[str, asyncio.Queue[Any]]
     accepting: bool = True

@@ -85,10 +85,10 @@ async def count_reports(conn: asyncpg.Connection, tenant_id: int) -> int:
 
 
 async def claim_reports(
-    conn: asyncpg.Connection, owner: str, lease: timedelta, limit: int
+    conn: asyncpg.Connection, state: str, owner: str, lease: timedelta, limit: int
 ) -> list[tuple[int, uuid.UUID]]:
-    """Lease up to `limit` received reports of any tenant; skips rows others hold."""
-    rows = await conn.fetch(q("claim_reports"), owner, lease, limit)
+    """Lease up to `limit` reports in `state`, any tenant; skips rows others hold."""
+    rows = await conn.fetch(q("claim_reports"), state, owner, lease, limit)
     return [(r["tenant_id"], r["id"]) for r in rows]
 
 

@@ -1,4 +1,4 @@
-"""The producer stage: lease received reports from the database onto the classify queue.
+"""The producer stage: lease reports in one pipeline state from the database onto a queue.
 
 Claims use FOR UPDATE SKIP LOCKED with a lease (see civicpulse_claim_reports), so several
 processes share one database without processing a report twice, and a report whose worker
@@ -35,6 +35,7 @@ async def run(
     stop: asyncio.Event,
     wakeup: asyncio.Event,
     *,
+    state: str,
     owner: str,
     lease: timedelta,
     batch: int,
@@ -46,7 +47,7 @@ async def run(
         wakeup.clear()
         try:
             async with pool.acquire() as conn:
-                claimed = await reports_repo.claim_reports(conn, owner, lease, batch)
+                claimed = await reports_repo.claim_reports(conn, state, owner, lease, batch)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("claim_failed", error=repr(exc))
             claimed = []
@@ -68,4 +69,4 @@ async def run(
         finally:
             stop_wait.cancel()
             wake_wait.cancel()
-    log.info("claimer_stopped", owner=owner)
+    log.info("claimer_stopped", state=state)

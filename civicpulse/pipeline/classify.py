@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,7 @@ class ClassifyContext:
     metrics: Metrics
     owner: str
     llm: ChatClient | None = None
+    on_done: Callable[[], None] = lambda: None
 
 
 async def run(inbox: asyncio.Queue[Claim | None], ctx: ClassifyContext) -> None:
@@ -66,6 +68,8 @@ async def run(inbox: asyncio.Queue[Claim | None], ctx: ClassifyContext) -> None:
             continue
         ctx.metrics.stage_items.labels(STAGE).inc(done)
         ctx.metrics.stage_latency.labels(STAGE).observe(time.perf_counter() - started)
+        if done:
+            ctx.on_done()
     log.info("classify_stopped")
 
 

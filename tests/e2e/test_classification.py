@@ -31,7 +31,7 @@ async def submit_and_wait(
     report: dict[str, Any] = {}
     for _ in range(int(timeout / 0.02)):
         report = (await client.get(url, headers=tenant.headers())).json()
-        if report["status"] == "classified":
+        if report["status"] in ("classified", "grouped"):
             return report
         await asyncio.sleep(0.02)
     raise AssertionError(f"not classified in {timeout}s: {report}")
@@ -130,10 +130,11 @@ async def test_staff_correction_is_logged_and_becomes_a_label_that_retrains(
                 headers=tenant_a.headers("staff"),
             )
         ).json()["items"]
-        assert [e["kind"] for e in events] == ["report_corrected"]
-        assert events[0]["data"]["to"] == {"category": "noise", "severity": 1}
-        assert events[0]["note"] == "it is a noise complaint"
-        assert events[0]["actor"].startswith("key:")
+        corrections = [e for e in events if e["kind"] == "report_corrected"]
+        assert len(corrections) == 1
+        assert corrections[0]["data"]["to"] == {"category": "noise", "severity": 1}
+        assert corrections[0]["note"] == "it is a noise complaint"
+        assert corrections[0]["actor"].startswith("key:")
         # Three new labels reach the threshold: the next report retrains the model.
         again = await submit_and_wait(client, tenant_a, odd)
     assert again["category"] == "noise"

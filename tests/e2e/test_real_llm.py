@@ -99,7 +99,7 @@ async def wait_classified(
             ).json()
             for i in ids
         ]
-        if all(r["status"] == "classified" for r in reports):
+        if all(r["status"] in ("classified", "grouped") for r in reports):
             return reports
         await asyncio.sleep(0.2)
     raise AssertionError(f"not all classified in {timeout}s: {[r['status'] for r in reports]}")

@@ -83,10 +83,10 @@ async def test_pipeline_classifies_within_a_second(
         report: dict[str, Any] = {}
         for _ in range(50):
             report = (await client.get(url, headers=tenant_a.headers())).json()
-            if report["status"] == "classified":
+            if report["status"] in ("classified", "grouped"):
                 break
             await asyncio.sleep(0.02)
-        assert report["status"] == "classified"
+        assert report["status"] in ("classified", "grouped")
         assert report["category"] == "hazard"
         assert report["severity"] == 5
         assert report["classification"]["decided_by"] == "local"

@@ -104,9 +104,7 @@ async def test_reports_left_unprocessed_are_resumed_after_restart(
             assert r.status_code == 202
     assert await fetchval(db_url, "SELECT count(*) FROM reports WHERE state = 'received'") == 30
     async with running_server(settings):
-        done = await wait_until(
-            db_url, "SELECT count(*) FROM reports WHERE state = 'classified'", 30
-        )
+        done = await wait_until(db_url, "SELECT count(*) FROM reports WHERE state = 'grouped'", 30)
     assert done == 30
     assert (
         await fetchval(db_url, "SELECT count(*) FROM reports WHERE category = 'streetlight'") == 30
@@ -123,15 +121,22 @@ async def test_an_expired_lease_is_claimed_again(
     # A worker that claims and then dies without finishing.
     pool = await create_pool(settings, db_url, min_size=1, max_size=1)
     async with pool.acquire() as conn:
-        claimed = await reports_repo.claim_reports(conn, "dead-worker", timedelta(seconds=1), 10)
+        claimed = await reports_repo.claim_reports(
+            conn, "received", "dead-worker", timedelta(seconds=1), 10
+        )
         assert len(claimed) == 1
         # While the lease holds, nobody else gets it.
-        assert await reports_repo.claim_reports(conn, "other", timedelta(seconds=1), 10) == []
+        assert (
+            await reports_repo.claim_reports(conn, "received", "other", timedelta(seconds=1), 10)
+            == []
+        )
     await pool.close()
+    lease_ran_out = await fetchval(db_url, "SELECT lease_until FROM reports")
     async with running_server(settings):
-        state = await wait_until(db_url, "SELECT state FROM reports", "classified")
-    assert state == "classified"
-    assert await fetchval(db_url, "SELECT attempts FROM reports") == 2
+        state = await wait_until(db_url, "SELECT state FROM reports", "grouped")
+    assert state == "grouped"
+    # Classified by the live service, after the dead worker's lease ran out.
+    assert await fetchval(db_url, "SELECT processed_at FROM reports") >= lease_ran_out
 
 
 async def test_concurrent_claims_never_share_a_report(
@@ -150,7 +155,9 @@ async def test_concurrent_claims_never_share_a_report(
         got: list[Any] = []
         while True:
             async with pool.acquire() as conn:
-                batch = await reports_repo.claim_reports(conn, name, timedelta(minutes=5), 37)
+                batch = await reports_repo.claim_reports(
+                    conn, "received", name, timedelta(minutes=5), 37
+                )
             if not batch:
                 return got
             got += batch
@@ -179,8 +186,15 @@ async def test_two_service_processes_on_one_database_process_each_report_once(
         sent = await asyncio.gather(*[send(c, i * 100) for i, c in enumerate([one, two] * 3)])
         assert sum(sent) == 600
         done = await wait_until(
-            db_url, "SELECT count(*) FROM reports WHERE state = 'classified'", 600, 20
+            db_url, "SELECT count(*) FROM reports WHERE state = 'grouped'", 600, 30
         )
     assert done == 600
-    # Each report was claimed exactly once: no lease ever had to be taken over.
-    assert await fetchval(db_url, "SELECT max(attempts) FROM reports") == 1
+    # Each report was grouped exactly once: one grouping event per report, no more.
+    assert (
+        await fetchval(
+            db_url,
+            "SELECT count(*) FROM issue_events WHERE kind IN ('issue_created', 'report_attached')",
+        )
+        == 600
+    )
+    assert await fetchval(db_url, "SELECT count(DISTINCT report_id) FROM issue_events") == 600

@@ -32,7 +32,7 @@ SELECT id, state, text, lat, lon, address, requested_category, category, severit
  WHERE tenant_id = $1 AND id = $2
 
 -- name: claim_reports
-SELECT tenant_id, id FROM civicpulse_claim_reports($1, $2, $3)
+SELECT tenant_id, id FROM civicpulse_claim_reports($1, $2, $3, $4)
 
 -- name: load_claimed_reports
 SELECT id, text, address, requested_category
@@ -53,7 +53,8 @@ UPDATE reports r
        needs_review = u.needs_review,
        processed_at = now(),
        lease_owner = NULL,
-       lease_until = NULL
+       lease_until = NULL,
+       attempts = 0
   FROM unnest($2::uuid[], $3::text[], $4::int2[], $5::text[], $6::text[], $7::text[],
               $8::text[], $9::bool[])
        AS u (id, category, severity, classification, summary, hazards, language, needs_review)

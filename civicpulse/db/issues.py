@@ -1,0 +1,199 @@
+"""Issue repository: grouping writes, aggregates, staff tools. Names equal query names."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from civicpulse.db.queries import q
+from civicpulse.engine.grouping import Candidate, Report
+
+
+async def load_classified_reports(
+    conn: asyncpg.Connection, tenant_id: int, ids: Sequence[uuid.UUID], owner: str
+) -> list[Report]:
+    rows = await conn.fetch(q("load_classified_reports"), tenant_id, list(ids), owner)
+    return [
+        Report(
+            str(r["id"]),
+            r["lat"],
+            r["lon"],
+            r["category"] or "other",
+            r["kind"],
+            r["text"],
+            r["t"],
+            r["severity"],
+        )
+        for r in rows
+    ]
+
+
+async def grouping_overrides(
+    conn: asyncpg.Connection, tenant_id: int
+) -> dict[str, tuple[float | None, float | None]]:
+    return {
+        r["code"]: (r["group_radius_m"], r["lookback_s"])
+        for r in await conn.fetch(q("grouping_overrides"), tenant_id)
+    }
+
+
+async def lock_regions(conn: asyncpg.Connection, tenant_id: int, keys: Sequence[int]) -> None:
+    await conn.fetchval(q("lock_regions"), tenant_id, sorted(keys))
+
+
+async def open_issue_candidates(
+    conn: asyncpg.Connection, tenant_id: int, cells: Sequence[int], since: datetime
+) -> list[Candidate]:
+    rows = await conn.fetch(q("open_issue_candidates"), tenant_id, list(cells), since)
+    return [
+        Candidate(
+            str(r["id"]),
+            r["lat"],
+            r["lon"],
+            r["category"] or "other",
+            r["kind"],
+            r["representative_text"],
+            r["last_t"],
+            r["report_count"],
+        )
+        for r in rows
+    ]
+
+
+async def not_duplicates_for(
+    conn: asyncpg.Connection, tenant_id: int, report_ids: Sequence[str]
+) -> set[tuple[str, str]]:
+    rows = await conn.fetch(q("not_duplicates_for"), tenant_id, list(report_ids))
+    return {(str(r["report_id"]), str(r["issue_id"])) for r in rows}
+
+
+async def insert_issues(
+    conn: asyncpg.Connection, tenant_id: int, issues: Sequence[tuple[str, Report]]
+) -> None:
+    """New issues, one per (issue id, founding report)."""
+    await conn.execute(
+        q("insert_issues"),
+        tenant_id,
+        [i for i, _ in issues],
+        [r.category for _, r in issues],
+        [r.kind for _, r in issues],
+        [r.text for _, r in issues],
+        [r.lat for _, r in issues],
+        [r.lon for _, r in issues],
+        [r.t for _, r in issues],
+    )
+
+
+async def attach_reports(
+    conn: asyncpg.Connection, tenant_id: int, links: Sequence[tuple[str, str, str]], owner: str
+) -> int:
+    """Set (report id, issue id, grouping JSON); returns rows updated."""
+    status = await conn.execute(
+        q("attach_reports"),
+        tenant_id,
+        [r for r, _, _ in links],
+        [i for _, i, _ in links],
+        [g for _, _, g in links],
+        owner,
+    )
+    return int(status.split()[-1])
+
+
+async def refresh_issue_aggregates(
+    conn: asyncpg.Connection, tenant_id: int, issue_ids: Sequence[str | uuid.UUID]
+) -> None:
+    await conn.execute(q("refresh_issue_aggregates"), tenant_id, list(issue_ids))
+
+
+async def append_events(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    actor: str,
+    events: Sequence[tuple[str | uuid.UUID, str | uuid.UUID | None, str, str | None, str]],
+) -> None:
+    """Events as (issue id, report id, kind, to_status, data JSON)."""
+    await conn.execute(
+        q("append_events"),
+        tenant_id,
+        actor,
+        [e[0] for e in events],
+        [e[1] for e in events],
+        [e[2] for e in events],
+        [e[3] for e in events],
+        [e[4] for e in events],
+    )
+
+
+async def get_issue(
+    conn: asyncpg.Connection, tenant_id: int, issue_id: uuid.UUID
+) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(q("get_issue"), tenant_id, issue_id)
+    return row
+
+
+async def issue_reports(
+    conn: asyncpg.Connection, tenant_id: int, issue_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(q("issue_reports"), tenant_id, issue_id)
+    return rows
+
+
+async def issue_events(
+    conn: asyncpg.Connection, tenant_id: int, issue_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(q("issue_events"), tenant_id, issue_id)
+    return rows
+
+
+async def nearby_issues(
+    conn: asyncpg.Connection, tenant_id: int, cells: Sequence[int], category: str | None
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        q("nearby_issues"), tenant_id, list(cells), category
+    )
+    return rows
+
+
+async def lock_issue(
+    conn: asyncpg.Connection, tenant_id: int, issue_id: uuid.UUID
+) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(q("lock_issue"), tenant_id, issue_id)
+    return row
+
+
+async def move_reports(
+    conn: asyncpg.Connection, tenant_id: int, source: uuid.UUID, target: uuid.UUID
+) -> list[uuid.UUID]:
+    return [r["id"] for r in await conn.fetch(q("move_reports"), tenant_id, source, target)]
+
+
+async def set_issue_status(
+    conn: asyncpg.Connection, tenant_id: int, issue_id: uuid.UUID, status: str
+) -> None:
+    await conn.execute(q("set_issue_status"), tenant_id, issue_id, status)
+
+
+async def detach_report(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    report_id: uuid.UUID,
+    new_issue: uuid.UUID,
+    old_issue: uuid.UUID,
+) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        q("detach_report"), tenant_id, report_id, new_issue, old_issue
+    )
+    return row
+
+
+async def insert_not_duplicate(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    report_id: uuid.UUID,
+    issue_id: uuid.UUID,
+    actor: str,
+) -> None:
+    await conn.execute(q("insert_not_duplicate"), tenant_id, report_id, issue_id, actor)

@@ -1,0 +1,134 @@
+-- Issues: grouping writes, aggregates, staff tools, resident lookups.
+
+-- name: load_classified_reports
+SELECT r.id, r.lat, r.lon, r.category, COALESCE(c.kind, 'other') AS kind, r.text,
+       extract(epoch FROM r.submitted_at)::float8 AS t, COALESCE(r.severity, 2) AS severity
+  FROM reports r
+  LEFT JOIN categories c ON c.tenant_id = r.tenant_id AND c.code = r.category
+ WHERE r.tenant_id = $1 AND r.id = ANY($2::uuid[]) AND r.lease_owner = $3
+   AND r.state = 'classified'
+
+-- name: grouping_overrides
+SELECT code, group_radius_m, group_lookback_hours * 3600 AS lookback_s
+  FROM categories
+ WHERE tenant_id = $1 AND (group_radius_m IS NOT NULL OR group_lookback_hours IS NOT NULL)
+
+-- name: lock_regions
+-- Transaction-scoped locks on the coarse regions a batch searches, taken in ascending
+-- order (the caller sorts), so two processes grouping the same place wait for each other
+-- instead of both opening an issue.
+SELECT count(pg_advisory_xact_lock($1::int, k)) FROM unnest($2::int[]) AS k
+
+-- name: open_issue_candidates
+SELECT id, lat, lon, category, COALESCE(kind, 'other') AS kind, representative_text,
+       extract(epoch FROM last_reported)::float8 AS last_t, report_count
+  FROM issues
+ WHERE tenant_id = $1 AND cell = ANY($2::bigint[]) AND civicpulse_is_open(status)
+   AND last_reported >= $3
+
+-- name: not_duplicates_for
+SELECT report_id, issue_id FROM not_duplicates
+ WHERE tenant_id = $1 AND report_id = ANY($2::uuid[])
+
+-- name: insert_issues
+INSERT INTO issues (tenant_id, id, category, kind, title, representative_text, lat, lon,
+                    cell, first_reported, last_reported, opened_at)
+SELECT $1, u.id, u.category, u.kind, left(u.text, 120), u.text, u.lat, u.lon,
+       civicpulse_cell(u.lat, u.lon), to_timestamp(u.t), to_timestamp(u.t), now()
+  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::float8[],
+              $8::float8[]) AS u (id, category, kind, text, lat, lon, t)
+
+-- name: attach_reports
+-- Only reports this process still leases; the caller checks every row was updated.
+UPDATE reports r
+   SET issue_id = u.issue_id,
+       grouping = u.grouping::jsonb,
+       state = 'grouped',
+       lease_owner = NULL,
+       lease_until = NULL,
+       attempts = 0
+  FROM unnest($2::uuid[], $3::uuid[], $4::text[]) AS u (id, issue_id, grouping)
+ WHERE r.tenant_id = $1 AND r.id = u.id AND r.lease_owner = $5 AND r.state = 'classified'
+
+-- name: refresh_issue_aggregates
+-- Aggregates are recomputed from the reports, never incremented, so they cannot drift.
+UPDATE issues i
+   SET report_count = a.n,
+       first_reported = a.first_reported,
+       last_reported = a.last_reported,
+       lat = a.lat,
+       lon = a.lon,
+       cell = civicpulse_cell(a.lat, a.lon),
+       severity = a.severity,
+       hazards = a.hazards,
+       priority = LEAST(5, GREATEST(1, COALESCE(a.severity, 2)
+                 + CASE WHEN a.n >= 10 THEN 2 WHEN a.n >= 3 THEN 1 ELSE 0 END)),
+       updated_at = now()
+  FROM (SELECT r.issue_id, count(*) AS n, min(r.submitted_at) AS first_reported,
+               max(r.submitted_at) AS last_reported, avg(r.lat) AS lat, avg(r.lon) AS lon,
+               max(r.severity) AS severity,
+               ARRAY(SELECT DISTINCT h FROM reports r2, unnest(r2.hazards) AS h
+                      WHERE r2.tenant_id = $1 AND r2.issue_id = r.issue_id ORDER BY h)
+                   AS hazards
+          FROM reports r
+         WHERE r.tenant_id = $1 AND r.issue_id = ANY($2::uuid[])
+         GROUP BY r.issue_id) AS a
+ WHERE i.tenant_id = $1 AND i.id = a.issue_id
+
+-- name: append_events
+INSERT INTO issue_events (tenant_id, issue_id, report_id, kind, actor, to_status, data)
+SELECT $1, u.issue_id, u.report_id, u.kind, $2, u.to_status, u.data::jsonb
+  FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[])
+       AS u (issue_id, report_id, kind, to_status, data)
+
+-- name: get_issue
+SELECT id, status, category, kind, severity, priority, title, representative_text, lat, lon,
+       report_count, first_reported, last_reported, opened_at, closed_at, hazards, version,
+       updated_at
+  FROM issues
+ WHERE tenant_id = $1 AND id = $2
+
+-- name: issue_reports
+SELECT id, text, lat, lon, address, category, severity, submitted_at, grouping, channel
+  FROM reports
+ WHERE tenant_id = $1 AND issue_id = $2
+ ORDER BY submitted_at, id
+
+-- name: issue_events
+SELECT id, kind, actor, report_id, from_status, to_status, note, data, created_at
+  FROM issue_events
+ WHERE tenant_id = $1 AND issue_id = $2
+ ORDER BY id
+
+-- name: nearby_issues
+SELECT id, status, category, title, lat, lon, report_count, first_reported, last_reported
+  FROM issues
+ WHERE tenant_id = $1 AND cell = ANY($2::bigint[]) AND civicpulse_is_open(status)
+   AND ($3::text IS NULL OR category = $3)
+
+-- name: lock_issue
+SELECT id, status, category, version FROM issues
+ WHERE tenant_id = $1 AND id = $2
+ FOR UPDATE
+
+-- name: move_reports
+-- Merge: every report of one issue moves to another.
+UPDATE reports SET issue_id = $3
+ WHERE tenant_id = $1 AND issue_id = $2
+RETURNING id
+
+-- name: set_issue_status
+UPDATE issues
+   SET status = $3, version = version + 1, updated_at = now(),
+       closed_at = CASE WHEN civicpulse_is_open($3) THEN NULL ELSE now() END
+ WHERE tenant_id = $1 AND id = $2
+
+-- name: detach_report
+UPDATE reports SET issue_id = $3
+ WHERE tenant_id = $1 AND id = $2 AND issue_id = $4
+RETURNING lat, lon, category, text, extract(epoch FROM submitted_at)::float8 AS t
+
+-- name: insert_not_duplicate
+INSERT INTO not_duplicates (tenant_id, report_id, issue_id, actor)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING

@@ -1,0 +1,131 @@
+"""The group stage: attach each classified report to an open issue, or open a new one.
+
+One transaction per claim (one tenant): lock the coarse regions the batch searches, fetch
+the open issues in the batch's geo cells, let the process pool decide (engine.grouping),
+then insert new issues, link the reports, recompute the touched issues' aggregates and log
+the events. The region locks make grouping race-safe across processes: a second process
+grouping a report about the same place waits, then sees the issue the first one opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
+import structlog
+
+from civicpulse.db import issues as issues_repo
+from civicpulse.db.pool import tenant_transaction
+from civicpulse.engine import geo, grouping
+from civicpulse.ids import uuid7
+from civicpulse.metrics import Metrics
+from civicpulse.pipeline.claimer import Claim
+
+log = structlog.get_logger(__name__)
+STAGE = "group"
+ACTOR = "system:grouping"
+_json = msgspec.json.Encoder()
+
+
+class LeaseLost(RuntimeError):
+    """Another process took over some of this claim: roll the whole batch back."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupContext:
+    pool: asyncpg.Pool
+    executor: Executor
+    metrics: Metrics
+    owner: str
+    on_done: Callable[[], None] = lambda: None
+
+
+async def run(inbox: asyncio.Queue[Claim | None], ctx: GroupContext) -> None:
+    """Process claims until a None sentinel arrives."""
+    while (claim := await inbox.get()) is not None:
+        started = time.perf_counter()
+        try:
+            done = await group_claim(ctx, claim)
+        except Exception as exc:  # rolled back; the lease expires and the batch is retried
+            ctx.metrics.stage_failures.labels(STAGE).inc()
+            log.error(
+                "group_failed", tenant_id=claim.tenant_id, reports=len(claim.ids), error=repr(exc)
+            )
+            continue
+        ctx.metrics.stage_items.labels(STAGE).inc(done)
+        ctx.metrics.stage_latency.labels(STAGE).observe(time.perf_counter() - started)
+        if done:
+            ctx.on_done()
+    log.info("group_stopped")
+
+
+async def group_claim(ctx: GroupContext, claim: Claim) -> int:
+    """Group one claim; returns how many reports were linked to issues."""
+    tenant_id = claim.tenant_id
+    loop = asyncio.get_running_loop()
+    async with tenant_transaction(ctx.pool, tenant_id) as conn:
+        reports = await issues_repo.load_classified_reports(conn, tenant_id, claim.ids, ctx.owner)
+        if not reports:
+            return 0
+        overrides = await issues_repo.grouping_overrides(conn, tenant_id)
+        cells: set[int] = set()
+        regions: set[int] = set()
+        since = min(reports, key=lambda r: r.t).t
+        for r in reports:
+            params = grouping.params_for(r.category, r.kind, overrides)
+            cells.update(geo.cells_within(r.lat, r.lon, params.radius_m))
+            regions.update(geo.region_keys(r.lat, r.lon, params.radius_m))
+            since = min(since, r.t - params.lookback_s)
+        await issues_repo.lock_regions(conn, tenant_id, sorted(regions))
+        candidates = await issues_repo.open_issue_candidates(
+            conn, tenant_id, sorted(cells), datetime.fromtimestamp(since, UTC)
+        )
+        not_dup = await issues_repo.not_duplicates_for(conn, tenant_id, [r.id for r in reports])
+        decisions = await loop.run_in_executor(
+            ctx.executor, grouping.group_batch, reports, candidates, overrides, not_dup
+        )
+
+        by_id = {r.id: r for r in reports}
+        new_ids: dict[str, str] = {}
+        founders: list[tuple[str, grouping.Report]] = []
+        for d in decisions:
+            if d.created:
+                new_ids[d.issue] = str(uuid7())
+                founders.append((new_ids[d.issue], by_id[d.report_id]))
+        if founders:
+            await issues_repo.insert_issues(conn, tenant_id, founders)
+        links = []
+        events = []
+        for d in decisions:
+            issue_id = new_ids.get(d.issue, d.issue)
+            record = {
+                "rule": d.rule,
+                "created": d.created,
+                "scores": None if d.scores is None else d.scores._asdict(),
+            }
+            payload = _json.encode(record).decode()
+            links.append((d.report_id, issue_id, payload))
+            events.append(
+                (
+                    issue_id,
+                    d.report_id,
+                    "issue_created" if d.created else "report_attached",
+                    "new" if d.created else None,
+                    payload,
+                )
+            )
+        if await issues_repo.attach_reports(conn, tenant_id, links, ctx.owner) != len(links):
+            raise LeaseLost(f"claim of {len(links)} reports is no longer fully ours")
+        await issues_repo.refresh_issue_aggregates(
+            conn, tenant_id, sorted({i for _, i, _ in links})
+        )
+        await issues_repo.append_events(conn, tenant_id, ACTOR, events)
+    ctx.metrics.grouped.labels("created").inc(len(founders))
+    ctx.metrics.grouped.labels("attached").inc(len(links) - len(founders))
+    return len(links)
