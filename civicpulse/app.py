@@ -25,7 +25,7 @@ import structlog
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from civicpulse.api import categories, ops, reports
+from civicpulse.api import categories, issues, ops, reports
 from civicpulse.api import errors as api_errors
 from civicpulse.api.auth import Authenticator
 from civicpulse.api.state import AppState
@@ -216,7 +216,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.info("service_stopped", owner=owner)
 
     app = Starlette(
-        routes=[*ops.routes, *reports.routes, *categories.routes],
+        routes=[*ops.routes, *reports.routes, *categories.routes, *issues.routes],
         lifespan=lifespan,
         exception_handlers=api_errors.HANDLERS,
     )

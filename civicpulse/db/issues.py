@@ -197,3 +197,17 @@ async def insert_not_duplicate(
     actor: str,
 ) -> None:
     await conn.execute(q("insert_not_duplicate"), tenant_id, report_id, issue_id, actor)
+
+
+async def issue_from_report(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    new_issue: uuid.UUID,
+    report_id: uuid.UUID,
+    source: uuid.UUID,
+) -> bool:
+    """Found a new issue on a report of `source`; False when the report is not in it."""
+    return (
+        await conn.fetchval(q("issue_from_report"), tenant_id, new_issue, report_id, source)
+        is not None
+    )

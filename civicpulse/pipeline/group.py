@@ -107,6 +107,7 @@ async def group_claim(ctx: GroupContext, claim: Claim) -> int:
             record = {
                 "rule": d.rule,
                 "created": d.created,
+                "by": ctx.owner,
                 "scores": None if d.scores is None else d.scores._asdict(),
             }
             payload = _json.encode(record).decode()

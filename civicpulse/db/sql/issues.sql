@@ -51,29 +51,31 @@ UPDATE reports r
  WHERE r.tenant_id = $1 AND r.id = u.id AND r.lease_owner = $5 AND r.state = 'classified'
 
 -- name: refresh_issue_aggregates
--- Aggregates are recomputed from the reports, never incremented, so they cannot drift.
+-- Aggregates are recomputed from the reports, never incremented, so they cannot drift. An
+-- issue left without reports (merged away) keeps its place and counts zero.
 UPDATE issues i
    SET report_count = a.n,
-       first_reported = a.first_reported,
-       last_reported = a.last_reported,
-       lat = a.lat,
-       lon = a.lon,
-       cell = civicpulse_cell(a.lat, a.lon),
-       severity = a.severity,
+       first_reported = COALESCE(a.first_reported, i.first_reported),
+       last_reported = COALESCE(a.last_reported, i.last_reported),
+       lat = COALESCE(a.lat, i.lat),
+       lon = COALESCE(a.lon, i.lon),
+       cell = civicpulse_cell(COALESCE(a.lat, i.lat), COALESCE(a.lon, i.lon)),
+       severity = COALESCE(a.severity, i.severity),
        hazards = a.hazards,
-       priority = LEAST(5, GREATEST(1, COALESCE(a.severity, 2)
+       priority = LEAST(5, GREATEST(1, COALESCE(a.severity, i.severity, 2)
                  + CASE WHEN a.n >= 10 THEN 2 WHEN a.n >= 3 THEN 1 ELSE 0 END)),
        updated_at = now()
-  FROM (SELECT r.issue_id, count(*) AS n, min(r.submitted_at) AS first_reported,
+  FROM unnest($2::uuid[]) AS t (issue_id)
+  CROSS JOIN LATERAL (
+        SELECT count(*) AS n, min(r.submitted_at) AS first_reported,
                max(r.submitted_at) AS last_reported, avg(r.lat) AS lat, avg(r.lon) AS lon,
                max(r.severity) AS severity,
                ARRAY(SELECT DISTINCT h FROM reports r2, unnest(r2.hazards) AS h
-                      WHERE r2.tenant_id = $1 AND r2.issue_id = r.issue_id ORDER BY h)
+                      WHERE r2.tenant_id = $1 AND r2.issue_id = t.issue_id ORDER BY h)
                    AS hazards
           FROM reports r
-         WHERE r.tenant_id = $1 AND r.issue_id = ANY($2::uuid[])
-         GROUP BY r.issue_id) AS a
- WHERE i.tenant_id = $1 AND i.id = a.issue_id
+         WHERE r.tenant_id = $1 AND r.issue_id = t.issue_id) AS a
+ WHERE i.tenant_id = $1 AND i.id = t.issue_id
 
 -- name: append_events
 INSERT INTO issue_events (tenant_id, issue_id, report_id, kind, actor, to_status, data)
@@ -132,3 +134,15 @@ RETURNING lat, lon, category, text, extract(epoch FROM submitted_at)::float8 AS 
 INSERT INTO not_duplicates (tenant_id, report_id, issue_id, actor)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT DO NOTHING
+
+-- name: issue_from_report
+-- Split: a new issue founded by one report of another issue (nothing when the report is not
+-- part of that issue).
+INSERT INTO issues (tenant_id, id, category, kind, title, representative_text, lat, lon,
+                    cell, first_reported, last_reported, opened_at)
+SELECT $1, $2, r.category, COALESCE(c.kind, 'other'), left(r.text, 120), r.text, r.lat, r.lon,
+       civicpulse_cell(r.lat, r.lon), r.submitted_at, r.submitted_at, now()
+  FROM reports r
+  LEFT JOIN categories c ON c.tenant_id = r.tenant_id AND c.code = r.category
+ WHERE r.tenant_id = $1 AND r.id = $3 AND r.issue_id = $4
+RETURNING id

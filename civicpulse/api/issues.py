@@ -1,0 +1,281 @@
+"""Issues: one per real-world problem, with its reports. Residents look them up; staff
+merge issues and split reports out (each an event in the log)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from civicpulse.api.auth import SCOPE_RANK
+from civicpulse.api.body import read_json
+from civicpulse.api.errors import decode_error
+from civicpulse.api.state import AppState
+from civicpulse.db import issues as issues_repo
+from civicpulse.db.pool import tenant_transaction
+from civicpulse.engine import geo, grouping
+from civicpulse.errors import Conflict, NotFound, ValidationFailed
+from civicpulse.ids import uuid7
+
+NEARBY_LIMIT = 5
+NEARBY_MIN_RADIUS_M = 250.0
+_json = msgspec.json.Encoder()
+
+
+class MergeIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    into: str
+    note: Annotated[str, Meta(max_length=2000)] | None = None
+
+
+class SplitIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    report_id: str
+    not_duplicate: bool = True
+    note: Annotated[str, Meta(max_length=2000)] | None = None
+
+
+def _respond(status: int, body: Any) -> Response:
+    return Response(_json.encode(body), status_code=status, media_type="application/json")
+
+
+def _uuid(value: str, field: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(f"no such {what}", field=field) from None
+
+
+def _float(request: Request, name: str, low: float, high: float) -> float:
+    raw = request.query_params.get(name)
+    if raw is None:
+        raise ValidationFailed(f"{name} is required", field=name)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValidationFailed(f"{name} must be a number", field=name) from None
+    if not low <= value <= high:
+        raise ValidationFailed(f"{name} must be between {low} and {high}", field=name)
+    return value
+
+
+def _issue_out(row: Any) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "status": row["status"],
+        "category": row["category"],
+        "severity": row["severity"],
+        "priority": row["priority"],
+        "title": row["title"],
+        "representative_text": row["representative_text"],
+        "lat": row["lat"],
+        "lon": row["lon"],
+        "report_count": row["report_count"],
+        "first_reported": row["first_reported"],
+        "last_reported": row["last_reported"],
+        "opened_at": row["opened_at"],
+        "closed_at": row["closed_at"],
+        "hazards": list(row["hazards"]),
+        "version": row["version"],
+    }
+
+
+async def get_issue(request: Request) -> Response:
+    """An issue with its reports; staff also get its event log."""
+    state: AppState = request.state.app
+    slug = request.path_params["slug"]
+    principal = await state.auth.require(request, slug, "submit")
+    issue_id = _uuid(request.path_params["issue_id"], "issue_id", "issue")
+    tenant_id = principal.tenant.id
+    async with tenant_transaction(state.pool, tenant_id) as conn:
+        row = await issues_repo.get_issue(conn, tenant_id, issue_id)
+        if row is None:
+            raise NotFound("no such issue", field="issue_id")
+        reports = await issues_repo.issue_reports(conn, tenant_id, issue_id)
+        staff = SCOPE_RANK[principal.scope] >= SCOPE_RANK["staff"]
+        events = await issues_repo.issue_events(conn, tenant_id, issue_id) if staff else []
+    body = _issue_out(row)
+    body["reports"] = [
+        {
+            "id": str(r["id"]),
+            "text": r["text"],
+            "lat": r["lat"],
+            "lon": r["lon"],
+            "address": r["address"],
+            "category": r["category"],
+            "severity": r["severity"],
+            "submitted_at": r["submitted_at"],
+            "channel": r["channel"],
+            "grouping": None if r["grouping"] is None else msgspec.json.decode(r["grouping"]),
+        }
+        for r in reports
+    ]
+    if staff:
+        body["events"] = [
+            {
+                "id": e["id"],
+                "kind": e["kind"],
+                "actor": e["actor"],
+                "report_id": None if e["report_id"] is None else str(e["report_id"]),
+                "from_status": e["from_status"],
+                "to_status": e["to_status"],
+                "note": e["note"],
+                "data": msgspec.json.decode(e["data"]),
+                "created_at": e["created_at"],
+            }
+            for e in events
+        ]
+    return _respond(200, body)
+
+
+async def nearby(request: Request) -> Response:
+    """The closest open issues (at most 5), so a resident can follow one instead of filing."""
+    state: AppState = request.state.app
+    slug = request.path_params["slug"]
+    principal = await state.auth.require(request, slug, "submit")
+    lat = _float(request, "lat", -90, 90)
+    lon = _float(request, "lon", -180, 180)
+    category = request.query_params.get("category") or None
+    if category is not None:
+        category = principal.tenant.category_codes.get(category)
+        if category is None:
+            raise ValidationFailed("unknown category for this tenant", field="category")
+    radius = max(NEARBY_MIN_RADIUS_M, grouping.search_radius(category or "other", "", {}))
+    tenant_id = principal.tenant.id
+    async with tenant_transaction(state.pool, tenant_id) as conn:
+        rows = await issues_repo.nearby_issues(
+            conn, tenant_id, geo.cells_within(lat, lon, radius), category
+        )
+    ranked = sorted(
+        ((geo.distance_m(lat, lon, r["lat"], r["lon"]), r) for r in rows),
+        key=lambda pair: (pair[0], -(pair[1]["last_reported"] or datetime.min).timestamp()),
+    )
+    items = [
+        {
+            "id": str(r["id"]),
+            "status": r["status"],
+            "category": r["category"],
+            "title": r["title"],
+            "distance_m": round(d, 1),
+            "report_count": r["report_count"],
+            "last_reported": r["last_reported"],
+            "links": {"self": f"/v1/tenants/{slug}/issues/{r['id']}"},
+        }
+        for d, r in ranked
+        if d <= radius
+    ][:NEARBY_LIMIT]
+    return _respond(200, {"radius_m": radius, "items": items})
+
+
+_decode_merge = msgspec.json.Decoder(MergeIn)
+_decode_split = msgspec.json.Decoder(SplitIn)
+
+
+async def merge(request: Request) -> Response:
+    """Move every report of this issue into another; this one becomes a duplicate."""
+    state: AppState = request.state.app
+    slug = request.path_params["slug"]
+    principal = await state.auth.require(request, slug, "staff")
+    source = _uuid(request.path_params["issue_id"], "issue_id", "issue")
+    try:
+        change = _decode_merge.decode(await read_json(request, state.settings.max_body_bytes))
+    except msgspec.DecodeError as exc:
+        raise decode_error(exc) from None
+    target = _uuid(change.into, "into", "issue")
+    if target == source:
+        raise ValidationFailed("an issue cannot be merged into itself", field="into")
+    tenant_id = principal.tenant.id
+    async with tenant_transaction(state.pool, tenant_id) as conn:
+        locked = {}
+        for issue_id in sorted((source, target)):  # one lock order: no deadlock
+            row = await issues_repo.lock_issue(conn, tenant_id, issue_id)
+            if row is None:
+                raise NotFound("no such issue", field="into" if issue_id == target else "issue_id")
+            locked[issue_id] = row
+        if locked[source]["status"] == "duplicate":
+            raise Conflict("this issue was already merged", field="issue_id")
+        if locked[target]["status"] == "duplicate":
+            raise Conflict("cannot merge into an issue that is itself a duplicate", field="into")
+        moved = await issues_repo.move_reports(conn, tenant_id, source, target)
+        await issues_repo.set_issue_status(conn, tenant_id, source, "duplicate")
+        await issues_repo.refresh_issue_aggregates(conn, tenant_id, [source, target])
+        data = _json.encode(
+            {"source": str(source), "target": str(target), "reports": [str(r) for r in moved]}
+        ).decode()
+        await issues_repo.append_events(
+            conn,
+            tenant_id,
+            principal.actor,
+            [
+                (source, None, "merged_into", "duplicate", data),
+                (target, None, "merged_from", None, data),
+            ],
+        )
+        if change.note:
+            await issues_repo.append_events(
+                conn,
+                tenant_id,
+                principal.actor,
+                [(target, None, "comment", None, _json.encode({"note": change.note}).decode())],
+            )
+        row = await issues_repo.get_issue(conn, tenant_id, target)
+    return _respond(200, _issue_out(row))
+
+
+async def split(request: Request) -> Response:
+    """Move one report out into a new issue of its own (by default: not a duplicate)."""
+    state: AppState = request.state.app
+    slug = request.path_params["slug"]
+    principal = await state.auth.require(request, slug, "staff")
+    source = _uuid(request.path_params["issue_id"], "issue_id", "issue")
+    try:
+        change = _decode_split.decode(await read_json(request, state.settings.max_body_bytes))
+    except msgspec.DecodeError as exc:
+        raise decode_error(exc) from None
+    report_id = _uuid(change.report_id, "report_id", "report")
+    tenant_id = principal.tenant.id
+    new_issue = uuid7()
+    async with tenant_transaction(state.pool, tenant_id) as conn:
+        if await issues_repo.lock_issue(conn, tenant_id, source) is None:
+            raise NotFound("no such issue", field="issue_id")
+        # The new issue exists first so the report can point at it.
+        if not await issues_repo.issue_from_report(conn, tenant_id, new_issue, report_id, source):
+            raise NotFound("the report is not part of this issue", field="report_id")
+        await issues_repo.detach_report(conn, tenant_id, report_id, new_issue, source)
+        if change.not_duplicate:
+            await issues_repo.insert_not_duplicate(
+                conn, tenant_id, report_id, source, principal.actor
+            )
+        await issues_repo.refresh_issue_aggregates(conn, tenant_id, [source, new_issue])
+        data = _json.encode(
+            {
+                "source": str(source),
+                "new_issue": str(new_issue),
+                "report": str(report_id),
+                "not_duplicate": change.not_duplicate,
+                "note": change.note,
+            }
+        ).decode()
+        await issues_repo.append_events(
+            conn,
+            tenant_id,
+            principal.actor,
+            [
+                (source, report_id, "report_split", None, data),
+                (new_issue, report_id, "issue_created", "new", data),
+            ],
+        )
+        row = await issues_repo.get_issue(conn, tenant_id, new_issue)
+    return _respond(201, _issue_out(row))
+
+
+routes = [
+    Route("/v1/tenants/{slug}/issues/nearby", nearby, methods=["GET"]),
+    Route("/v1/tenants/{slug}/issues/{issue_id}", get_issue, methods=["GET"]),
+    Route("/v1/tenants/{slug}/issues/{issue_id}/merge", merge, methods=["POST"]),
+    Route("/v1/tenants/{slug}/issues/{issue_id}/split", split, methods=["POST"]),
+]

@@ -1,0 +1,112 @@
+"""The grouping engine alone: geo cells, scores, decisions."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from civicpulse.engine import geo, grouping
+from civicpulse.engine.grouping import Candidate, Report
+
+DAY = 86_400.0
+
+
+def report(
+    rid: str,
+    lat: float,
+    lon: float,
+    t: float = 0.0,
+    category: str = "road_defect",
+    text: str = "Pothole on Main St",
+    kind: str = "infrastructure",
+) -> Report:
+    return Report(rid, lat, lon, category, kind, text, t, 2)
+
+
+def offset(lat: float, lon: float, north_m: float, east_m: float) -> tuple[float, float]:
+    return (
+        lat + north_m / geo.METRES_PER_DEGREE,
+        lon + east_m / (geo.METRES_PER_DEGREE * math.cos(math.radians(lat))),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lat=st.floats(-70, 70),
+    lon=st.floats(-179, 179),
+    radius=st.floats(5, 1000),
+    bearing=st.floats(0, 2 * math.pi),
+    fraction=st.floats(0, 1),
+)
+def test_every_point_within_the_radius_is_in_a_listed_cell(
+    lat: float, lon: float, radius: float, bearing: float, fraction: float
+) -> None:
+    north, east = radius * fraction * math.cos(bearing), radius * fraction * math.sin(bearing)
+    plat, plon = offset(lat, lon, north, east)
+    assert geo.distance_m(lat, lon, plat, plon) <= radius * 1.001 + 0.01
+    assert geo.cell_of(plat, plon) in set(geo.cells_within(lat, lon, radius * 1.001 + 0.01))
+
+
+def test_distance_is_haversine() -> None:
+    assert abs(geo.distance_m(34.0, -118.0, 34.0009, -118.0) - 100.0) < 0.5
+
+
+def test_nearby_reports_of_one_problem_share_an_issue() -> None:
+    a = report("a", 34.05, -118.25, 0)
+    b = report(
+        "b", *offset(34.05, -118.25, 15, 10), t=3600, text="Big pothole in the road on Main Street"
+    )
+    decisions = grouping.group_batch([b, a], [], {}, set())
+    assert [d.report_id for d in decisions] == ["a", "b"]  # decided in time order
+    assert decisions[0].created and not decisions[1].created
+    assert decisions[1].issue == decisions[0].issue
+    assert decisions[1].scores is not None and decisions[1].scores.total >= grouping.THRESHOLD
+
+
+def test_far_apart_other_category_or_too_late_open_new_issues() -> None:
+    base = Candidate(
+        "issue-1", 34.05, -118.25, "road_defect", "infrastructure", "Pothole on Main St", 0.0, 1
+    )
+    far = report("far", *offset(34.05, -118.25, 300, 0), t=10)
+    other = report("other", 34.05, -118.25, t=10, category="graffiti", kind="appearance")
+    late = report("late", 34.05, -118.25, t=60 * DAY)
+    decisions = grouping.group_batch([far, other, late], [base], {}, set())
+    assert all(d.created for d in decisions)
+
+
+def test_tight_radius_for_bulky_items_keeps_neighbours_apart() -> None:
+    # LA's pattern: one caller files bulky-item pickups at houses along a street.
+    first = report(
+        "h1", 34.05, -118.25, 0, "bulky_items", "Bulky Items at 100 ELM ST", "sanitation"
+    )
+    next_door = report(
+        "h2",
+        *offset(34.05, -118.25, 0, 40),
+        t=60,
+        category="bulky_items",
+        text="Bulky Items at 104 ELM ST",
+        kind="sanitation",
+    )
+    decisions = grouping.group_batch([first, next_door], [], {}, set())
+    assert decisions[0].issue != decisions[1].issue
+
+
+def test_category_overrides_and_staff_feedback_are_respected() -> None:
+    cand = Candidate(
+        "issue-1", 34.05, -118.25, "road_defect", "infrastructure", "Pothole on Main St", 0.0, 1
+    )
+    near = report("r", *offset(34.05, -118.25, 40, 0), t=10)
+    assert not grouping.group_batch([near], [cand], {}, set())[0].created
+    # A 20 m radius for this tenant's road defects puts the report out of reach.
+    assert grouping.group_batch([near], [cand], {"road_defect": (20.0, None)}, set())[0].created
+    # Staff said this report is not a duplicate of that issue.
+    assert grouping.group_batch([near], [cand], {}, {("r", "issue-1")})[0].created
+
+
+def test_text_similarity_ranks_paraphrases_above_unrelated_text() -> None:
+    base = "Large pothole in the road near 5th and Main"
+    paraphrase = grouping.text_similarity(base, "Deep hole in the asphalt at Main St & 5th Ave")
+    unrelated = grouping.text_similarity(base, "Graffiti on the bus shelter")
+    assert paraphrase > unrelated + 0.2
