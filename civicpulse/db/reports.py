@@ -212,7 +212,13 @@ async def import_reports(
     """
     await conn.execute(q("import_stage_create"))
     await conn.copy_records_to_table("import_stage", records=records, columns=IMPORT_COLUMNS)
-    status = await conn.execute(q("import_from_stage"), tenant_id, list(attribute_keys), source)
+    keys = list(attribute_keys)
+    try:
+        async with conn.transaction():  # a savepoint: a lost race rolls back only this
+            status = await conn.execute(q("import_from_stage"), tenant_id, keys, source)
+    except asyncpg.UniqueViolationError:
+        # Another import wrote some of these records since the anti-join looked.
+        status = await conn.execute(q("import_from_stage_on_conflict"), tenant_id, keys, source)
     return int(status.split()[-1])
 
 

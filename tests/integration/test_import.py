@@ -99,9 +99,11 @@ async def test_plain_csv_reports_each_bad_row(
         "a3,Bad category,34.1,-118.3,2024-05-01T10:00:00,sparkles,\n"
         'a4,"Multi-line\ntext",34.1,-118.3,2024-05-01 10:00,,\n'
         "a5,Bad time,34.1,-118.3,yesterday,,\n"
+        "a1,The same record repeated in the file,34.1,-118.3,2024-05-01T10:00:00-07:00,,\n"
     )
     result = await run_import(db_url, tenant_a, path, "csv")
     assert result.inserted == 2
+    assert result.skipped_existing == 1
     assert [(line, field) for line, field, _ in result.errors] == [
         (3, "lat"),
         (4, "category"),

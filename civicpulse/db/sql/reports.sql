@@ -72,6 +72,23 @@ CREATE TEMP TABLE import_stage (
 -- name: import_from_stage
 -- COPY cannot write a table under RLS, so rows land in a temp table first and move over
 -- in one INSERT ... SELECT that the tenant policy checks. $2 names the attribute values.
+-- Known source ids are skipped by an anti-join (cheaper than ON CONFLICT's speculative
+-- insertion); the unique index still refuses a concurrent import of the same records or a
+-- record repeated within the chunk, and the caller then retries with the ON CONFLICT form.
+INSERT INTO reports (
+    tenant_id, id, text, lat, lon, address, requested_category, category, submitted_at,
+    channel, attributes, source, source_id, state, processed_at, classification, label_source
+)
+SELECT $1, civicpulse_uuid7(), s.text, s.lat, s.lon, s.address, s.category, s.category,
+       s.submitted_at, s.channel,
+       jsonb_strip_nulls(jsonb_object($2::text[], s.attribute_values)), $3, s.source_id,
+       'imported', now(), '{"decided_by": "import"}'::jsonb,
+       CASE WHEN s.category IS NOT NULL THEN 'import' END
+  FROM import_stage s
+ WHERE NOT EXISTS (SELECT 1 FROM reports r
+                    WHERE r.tenant_id = $1 AND r.source = $3 AND r.source_id = s.source_id)
+
+-- name: import_from_stage_on_conflict
 INSERT INTO reports (
     tenant_id, id, text, lat, lon, address, requested_category, category, submitted_at,
     channel, attributes, source, source_id, state, processed_at, classification, label_source
