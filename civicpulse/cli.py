@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -36,6 +37,28 @@ def resolve_dsn(settings: Settings) -> str:
 
 async def _owner(dsn: str) -> asyncpg.Connection:
     return await asyncpg.connect(dsn)
+
+
+@asynccontextmanager
+async def _tenant_pool(
+    settings: Settings, dsn: str, slug: str
+) -> AsyncIterator[tuple[asyncpg.Pool, Any, list[Any]]]:
+    """Migrate, open a small app-role pool, and resolve a tenant with its taxonomy."""
+    from civicpulse.db import migrate, tenants
+    from civicpulse.db.pool import create_pool, tenant_transaction
+
+    await migrate.migrate(dsn, settings.schema_dir)
+    pool = await create_pool(settings, dsn, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            tenant = await tenants.tenant_by_slug(conn, slug)
+        if tenant is None:
+            raise CivicPulseError(f"no tenant {slug!r}", field="tenant")
+        async with tenant_transaction(pool, tenant.id) as conn:
+            categories = await tenants.list_categories(conn, tenant.id)
+        yield pool, tenant, categories
+    finally:
+        await pool.close()
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -164,8 +187,6 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from civicpulse import imports
-    from civicpulse.db import migrate, tenants
-    from civicpulse.db.pool import create_pool, tenant_transaction
 
     path = Path(args.file)
     if not path.is_file():
@@ -174,15 +195,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         total = max(0, sum(1 for _ in fh) - 1)
 
     async def run(dsn: str) -> imports.ImportResult:
-        await migrate.migrate(dsn, settings.schema_dir)
-        pool = await create_pool(settings, dsn, min_size=1, max_size=2)
-        try:
-            async with pool.acquire() as conn:
-                tenant = await tenants.tenant_by_slug(conn, args.tenant)
-            if tenant is None:
-                raise CivicPulseError(f"no tenant {args.tenant!r}", field="tenant")
-            async with tenant_transaction(pool, tenant.id) as conn:
-                cats = await tenants.list_categories(conn, tenant.id)
+        async with _tenant_pool(settings, dsn, args.tenant) as (pool, tenant, cats):
             codes = {c.code: c.code for c in cats} | {c.service_code: c.code for c in cats}
             with tqdm(total=total, unit="rows", disable=args.quiet, file=sys.stderr) as bar:
                 return await imports.import_file(
@@ -194,8 +207,6 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
                     timezone=tenant.timezone,
                     progress=bar.update,
                 )
-        finally:
-            await pool.close()
 
     started = time.perf_counter()
     result = asyncio.run(run(resolve_dsn(settings)))
@@ -215,27 +226,15 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_classifier_train(settings: Settings, args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
 
-    from civicpulse.db import migrate, tenants
-    from civicpulse.db.pool import create_pool, tenant_transaction
     from civicpulse.pipeline.models import ModelStore
 
     async def run(dsn: str) -> tuple[Any, float]:
-        await migrate.migrate(dsn, settings.schema_dir)
-        pool = await create_pool(settings, dsn, min_size=1, max_size=2)
-        try:
-            async with pool.acquire() as conn:
-                tenant = await tenants.tenant_by_slug(conn, args.tenant)
-            if tenant is None:
-                raise CivicPulseError(f"no tenant {args.tenant!r}", field="tenant")
-            async with tenant_transaction(pool, tenant.id) as conn:
-                categories = await tenants.list_categories(conn, tenant.id)
+        async with _tenant_pool(settings, dsn, args.tenant) as (pool, tenant, categories):
             with ProcessPoolExecutor(max_workers=1) as executor:
                 store = ModelStore(pool, executor, retrain_after=settings.retrain_after_labels)
                 started = time.perf_counter()
                 model = await store.train(tenant.id, categories, reason="command")
                 return model, time.perf_counter() - started
-        finally:
-            await pool.close()
 
     model, elapsed = asyncio.run(run(resolve_dsn(settings)))
     print(

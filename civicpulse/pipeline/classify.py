@@ -32,6 +32,7 @@ from civicpulse.llm.client import ChatClient, LLMError
 from civicpulse.metrics import Metrics
 from civicpulse.pipeline.claimer import Claim
 from civicpulse.pipeline.models import ModelStore
+from civicpulse.pipeline.stage import run_claims
 
 log = structlog.get_logger(__name__)
 STAGE = "classify"
@@ -52,25 +53,10 @@ class ClassifyContext:
 
 
 async def run(inbox: asyncio.Queue[Claim | None], ctx: ClassifyContext) -> None:
-    """Process claims until a None sentinel arrives."""
-    while (claim := await inbox.get()) is not None:
-        started = time.perf_counter()
-        try:
-            done = await classify_claim(ctx, claim)
-        except Exception as exc:  # the lease expires and another claim retries the batch
-            ctx.metrics.stage_failures.labels(STAGE).inc()
-            log.error(
-                "classify_failed",
-                tenant_id=claim.tenant_id,
-                reports=len(claim.ids),
-                error=repr(exc),
-            )
-            continue
-        ctx.metrics.stage_items.labels(STAGE).inc(done)
-        ctx.metrics.stage_latency.labels(STAGE).observe(time.perf_counter() - started)
-        if done:
-            ctx.on_done()
-    log.info("classify_stopped")
+    """Classify claims until a None sentinel arrives."""
+    await run_claims(
+        STAGE, inbox, lambda claim: classify_claim(ctx, claim), ctx.metrics, ctx.on_done
+    )
 
 
 async def classify_claim(ctx: ClassifyContext, claim: Claim) -> int:

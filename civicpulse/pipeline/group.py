@@ -10,7 +10,6 @@ grouping a report about the same place waits, then sees the issue the first one 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from civicpulse.engine import geo, grouping
 from civicpulse.ids import uuid7
 from civicpulse.metrics import Metrics
 from civicpulse.pipeline.claimer import Claim
+from civicpulse.pipeline.stage import run_claims
 
 log = structlog.get_logger(__name__)
 STAGE = "group"
@@ -47,22 +47,8 @@ class GroupContext:
 
 
 async def run(inbox: asyncio.Queue[Claim | None], ctx: GroupContext) -> None:
-    """Process claims until a None sentinel arrives."""
-    while (claim := await inbox.get()) is not None:
-        started = time.perf_counter()
-        try:
-            done = await group_claim(ctx, claim)
-        except Exception as exc:  # rolled back; the lease expires and the batch is retried
-            ctx.metrics.stage_failures.labels(STAGE).inc()
-            log.error(
-                "group_failed", tenant_id=claim.tenant_id, reports=len(claim.ids), error=repr(exc)
-            )
-            continue
-        ctx.metrics.stage_items.labels(STAGE).inc(done)
-        ctx.metrics.stage_latency.labels(STAGE).observe(time.perf_counter() - started)
-        if done:
-            ctx.on_done()
-    log.info("group_stopped")
+    """Group claims until a None sentinel arrives."""
+    await run_claims(STAGE, inbox, lambda claim: group_claim(ctx, claim), ctx.metrics, ctx.on_done)
 
 
 async def group_claim(ctx: GroupContext, claim: Claim) -> int:

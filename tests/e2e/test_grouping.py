@@ -251,6 +251,8 @@ async def test_near_simultaneous_reports_in_two_processes_end_up_in_one_issue(
 ) -> None:
     rng = random.Random(4)
     places = [(34.0 + rng.uniform(0, 0.5), -118.5 + rng.uniform(0, 0.5)) for _ in range(40)]
+    # Small claims, so both processes always get a share of the work at the same time.
+    settings = settings.replace(pipeline_claim_batch=5)
     async with running_server(settings) as one, running_server(settings) as two:
         # Each process gets one report of every place in one batch, at the same moment, so
         # both group overlapping places concurrently.
