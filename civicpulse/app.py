@@ -86,6 +86,7 @@ def llm_client(settings: Settings, session: aiohttp.ClientSession, metrics: Metr
         timeout=settings.llm_timeout,
         max_concurrency=settings.llm_max_concurrency,
         max_retries=settings.llm_max_retries,
+        max_tokens=settings.llm_max_tokens,
         breaker=CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown),
         metrics=metrics,
     )

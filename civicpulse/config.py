@@ -61,6 +61,9 @@ class Settings:
     # json_schema (OpenAI), json_object (llama.cpp: json_object plus a schema), or prompt.
     llm_json_mode: str = "json_schema"
     llm_timeout: float = 10.0
+    # A cap on each answer: a model that keeps writing inside its JSON must not hold the
+    # server (which may serve one request at a time) for everyone behind it.
+    llm_max_tokens: int = 300
     llm_max_concurrency: int = 4
     llm_max_retries: int = 2
     llm_breaker_failures: int = 5

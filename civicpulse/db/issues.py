@@ -102,6 +102,13 @@ async def attach_reports(
     return int(status.split()[-1])
 
 
+async def add_to_issue_aggregates(
+    conn: asyncpg.Connection, tenant_id: int, report_ids: Sequence[str | uuid.UUID]
+) -> None:
+    """Fold newly linked reports into their issues' aggregates."""
+    await conn.execute(q("add_to_issue_aggregates"), tenant_id, list(report_ids))
+
+
 async def refresh_issue_aggregates(
     conn: asyncpg.Connection, tenant_id: int, issue_ids: Sequence[str | uuid.UUID]
 ) -> None:

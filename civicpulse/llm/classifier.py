@@ -38,7 +38,8 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True):
     confidence: Annotated[float, Meta(ge=0.0, le=1.0)]
     summary: Annotated[str, Meta(min_length=1, max_length=400)]
     hazards: list[str] = []
-    language: Annotated[str, Meta(min_length=2, max_length=8)] = "und"
+    # Informational only: a long or odd language name is cut, not a reason to refuse.
+    language: Annotated[str, Meta(min_length=1, max_length=40)] = "und"
 
 
 class InvalidAnswer(ValueError):

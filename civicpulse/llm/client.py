@@ -112,6 +112,7 @@ class ChatClient:
         max_concurrency: int,
         max_retries: int,
         breaker: CircuitBreaker,
+        max_tokens: int = 300,
         metrics: Metrics,
         rng: random.Random | None = None,
     ) -> None:
@@ -125,6 +126,7 @@ class ChatClient:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.slots = asyncio.Semaphore(max_concurrency)
         self.max_retries = max_retries
+        self.max_tokens = max_tokens
         self.breaker = breaker
         self.metrics = metrics
         self.rng = rng or random.Random()
@@ -132,7 +134,12 @@ class ChatClient:
     def request_body(
         self, messages: list[dict[str, str]], schema: dict[str, Any], name: str
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": 0,
+            "max_tokens": self.max_tokens,
+        }
         if self.json_mode == "json_schema":
             body["response_format"] = {
                 "type": "json_schema",

@@ -109,9 +109,7 @@ async def group_claim(ctx: GroupContext, claim: Claim) -> int:
             )
         if await issues_repo.attach_reports(conn, tenant_id, links, ctx.owner) != len(links):
             raise LeaseLost(f"claim of {len(links)} reports is no longer fully ours")
-        await issues_repo.refresh_issue_aggregates(
-            conn, tenant_id, sorted({i for _, i, _ in links})
-        )
+        await issues_repo.add_to_issue_aggregates(conn, tenant_id, [r for r, _, _ in links])
         await issues_repo.append_events(conn, tenant_id, ACTOR, events)
     ctx.metrics.grouped.labels("created").inc(len(founders))
     ctx.metrics.grouped.labels("attached").inc(len(links) - len(founders))

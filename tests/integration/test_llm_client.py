@@ -74,6 +74,7 @@ async def test_valid_answer_is_validated_and_request_forms_differ(
     assert object_form["response_format"]["type"] == "json_object"
     assert "schema" in object_form["response_format"]
     assert "response_format" not in prompt_form
+    assert all(r["max_tokens"] == 300 for r in fake.requests)
 
 
 async def test_chatty_answer_is_extracted_in_prompt_mode(

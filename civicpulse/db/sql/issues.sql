@@ -31,6 +31,8 @@ SELECT report_id, issue_id FROM not_duplicates
  WHERE tenant_id = $1 AND report_id = ANY($2::uuid[])
 
 -- name: insert_issues
+-- New issues start empty (count 0, no severity); add_to_issue_aggregates then folds in their
+-- founding reports like any other.
 INSERT INTO issues (tenant_id, id, category, kind, title, representative_text, lat, lon,
                     cell, first_reported, last_reported, opened_at)
 SELECT $1, u.id, u.category, u.kind, left(u.text, 120), u.text, u.lat, u.lon,
@@ -49,6 +51,36 @@ UPDATE reports r
        attempts = 0
   FROM unnest($2::uuid[], $3::uuid[], $4::text[]) AS u (id, issue_id, grouping)
  WHERE r.tenant_id = $1 AND r.id = u.id AND r.lease_owner = $5 AND r.state = 'classified'
+
+-- name: add_to_issue_aggregates
+-- Grouping adds reports to issues: fold the batch's reports into each issue's aggregates
+-- (count, first/last, running-mean centroid, max severity, hazards) in O(batch), however
+-- many reports an issue already has. Staff tools that move reports out recompute instead.
+UPDATE issues i
+   SET report_count = i.report_count + a.n,
+       first_reported = LEAST(i.first_reported, a.first_reported),
+       last_reported = GREATEST(i.last_reported, a.last_reported),
+       lat = (COALESCE(i.lat, 0) * i.report_count + a.lat_sum) / (i.report_count + a.n),
+       lon = (COALESCE(i.lon, 0) * i.report_count + a.lon_sum) / (i.report_count + a.n),
+       cell = civicpulse_cell(
+           (COALESCE(i.lat, 0) * i.report_count + a.lat_sum) / (i.report_count + a.n),
+           (COALESCE(i.lon, 0) * i.report_count + a.lon_sum) / (i.report_count + a.n)),
+       severity = GREATEST(i.severity, a.severity),
+       hazards = ARRAY(SELECT DISTINCT h FROM unnest(i.hazards || a.hazards) AS h ORDER BY h),
+       priority = LEAST(5, GREATEST(1, COALESCE(GREATEST(i.severity, a.severity), 2)
+                 + CASE WHEN i.report_count + a.n >= 10 THEN 2
+                        WHEN i.report_count + a.n >= 3 THEN 1 ELSE 0 END)),
+       updated_at = now()
+  FROM (SELECT r.issue_id, count(*) AS n, min(r.submitted_at) AS first_reported,
+               max(r.submitted_at) AS last_reported, sum(r.lat) AS lat_sum,
+               sum(r.lon) AS lon_sum, max(r.severity) AS severity,
+               ARRAY(SELECT DISTINCT h FROM reports r2, unnest(r2.hazards) AS h
+                      WHERE r2.tenant_id = $1 AND r2.id = ANY($2::uuid[])
+                        AND r2.issue_id = r.issue_id) AS hazards
+          FROM reports r
+         WHERE r.tenant_id = $1 AND r.id = ANY($2::uuid[])
+         GROUP BY r.issue_id) AS a
+ WHERE i.tenant_id = $1 AND i.id = a.issue_id
 
 -- name: refresh_issue_aggregates
 -- Aggregates are recomputed from the reports, never incremented, so they cannot drift. An
