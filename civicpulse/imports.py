@@ -196,7 +196,8 @@ def la311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
         values.append(_optional_time(row, i_closed, "closeddate", LOS_ANGELES))
         return (
             source_id,
-            f"{kind} at {address}" if address else kind,
+            kind,  # the address has its own column; in the text it would teach the
+            # classifier that street names mean bulky items
             _coordinate(row, i_lat, "latitude", 90),
             _coordinate(row, i_lon, "longitude", 180),
             address,

@@ -1,7 +1,11 @@
-"""The local classifier: multinomial naive Bayes over words and word pairs, per tenant.
+"""The local classifier: TF-IDF class centroids (Rocchio) over words and word pairs.
 
-Trained from the tenant's taxonomy (names, descriptions and keywords, as pseudo-documents)
-plus labelled reports (imports and staff corrections). Pure functions on plain data: models
+Trained per tenant from its taxonomy (name, description and keywords of each category, as a
+pseudo-document worth TAXONOMY_DOCS reports) plus labelled reports (imports and staff
+corrections). A report goes to the category whose centroid is nearest by cosine. Centroids
+are normalised, so a category with 5,000 labels does not drown one with five, and a word
+never seen with a category simply adds nothing to it (naive Bayes smoothing, tried first,
+let small classes win on words they had never seen). Pure functions on plain data: models
 travel as msgpack bytes and worker processes cache them by digest, so a batch normally
 carries only the digest.
 """
@@ -20,10 +24,11 @@ import msgspec
 
 from civicpulse.engine import rules
 
-MODEL_FORMAT = "nb-v1"
-MU = 200.0
-TAXONOMY_WEIGHT = 3
+MODEL_FORMAT = "tfidf-v1"
+TAXONOMY_DOCS = 5.0
 MAX_FEATURES = 30_000
+# Cosines are small numbers; this turns their differences into a usable confidence.
+TEMPERATURE = 25.0
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _STOPWORDS = """
@@ -66,9 +71,9 @@ _LANGUAGE_WORDS = {
 class Model(msgspec.Struct, frozen=True):
     format: str
     classes: list[str]
-    log_prior: list[float]
-    # feature -> log P(feature | class), one value per class
-    log_likelihood: dict[str, list[float]]
+    idf: dict[str, float]
+    # feature -> its weight in each class centroid (centroids have unit length)
+    centroids: dict[str, list[float]]
     # category -> severity it implies on its own (before hazard rules)
     base_severity: dict[str, int]
     labels: int
@@ -132,54 +137,62 @@ def base_severity(kind: str) -> int:
     return {"hazard": 4, "utilities": 3}.get(kind, rules.DEFAULT_SEVERITY)
 
 
+def _unit(vector: dict[str, float]) -> dict[str, float]:
+    norm = math.sqrt(sum(v * v for v in vector.values()))
+    return {f: v / norm for f, v in vector.items()} if norm else {}
+
+
 def train(
     taxonomy: Sequence[TaxonomyEntry], labelled: Iterable[tuple[str, str]]
 ) -> tuple[bytes, str]:
     """Fit a model; returns (model bytes, digest). Labels outside the taxonomy are ignored."""
     classes = [t.code for t in taxonomy]
     index = {c: i for i, c in enumerate(classes)}
-    counts: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(classes))
-    docs = [0.0] * len(classes)
+    docs: list[tuple[int, Counter[str], float]] = []
     for entry in taxonomy:
-        i = index[entry.code]
-        pseudo = " ".join([entry.name, entry.description, *entry.keywords])
-        for f in features(pseudo) + [k.lower().replace(" ", "_") for k in entry.keywords]:
-            counts[f][i] += TAXONOMY_WEIGHT
-        docs[i] += 1
+        words = features(" ".join([entry.name, entry.description]))
+        for keyword in entry.keywords:  # through features(), so phrases match reports
+            words += features(keyword) * 2
+        docs.append((index[entry.code], Counter(words), TAXONOMY_DOCS))
     labels = 0
     for text, code in labelled:
-        i_or_none = index.get(code)
-        if i_or_none is None:
+        i = index.get(code)
+        if i is None:
             continue
         labels += 1
-        docs[i_or_none] += 1
-        for f in features(text):
-            counts[f][i_or_none] += 1
-    # Keep the features seen most often: the model stays small enough to ship per batch.
-    kept = sorted(counts, key=lambda f: -sum(counts[f]))[:MAX_FEATURES]
-    totals = [0.0] * len(classes)
-    for f in kept:
-        for i, v in enumerate(counts[f]):
-            totals[i] += v
-    # Dirichlet smoothing toward the background distribution: a class that never saw a
-    # word gets about its overall frequency, so small classes do not win on words they lack
-    # (which plain add-alpha smoothing lets them do).
-    grand = sum(totals) or 1.0
-    background = {f: sum(counts[f]) / grand for f in kept}
-    log_likelihood = {
-        f: [
-            math.log((counts[f][i] + MU * background[f]) / (totals[i] + MU))
-            for i in range(len(classes))
-        ]
-        for f in kept
-    }
-    n_docs = sum(docs)
-    log_prior = [math.log((d + 1) / (n_docs + len(classes))) for d in docs]
+        docs.append((i, Counter(features(text)), 1.0))
+    df: Counter[str] = Counter()
+    for _, counts, _ in docs:
+        df.update(counts.keys())
+    n_docs = len(docs)
+    idf = {f: math.log((n_docs + 1) / (d + 1)) + 1.0 for f, d in df.items()}
+    # Each centroid is half the category's own description (taxonomy) and half the mean of
+    # its labelled reports, so thousands of imported labels sharpen a category without
+    # washing out what its keywords say.
+    described: list[dict[str, float]] = [defaultdict(float) for _ in classes]
+    examples: list[dict[str, float]] = [defaultdict(float) for _ in classes]
+    for i, counts, weight in docs:
+        target = described if weight == TAXONOMY_DOCS else examples
+        for f, v in _unit({f: (1 + math.log(c)) * idf[f] for f, c in counts.items()}).items():
+            target[i][f] += v
+    centroids_by_class = []
+    for own, seen in zip(described, examples, strict=True):
+        blend: dict[str, float] = defaultdict(float)
+        for part in (_unit(dict(own)), _unit(dict(seen))):
+            for f, v in part.items():
+                blend[f] += v
+        centroids_by_class.append(_unit(blend))
+    weight_of: dict[str, float] = defaultdict(float)
+    for centroid in centroids_by_class:
+        for f, v in centroid.items():
+            weight_of[f] += v
+    kept = sorted(weight_of, key=lambda f: -weight_of[f])[:MAX_FEATURES]
+    centroids = {f: [round(c.get(f, 0.0), 6) for c in centroids_by_class] for f in kept}
     model = Model(
         MODEL_FORMAT,
         classes,
-        log_prior,
-        log_likelihood,
+        {f: round(idf[f], 6) for f in kept},
+        centroids,
         {t.code: base_severity(t.kind) for t in taxonomy},
         labels,
     )
@@ -192,16 +205,24 @@ def load(blob: bytes) -> Model:
 
 
 def predict(model: Model, text: str) -> tuple[str, float]:
-    """The most probable category and its posterior probability."""
-    scores = list(model.log_prior)
-    for f in features(text):
-        row = model.log_likelihood.get(f)
-        if row is not None:
-            for i, v in enumerate(row):
-                scores[i] += v
-    top = max(scores)
-    weights = [math.exp(s - top) for s in scores]
+    """The nearest category by cosine, and a softmax confidence over the cosines."""
+    vector = _unit(
+        {
+            f: (1 + math.log(c)) * model.idf[f]
+            for f, c in Counter(features(text)).items()
+            if f in model.idf
+        }
+    )
+    scores = [0.0] * len(model.classes)
+    for f, v in vector.items():
+        for i, w in enumerate(model.centroids[f]):
+            if w:
+                scores[i] += v * w
     best = max(range(len(scores)), key=scores.__getitem__)
+    top = scores[best]
+    if top == 0.0 and "other" in model.classes:  # nothing known in the text at all
+        best = model.classes.index("other")
+    weights = [math.exp(TEMPERATURE * (s - top)) for s in scores]
     return model.classes[best], weights[best] / sum(weights)
 
 

@@ -120,7 +120,7 @@ class ModelStore:
                 conn,
                 tenant_id,
                 labels=len(labelled),
-                features=len(model.log_likelihood),
+                features=len(model.centroids),
                 digest=digest,
                 taxonomy_digest=wanted,
                 model=blob,
@@ -141,7 +141,7 @@ class ModelStore:
             version=version,
             reason=reason,
             labels=len(labelled),
-            features=len(model.log_likelihood),
+            features=len(model.centroids),
             seconds=round(time.perf_counter() - started, 3),
         )
         loaded = LoadedModel(version, digest, wanted, len(labelled), blob)
