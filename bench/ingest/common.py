@@ -79,17 +79,24 @@ def _version(module: str) -> str:
 
 
 def git_state() -> dict[str, str]:
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return out.stdout.strip()
-
-    diff = git("diff", "HEAD", "--", "civicpulse", "schema", "pyproject.toml")
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "service_tree": "clean"
-        if not diff
-        else f"uncommitted changes (diff sha1 {hashlib.sha1(diff.encode()).hexdigest()[:10]})",
-    }
+    """The commit, and a hash of the service's files as they are on disk."""
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    digest = hashlib.sha1()
+    files = [
+        ROOT / "pyproject.toml",
+        *sorted((ROOT / "civicpulse").rglob("*")),
+        *sorted((ROOT / "schema").rglob("*")),
+    ]
+    for path in files:
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return {"commit": out.stdout.strip(), "service_files_sha1": digest.hexdigest()[:12]}
 
 
 def machine_context(admin_url: str) -> dict[str, object]:
