@@ -142,8 +142,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             on_done=classified.set,
         )
         group_ctx = group.GroupContext(pool=pool, executor=executor, metrics=metrics, owner=owner)
+        # Several writers share the intake queue: while one waits for its commit to reach
+        # the disk, the next batch is already being written (commits overlap).
         tasks: dict[str, asyncio.Task[None]] = {
-            "writer": asyncio.create_task(
+            f"writer-{i}": asyncio.create_task(
                 writer.run(
                     intake_queue,
                     pool,
@@ -151,8 +153,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     max_batch=settings.ingest_max_batch,
                     on_committed=received.set,
                 ),
-                name="writer",
-            ),
+                name=f"writer-{i}",
+            )
+            for i in range(settings.ingest_writers)
         }
         if settings.pipeline_enabled:
             lease = timedelta(seconds=settings.pipeline_lease_seconds)
@@ -250,8 +253,11 @@ async def _drain(
         except Exception as exc:
             log.error("stage_crashed", stage=name, error=repr(exc))
 
-    await intake_queue.put(None)
-    await finish("writer")
+    writers = [n for n in tasks if n.startswith("writer-")]
+    for _ in writers:  # one sentinel each; everything queued before them is flushed
+        await intake_queue.put(None)
+    for name in writers:
+        await finish(name)
     stop.set()
     for name in [n for n in tasks if n.startswith("claimer-")]:
         await finish(name)

@@ -41,6 +41,8 @@ class Settings:
     # Intake: the bounded queue between HTTP handlers and the batching writer.
     ingest_queue_size: int = 10_000
     ingest_max_batch: int = 1_000
+    # Writer tasks draining the intake queue; more overlap commits when the disk is slow.
+    ingest_writers: int = 2
     ingest_retry_after: int = 1
     max_body_bytes: int = 64 * 1024
     max_batch_body_bytes: int = 8 * 1024 * 1024

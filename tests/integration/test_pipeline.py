@@ -39,7 +39,10 @@ async def wait_until(db_url: str, sql: str, expected: Any, timeout: float = 10.0
 async def test_full_queue_answers_503_with_retry_after_and_loses_nothing(
     settings: Settings, db_url: str, tenant_a: TenantKeys
 ) -> None:
-    settings = settings.replace(ingest_queue_size=2, ingest_retry_after=3, pipeline_enabled=False)
+    # One writer, so at most one flush is in flight beside the full queue.
+    settings = settings.replace(
+        ingest_queue_size=2, ingest_retry_after=3, pipeline_enabled=False, ingest_writers=1
+    )
     url = f"/v1/tenants/{tenant_a.slug}/reports"
     blocker = await asyncpg.connect(db_url)
     async with running_server(settings) as client:
