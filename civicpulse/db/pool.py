@@ -26,6 +26,11 @@ def server_settings(settings: Settings) -> dict[str, str]:
     return out
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset round trip (RESET ALL, UNLISTEN...): the service keeps
+    no session state: the role is set at connect time and the tenant per transaction."""
+
+
 async def create_pool(settings: Settings, dsn: str, **overrides: Any) -> asyncpg.Pool:
     """Open the application pool (RLS-bound role)."""
     options: dict[str, Any] = {
@@ -33,6 +38,7 @@ async def create_pool(settings: Settings, dsn: str, **overrides: Any) -> asyncpg
         "max_size": settings.db_pool_max,
         "command_timeout": settings.db_command_timeout,
         "server_settings": server_settings(settings),
+        "reset": _keep_session,
     }
     options.update(overrides)
     pool = await asyncpg.create_pool(dsn, **options)
