@@ -31,13 +31,17 @@ async def load_classified_reports(
     ]
 
 
-async def grouping_overrides(
+async def grouping_settings(
     conn: asyncpg.Connection, tenant_id: int
-) -> dict[str, tuple[float | None, float | None]]:
-    return {
+) -> tuple[dict[str, tuple[float | None, float | None]], dict[str, str]]:
+    """Per-category radius/look-back overrides, and every category's kind."""
+    rows = await conn.fetch(q("grouping_settings"), tenant_id)
+    overrides = {
         r["code"]: (r["group_radius_m"], r["lookback_s"])
-        for r in await conn.fetch(q("grouping_overrides"), tenant_id)
+        for r in rows
+        if r["group_radius_m"] is not None or r["lookback_s"] is not None
     }
+    return overrides, {r["code"]: r["kind"] for r in rows}
 
 
 async def lock_regions(conn: asyncpg.Connection, tenant_id: int, keys: Sequence[int]) -> None:
@@ -45,9 +49,15 @@ async def lock_regions(conn: asyncpg.Connection, tenant_id: int, keys: Sequence[
 
 
 async def open_issue_candidates(
-    conn: asyncpg.Connection, tenant_id: int, cells: Sequence[int], since: datetime
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    cells: Sequence[int],
+    since: datetime,
+    categories: Sequence[str],
 ) -> list[Candidate]:
-    rows = await conn.fetch(q("open_issue_candidates"), tenant_id, list(cells), since)
+    rows = await conn.fetch(
+        q("open_issue_candidates"), tenant_id, list(cells), since, list(categories)
+    )
     return [
         Candidate(
             str(r["id"]),

@@ -152,7 +152,10 @@ def train(
     for entry in taxonomy:
         words = features(" ".join([entry.name, entry.description]))
         for keyword in entry.keywords:  # through features(), so phrases match reports
-            words += features(keyword) * 2
+            found = features(keyword)
+            # A phrase counts as the phrase: "water main" must not make "Main St" watery.
+            pairs = [f for f in found if "_" in f]
+            words += (pairs or found) * 2
         docs.append((index[entry.code], Counter(words), TAXONOMY_DOCS))
     labels = 0
     for text, code in labelled:

@@ -59,7 +59,7 @@ async def group_claim(ctx: GroupContext, claim: Claim) -> int:
         reports = await issues_repo.load_classified_reports(conn, tenant_id, claim.ids, ctx.owner)
         if not reports:
             return 0
-        overrides = await issues_repo.grouping_overrides(conn, tenant_id)
+        overrides, kinds = await issues_repo.grouping_settings(conn, tenant_id)
         cells: set[int] = set()
         regions: set[int] = set()
         since = min(reports, key=lambda r: r.t).t
@@ -69,8 +69,13 @@ async def group_claim(ctx: GroupContext, claim: Claim) -> int:
             regions.update(geo.region_keys(r.lat, r.lon, params.radius_m))
             since = min(since, r.t - params.lookback_s)
         await issues_repo.lock_regions(conn, tenant_id, sorted(regions))
+        # Only categories a report may join: its own, and every hazard-kind category when
+        # the batch holds a hazard (hazards merge across categories).
+        wanted = {r.category for r in reports}
+        if any(r.kind == "hazard" for r in reports):
+            wanted |= {code for code, kind in kinds.items() if kind == "hazard"}
         candidates = await issues_repo.open_issue_candidates(
-            conn, tenant_id, sorted(cells), datetime.fromtimestamp(since, UTC)
+            conn, tenant_id, sorted(cells), datetime.fromtimestamp(since, UTC), sorted(wanted)
         )
         not_dup = await issues_repo.not_duplicates_for(conn, tenant_id, [r.id for r in reports])
         decisions = await loop.run_in_executor(

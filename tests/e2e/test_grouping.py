@@ -262,7 +262,7 @@ async def test_near_simultaneous_reports_in_two_processes_end_up_in_one_issue(
                 for lat, lon in places
             ],
             [
-                {"text": "Burst water main flooding the street", "lat": p[0], "lon": p[1]}
+                {"text": "Burst water main leaking all over the street", "lat": p[0], "lon": p[1]}
                 for p in (near(lat, lon, 8, 8) for lat, lon in places)
             ],
         ]

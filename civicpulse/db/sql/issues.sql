@@ -8,10 +8,10 @@ SELECT r.id, r.lat, r.lon, r.category, COALESCE(c.kind, 'other') AS kind, r.text
  WHERE r.tenant_id = $1 AND r.id = ANY($2::uuid[]) AND r.lease_owner = $3
    AND r.state = 'classified'
 
--- name: grouping_overrides
-SELECT code, group_radius_m, group_lookback_hours * 3600 AS lookback_s
+-- name: grouping_settings
+SELECT code, kind, group_radius_m, group_lookback_hours * 3600 AS lookback_s
   FROM categories
- WHERE tenant_id = $1 AND (group_radius_m IS NOT NULL OR group_lookback_hours IS NOT NULL)
+ WHERE tenant_id = $1
 
 -- name: lock_regions
 -- Transaction-scoped locks on the coarse regions a batch searches, taken in ascending
@@ -23,8 +23,8 @@ SELECT count(pg_advisory_xact_lock($1::int, k)) FROM unnest($2::int[]) AS k
 SELECT id, lat, lon, category, COALESCE(kind, 'other') AS kind, representative_text,
        extract(epoch FROM last_reported)::float8 AS last_t, report_count
   FROM issues
- WHERE tenant_id = $1 AND cell = ANY($2::bigint[]) AND civicpulse_is_open(status)
-   AND last_reported >= $3
+ WHERE tenant_id = $1 AND category = ANY($4::text[]) AND cell = ANY($2::bigint[])
+   AND civicpulse_is_open(status) AND last_reported >= $3
 
 -- name: not_duplicates_for
 SELECT report_id, issue_id FROM not_duplicates
