@@ -51,12 +51,16 @@ async def lock_regions(conn: asyncpg.Connection, tenant_id: int, keys: Sequence[
 async def open_issue_candidates(
     conn: asyncpg.Connection,
     tenant_id: int,
-    cells: Sequence[int],
+    pairs: Sequence[tuple[str, int]],
     since: datetime,
-    categories: Sequence[str],
 ) -> list[Candidate]:
+    """Open issues in the given (category, cell) pairs, last reported since `since`."""
     rows = await conn.fetch(
-        q("open_issue_candidates"), tenant_id, list(cells), since, list(categories)
+        q("open_issue_candidates"),
+        tenant_id,
+        [category for category, _ in pairs],
+        [cell for _, cell in pairs],
+        since,
     )
     return [
         Candidate(

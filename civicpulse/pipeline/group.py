@@ -60,22 +60,22 @@ async def group_claim(ctx: GroupContext, claim: Claim) -> int:
         if not reports:
             return 0
         overrides, kinds = await issues_repo.grouping_settings(conn, tenant_id)
-        cells: set[int] = set()
+        # The (category, cell) pairs each report may join: its own category, and every
+        # hazard-kind category for a hazard (hazards merge across categories).
+        hazards = sorted(code for code, kind in kinds.items() if kind == "hazard")
+        pairs: set[tuple[str, int]] = set()
         regions: set[int] = set()
         since = min(reports, key=lambda r: r.t).t
         for r in reports:
             params = grouping.params_for(r.category, r.kind, overrides)
-            cells.update(geo.cells_within(r.lat, r.lon, params.radius_m))
+            joinable = {r.category, *hazards} if r.kind == "hazard" else {r.category}
+            for cell in geo.cells_within(r.lat, r.lon, params.radius_m):
+                pairs.update((category, cell) for category in joinable)
             regions.update(geo.region_keys(r.lat, r.lon, params.radius_m))
             since = min(since, r.t - params.lookback_s)
         await issues_repo.lock_regions(conn, tenant_id, sorted(regions))
-        # Only categories a report may join: its own, and every hazard-kind category when
-        # the batch holds a hazard (hazards merge across categories).
-        wanted = {r.category for r in reports}
-        if any(r.kind == "hazard" for r in reports):
-            wanted |= {code for code, kind in kinds.items() if kind == "hazard"}
         candidates = await issues_repo.open_issue_candidates(
-            conn, tenant_id, sorted(cells), datetime.fromtimestamp(since, UTC), sorted(wanted)
+            conn, tenant_id, sorted(pairs), datetime.fromtimestamp(since, UTC)
         )
         not_dup = await issues_repo.not_duplicates_for(conn, tenant_id, [r.id for r in reports])
         decisions = await loop.run_in_executor(

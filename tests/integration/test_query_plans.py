@@ -152,14 +152,15 @@ async def test_hot_queries_use_their_indexes(
         nodes = await explain(app_pool, tenant, q(name), *args)
         assert_uses(nodes, index)
     # The candidate lookup of the grouping stage.
+    pairs = [(category, cell) for category in ("road_defect", "streetlight") for cell in cells]
     nodes = await explain(
         app_pool,
         t,
         q("open_issue_candidates"),
         t,
-        cells,
+        [category for category, _ in pairs],
+        [cell for _, cell in pairs],
         datetime.now(UTC) - timedelta(days=30),
-        ["road_defect", "streetlight"],
     )
     assert_uses(nodes, "issues_open_category_cell")
 

@@ -20,11 +20,14 @@ SELECT code, kind, group_radius_m, group_lookback_hours * 3600 AS lookback_s
 SELECT count(pg_advisory_xact_lock($1::int, k)) FROM unnest($2::int[]) AS k
 
 -- name: open_issue_candidates
-SELECT id, lat, lon, category, COALESCE(kind, 'other') AS kind, representative_text,
-       extract(epoch FROM last_reported)::float8 AS last_t, report_count
-  FROM issues
- WHERE tenant_id = $1 AND category = ANY($4::text[]) AND cell = ANY($2::bigint[])
-   AND civicpulse_is_open(status) AND last_reported >= $3
+-- One index probe per (category, cell) pair the batch may join: in a dense city a cell holds
+-- dozens of open issues of other categories, and none of them is read.
+SELECT DISTINCT i.id, i.lat, i.lon, i.category, COALESCE(i.kind, 'other') AS kind,
+       i.representative_text, extract(epoch FROM i.last_reported)::float8 AS last_t,
+       i.report_count
+  FROM unnest($2::text[], $3::bigint[]) AS k (category, cell)
+  JOIN issues i ON i.tenant_id = $1 AND i.category = k.category AND i.cell = k.cell
+ WHERE civicpulse_is_open(i.status) AND i.last_reported >= $4
 
 -- name: not_duplicates_for
 SELECT report_id, issue_id FROM not_duplicates
