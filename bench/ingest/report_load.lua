@@ -48,7 +48,7 @@ function init(args)
   -- Globals, read by done() through thread:get().
   s202, s503, sother = 0, 0, 0
   win202, win_answers = 0, 0   -- answers that arrived before stop_at
-  delays, stopped = 0, 0       -- requests released after a response; connections stopped
+  delays, stopped = 0, 0       -- requests released (wrk asks before each one); stops
   first_answer, last_answer = 0, 0
   window = seconds
 end
