@@ -707,7 +707,7 @@ def findings(p: dict[str, Any]) -> list[str]:
                 f"{'met' if r1['reports_per_second'] >= 1000 else 'missed'}); cost per report "
                 f"{r0['ms_per_report']:.2f} ms at {lo['open_issues']:,} -> "
                 f"{r1['ms_per_report']:.2f} ms ({r1['ms_per_report'] / r0['ms_per_report']:.1f}x; "
-                f"flat: {'yes' if r1['ms_per_report'] <= 1.25 * r0['ms_per_report'] else 'no'}); "
+                f"flat within 1.25x: {'yes' if r1['ms_per_report'] <= 1.25 * r0['ms_per_report'] else 'no'}); "
                 f"candidates per claim {r0['candidates_per_claim_mean']:,.0f} -> "
                 f"{r1['candidates_per_claim_mean']:,.0f}; biggest steps per claim: "
                 + ", ".join(f"{k} {v:.0f} ms" for k, v in top)
