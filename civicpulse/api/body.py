@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import msgspec
 from starlette.requests import Request
 
-from civicpulse.api.errors import HTTPError
+from civicpulse.api.errors import HTTPError, decode_error
+
+T = TypeVar("T")
 
 
 async def read_json(request: Request, limit: int) -> bytes:
@@ -43,3 +48,11 @@ async def read_json(request: Request, limit: int) -> bytes:
 
 def _too_large(limit: int) -> HTTPError:
     return HTTPError(413, "payload_too_large", f"request body exceeds {limit} bytes", field="body")
+
+
+def decode(decoder: msgspec.json.Decoder[T], body: bytes, prefix: str = "") -> T:
+    """Decode a body (or one batch item) into its wire type; 400/422 naming the field."""
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise decode_error(exc, prefix=prefix) from None

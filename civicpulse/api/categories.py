@@ -10,8 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from civicpulse.api.body import read_json
-from civicpulse.api.errors import decode_error
+from civicpulse.api.body import decode, read_json
 from civicpulse.api.state import AppState
 from civicpulse.db import tenants as tenants_repo
 from civicpulse.db.pool import tenant_transaction
@@ -84,10 +83,7 @@ async def put_category(request: Request) -> Response:
     principal = await state.auth.require(request, slug, "admin")
     code = request.path_params["code"]
     body = await read_json(request, state.settings.max_body_bytes)
-    try:
-        item = _decode.decode(body)
-    except msgspec.DecodeError as exc:
-        raise decode_error(exc) from None
+    item = decode(_decode, body)
     if item.kind not in KINDS:
         raise ValidationFailed(f"kind must be one of {', '.join(KINDS)}", field="kind")
     category = tenants_repo.Category(

@@ -14,8 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from civicpulse.api.auth import SCOPE_RANK
-from civicpulse.api.body import read_json
-from civicpulse.api.errors import decode_error
+from civicpulse.api.body import decode, read_json
 from civicpulse.api.state import AppState
 from civicpulse.db import issues as issues_repo
 from civicpulse.db.pool import tenant_transaction
@@ -181,10 +180,7 @@ async def merge(request: Request) -> Response:
     slug = request.path_params["slug"]
     principal = await state.auth.require(request, slug, "staff")
     source = _uuid(request.path_params["issue_id"], "issue_id", "issue")
-    try:
-        change = _decode_merge.decode(await read_json(request, state.settings.max_body_bytes))
-    except msgspec.DecodeError as exc:
-        raise decode_error(exc) from None
+    change = decode(_decode_merge, await read_json(request, state.settings.max_body_bytes))
     target = _uuid(change.into, "into", "issue")
     if target == source:
         raise ValidationFailed("an issue cannot be merged into itself", field="into")
@@ -232,10 +228,7 @@ async def split(request: Request) -> Response:
     slug = request.path_params["slug"]
     principal = await state.auth.require(request, slug, "staff")
     source = _uuid(request.path_params["issue_id"], "issue_id", "issue")
-    try:
-        change = _decode_split.decode(await read_json(request, state.settings.max_body_bytes))
-    except msgspec.DecodeError as exc:
-        raise decode_error(exc) from None
+    change = decode(_decode_split, await read_json(request, state.settings.max_body_bytes))
     report_id = _uuid(change.report_id, "report_id", "report")
     tenant_id = principal.tenant.id
     new_issue = uuid7()

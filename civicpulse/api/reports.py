@@ -12,8 +12,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from civicpulse.api.auth import Principal, TenantContext
-from civicpulse.api.body import read_json
-from civicpulse.api.errors import HTTPError, decode_error
+from civicpulse.api.body import decode, read_json
+from civicpulse.api.errors import HTTPError
 from civicpulse.api.state import AppState
 from civicpulse.db import reports as reports_repo
 from civicpulse.db.pool import tenant_transaction
@@ -110,10 +110,7 @@ async def create_report(request: Request) -> Response:
     principal = await state.auth.require(request, slug, "submit")
     key = _idempotency_key(request)
     body = await read_json(request, state.settings.max_body_bytes)
-    try:
-        report = _decode_report.decode(body)
-    except msgspec.DecodeError as exc:
-        raise decode_error(exc) from None
+    report = decode(_decode_report, body)
     row = to_new_report(
         principal.tenant, report, key, hashlib.sha256(body).digest() if key else None
     )
@@ -128,10 +125,7 @@ async def create_batch(request: Request) -> Response:
     principal: Principal = await state.auth.require(request, slug, "submit")
     key = _idempotency_key(request)
     body = await read_json(request, settings.max_batch_body_bytes)
-    try:
-        raw_items = _decode_batch.decode(body)
-    except msgspec.DecodeError as exc:
-        raise decode_error(exc) from None
+    raw_items = decode(_decode_batch, body)
     if not raw_items:
         raise ValidationFailed("a batch needs at least one report", field="body")
     if len(raw_items) > settings.max_batch_items:
@@ -145,10 +139,7 @@ async def create_batch(request: Request) -> Response:
     for index, raw in enumerate(raw_items):
         item_bytes = bytes(raw)
         try:
-            try:
-                report = _decode_report.decode(item_bytes)
-            except msgspec.DecodeError as exc:
-                raise decode_error(exc, prefix=f"[{index}]") from None
+            report = decode(_decode_report, item_bytes, prefix=f"[{index}]")
             # Each item gets its own key derived from the batch's, so a retried batch
             # replays item by item.
             item_key = f"{key}#{index}" if key else None
@@ -227,10 +218,7 @@ async def correct_report(request: Request) -> Response:
     principal = await state.auth.require(request, slug, "staff")
     report_id = _report_id(request)
     body = await read_json(request, state.settings.max_body_bytes)
-    try:
-        change = _decode_correction.decode(body)
-    except msgspec.DecodeError as exc:
-        raise decode_error(exc) from None
+    change = decode(_decode_correction, body)
     if change.category is None and change.severity is None:
         raise ValidationFailed("give a category, a severity, or both", field="category")
     category = None
