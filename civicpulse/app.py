@@ -26,7 +26,10 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from civicpulse.api import categories, issues, ops, reports
+from civicpulse.api import config as config_api
 from civicpulse.api import errors as api_errors
+from civicpulse.api import metrics as metrics_api
+from civicpulse.api import workflow as workflow_api
 from civicpulse.api.auth import Authenticator
 from civicpulse.api.state import AppState
 from civicpulse.config import Settings
@@ -34,7 +37,7 @@ from civicpulse.db import migrate
 from civicpulse.db.pool import close_pool, create_pool
 from civicpulse.llm.client import ChatClient, CircuitBreaker
 from civicpulse.metrics import Metrics
-from civicpulse.pipeline import claimer, classify, group, writer
+from civicpulse.pipeline import claimer, classify, group, scheduler, writer
 from civicpulse.pipeline.models import ModelStore
 
 log = structlog.get_logger(__name__)
@@ -186,6 +189,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 tasks[f"group-{i}"] = asyncio.create_task(
                     group.run(group_queue, group_ctx), name=f"group-{i}"
                 )
+        tasks["scheduler"] = asyncio.create_task(
+            scheduler.run(
+                pool, stop, metrics, tick=settings.sla_tick_seconds, batch=settings.sla_fire_batch
+            ),
+            name="scheduler",
+        )
         state = AppState(
             settings=settings,
             pool=pool,
@@ -220,7 +229,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.info("service_stopped", owner=owner)
 
     app = Starlette(
-        routes=[*ops.routes, *reports.routes, *categories.routes, *issues.routes],
+        routes=[
+            *ops.routes,
+            *reports.routes,
+            *categories.routes,
+            *issues.routes,
+            *workflow_api.routes,
+            *config_api.routes,
+            *metrics_api.routes,
+        ],
         lifespan=lifespan,
         exception_handlers=api_errors.HANDLERS,
     )
@@ -259,7 +276,7 @@ async def _drain(
     for name in writers:
         await finish(name)
     stop.set()
-    for name in [n for n in tasks if n.startswith("claimer-")]:
+    for name in [n for n in tasks if n.startswith("claimer-") or n == "scheduler"]:
         await finish(name)
     for prefix, queue in (("classify-", classify_queue), ("group-", group_queue)):
         workers = [n for n in tasks if n.startswith(prefix)]

@@ -75,6 +75,11 @@ class Settings:
     # How often a tenant's label count is checked against its model.
     retrain_check_seconds: float = 60.0
 
+    # SLA timers: how often the scheduler looks for due warnings and breaches, and how many
+    # it fires per transaction.
+    sla_tick_seconds: float = 1.0
+    sla_fire_batch: int = 500
+
     shutdown_timeout: float = 10.0
     auth_cache_seconds: float = 30.0
 

@@ -121,7 +121,8 @@ class ImportResult:
 
 
 # A row parser turns the split fields of one record into
-# (source_id, text, lat, lon, address, category, submitted_at, channel, attribute_values).
+# (source_id, text, lat, lon, address, category, submitted_at, channel, attribute_values,
+#  closed_at).
 RowParser = Callable[[list[str]], tuple[Any, ...]]
 
 
@@ -160,10 +161,10 @@ def _time(row: list[str], i: int, name: str, zone: ZoneInfo) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=zone)
 
 
-def _optional_time(row: list[str], i: int | None, name: str, zone: ZoneInfo) -> str | None:
+def _optional_time(row: list[str], i: int | None, name: str, zone: ZoneInfo) -> dt.datetime | None:
     if i is None or _value(row, i) is None:
         return None
-    return _time(row, i, name, zone).isoformat()
+    return _time(row, i, name, zone)
 
 
 def _columns(header: list[str], fmt: str, required: Sequence[str]) -> dict[str, int]:
@@ -193,7 +194,8 @@ def la311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
         address = None if i_addr is None else _value(row, i_addr)
         source = None if i_source is None else _value(row, i_source)
         values = [None if i is None else _value(row, i) for i in attrs]
-        values.append(_optional_time(row, i_closed, "closeddate", LOS_ANGELES))
+        closed = _optional_time(row, i_closed, "closeddate", LOS_ANGELES)
+        values.append(None if closed is None else closed.isoformat())
         return (
             source_id,
             kind,  # the address has its own column; in the text it would teach the
@@ -205,6 +207,7 @@ def la311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
             _time(row, i_created, "createddate", LOS_ANGELES),
             LA_CHANNELS.get(source or "", "import"),
             values,
+            closed,
         )
 
     return Layout((*LA_ATTRIBUTES, "closed_at"), parse)
@@ -230,7 +233,8 @@ def sf311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
             raise RowError("Request.Type", "no text to describe the report")
         source = None if i_source is None else _value(row, i_source)
         values = [None if i is None else _value(row, i) for i in attrs]
-        values.append(_optional_time(row, i_closed, "Closed", LOS_ANGELES))
+        closed = _optional_time(row, i_closed, "Closed", LOS_ANGELES)
+        values.append(None if closed is None else closed.isoformat())
         return (
             source_id,
             text[:4000],
@@ -241,16 +245,18 @@ def sf311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
             _time(row, i_opened, "Opened", LOS_ANGELES),
             SF_CHANNELS.get(source or "", "import"),
             values,
+            closed,
         )
 
     return Layout((*SF_ATTRIBUTES, "closed_at"), parse)
 
 
 def csv_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) -> Layout:
-    """The plain format: source_id,text,lat,lon,submitted_at[,category,address]."""
+    """The plain format: source_id,text,lat,lon,submitted_at[,category,address,closed_at]."""
     col = _columns(header, "csv", ("source_id", "text", "lat", "lon", "submitted_at"))
     i_id, i_text, i_lat, i_lon = col["source_id"], col["text"], col["lat"], col["lon"]
     i_time, i_cat, i_addr = col["submitted_at"], col.get("category"), col.get("address")
+    i_closed = col.get("closed_at")
 
     def parse(row: list[str]) -> tuple[Any, ...]:
         source_id = _value(row, i_id)
@@ -275,6 +281,7 @@ def csv_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) ->
             _time(row, i_time, "submitted_at", zone),
             "import",
             [],
+            _optional_time(row, i_closed, "closed_at", zone),
         )
 
     return Layout((), parse)

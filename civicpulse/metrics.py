@@ -119,6 +119,18 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.sla_events = Counter(
+            "civicpulse_sla_events_total",
+            "SLA warnings and breaches fired, by target and kind",
+            ["target", "kind"],
+            registry=r,
+        )
+        self.sla_lag = Histogram(
+            "civicpulse_sla_fire_lag_seconds",
+            "How late an SLA timer fired after its due time",
+            buckets=(0.1, 0.5, 1, 2, 5, 30, 300, 3600),
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

@@ -4,7 +4,7 @@ merge issues and split reports out (each an event in the log)."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from civicpulse import workflow
 from civicpulse.api.auth import SCOPE_RANK
 from civicpulse.api.body import decode, read_json
 from civicpulse.api.state import AppState
@@ -38,8 +39,10 @@ class SplitIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     note: Annotated[str, Meta(max_length=2000)] | None = None
 
 
-def _respond(status: int, body: Any) -> Response:
-    return Response(_json.encode(body), status_code=status, media_type="application/json")
+def _respond(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        _json.encode(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def _uuid(value: str, field: str, what: str) -> uuid.UUID:
@@ -62,7 +65,8 @@ def _float(request: Request, name: str, low: float, high: float) -> float:
     return value
 
 
-def _issue_out(row: Any) -> dict[str, Any]:
+def issue_out(row: Any) -> dict[str, Any]:
+    """An issue as the API shows it, with its workflow and SLA state."""
     return {
         "id": str(row["id"]),
         "status": row["status"],
@@ -79,6 +83,25 @@ def _issue_out(row: Any) -> dict[str, Any]:
         "opened_at": row["opened_at"],
         "closed_at": row["closed_at"],
         "hazards": list(row["hazards"]),
+        "area": row["area"],
+        "team": row["team"],
+        "assignee": row["assignee"],
+        "visibility": row["visibility"],
+        "sla": {
+            "policy": row["sla_policy"],
+            "cycle": row["sla_cycle"],
+            "running": row["sla_running"],
+            "acknowledged_at": row["acknowledged_at"],
+            "resolved_at": row["resolved_at"],
+            "response_due_at": row["response_due_at"],
+            "resolution_due_at": row["resolution_due_at"],
+            "response_target_s": row["response_target_s"],
+            "resolution_target_s": row["resolution_target_s"],
+            "response_business_s": row["response_business_s"],
+            "resolution_business_s": row["resolution_business_s"],
+        },
+        # Open311 GeoReport v2: when the service expects to resolve the request.
+        "expected_datetime": row["resolution_due_at"],
         "version": row["version"],
     }
 
@@ -97,7 +120,7 @@ async def get_issue(request: Request) -> Response:
         reports = await issues_repo.issue_reports(conn, tenant_id, issue_id)
         staff = SCOPE_RANK[principal.scope] >= SCOPE_RANK["staff"]
         events = await issues_repo.issue_events(conn, tenant_id, issue_id) if staff else []
-    body = _issue_out(row)
+    body = issue_out(row)
     body["reports"] = [
         {
             "id": str(r["id"]),
@@ -128,7 +151,7 @@ async def get_issue(request: Request) -> Response:
             }
             for e in events
         ]
-    return _respond(200, body)
+    return _respond(200, body, {"ETag": f'"{row["version"]}"'})
 
 
 async def nearby(request: Request) -> Response:
@@ -197,8 +220,19 @@ async def merge(request: Request) -> Response:
         if locked[target]["status"] == "duplicate":
             raise Conflict("cannot merge into an issue that is itself a duplicate", field="into")
         moved = await issues_repo.move_reports(conn, tenant_id, source, target)
-        await issues_repo.set_issue_status(conn, tenant_id, source, "duplicate")
         await issues_repo.refresh_issue_aggregates(conn, tenant_id, [source, target])
+        # The duplicate's clock stops; the target's rules see its new reports.
+        await workflow.apply(
+            conn,
+            tenant_id,
+            {
+                str(source): workflow.Change(
+                    "updated", principal.actor, status="duplicate", staff=True
+                ),
+                str(target): workflow.Change("updated", principal.actor),
+            },
+            datetime.now(UTC),
+        )
         data = _json.encode(
             {"source": str(source), "target": str(target), "reports": [str(r) for r in moved]}
         ).decode()
@@ -219,7 +253,7 @@ async def merge(request: Request) -> Response:
                 [(target, None, "comment", None, _json.encode({"note": change.note}).decode())],
             )
         row = await issues_repo.get_issue(conn, tenant_id, target)
-    return _respond(200, _issue_out(row))
+    return _respond(200, issue_out(row))
 
 
 async def split(request: Request) -> Response:
@@ -244,6 +278,15 @@ async def split(request: Request) -> Response:
                 conn, tenant_id, report_id, source, principal.actor
             )
         await issues_repo.refresh_issue_aggregates(conn, tenant_id, [source, new_issue])
+        await workflow.apply(
+            conn,
+            tenant_id,
+            {
+                str(new_issue): workflow.Change("created", principal.actor),
+                str(source): workflow.Change("updated", principal.actor),
+            },
+            datetime.now(UTC),
+        )
         data = _json.encode(
             {
                 "source": str(source),
@@ -263,7 +306,7 @@ async def split(request: Request) -> Response:
             ],
         )
         row = await issues_repo.get_issue(conn, tenant_id, new_issue)
-    return _respond(201, _issue_out(row))
+    return _respond(201, issue_out(row))
 
 
 routes = [

@@ -191,12 +191,6 @@ async def move_reports(
     return [r["id"] for r in await conn.fetch(q("move_reports"), tenant_id, source, target)]
 
 
-async def set_issue_status(
-    conn: asyncpg.Connection, tenant_id: int, issue_id: uuid.UUID, status: str
-) -> None:
-    await conn.execute(q("set_issue_status"), tenant_id, issue_id, status)
-
-
 async def detach_report(
     conn: asyncpg.Connection,
     tenant_id: int,

@@ -195,6 +195,7 @@ IMPORT_COLUMNS = (
     "submitted_at",
     "channel",
     "attribute_values",
+    "closed_at",
 )
 
 
@@ -217,8 +218,11 @@ async def import_reports(
         async with conn.transaction():  # a savepoint: a lost race rolls back only this
             status = await conn.execute(q("import_from_stage"), tenant_id, keys, source)
     except asyncpg.UniqueViolationError:
-        # Another import wrote some of these records since the anti-join looked.
-        status = await conn.execute(q("import_from_stage_on_conflict"), tenant_id, keys, source)
+        # A record repeated within the chunk, or another import committed some of these
+        # records since the anti-join looked (the unique index waited for it): drop repeats
+        # and look again.
+        await conn.execute(q("import_stage_dedupe"))
+        status = await conn.execute(q("import_from_stage"), tenant_id, keys, source)
     return int(status.split()[-1])
 
 

@@ -19,6 +19,7 @@ import asyncpg
 import msgspec
 import structlog
 
+from civicpulse import workflow
 from civicpulse.db import issues as issues_repo
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.engine import geo, grouping
@@ -116,6 +117,11 @@ async def group_claim(ctx: GroupContext, claim: Claim) -> int:
             raise LeaseLost(f"claim of {len(links)} reports is no longer fully ours")
         await issues_repo.add_to_issue_aggregates(conn, tenant_id, [r for r, _, _ in links])
         await issues_repo.append_events(conn, tenant_id, ACTOR, events)
+        created = set(new_ids.values())
+        touched = {issue for _, issue, _ in links} - created
+        await workflow.apply_to_issues(
+            conn, tenant_id, sorted(created), sorted(touched), ACTOR, datetime.now(UTC)
+        )
     ctx.metrics.grouped.labels("created").inc(len(founders))
     ctx.metrics.grouped.labels("attached").inc(len(links) - len(founders))
     return len(links)

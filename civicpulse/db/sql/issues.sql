@@ -70,9 +70,11 @@ UPDATE issues i
            (COALESCE(i.lon, 0) * i.report_count + a.lon_sum) / (i.report_count + a.n)),
        severity = GREATEST(i.severity, a.severity),
        hazards = ARRAY(SELECT DISTINCT h FROM unnest(i.hazards || a.hazards) AS h ORDER BY h),
-       priority = LEAST(5, GREATEST(1, COALESCE(GREATEST(i.severity, a.severity), 2)
-                 + CASE WHEN i.report_count + a.n >= 10 THEN 2
-                        WHEN i.report_count + a.n >= 3 THEN 1 ELSE 0 END)),
+       -- Staff-set priorities stay; rules run after this and may set it again.
+       priority = CASE WHEN 'priority' = ANY(i.manual_fields) THEN i.priority
+                  ELSE LEAST(5, GREATEST(1, COALESCE(GREATEST(i.severity, a.severity), 2)
+                      + CASE WHEN i.report_count + a.n >= 10 THEN 2
+                             WHEN i.report_count + a.n >= 3 THEN 1 ELSE 0 END)) END,
        updated_at = now()
   FROM (SELECT r.issue_id, count(*) AS n, min(r.submitted_at) AS first_reported,
                max(r.submitted_at) AS last_reported, sum(r.lat) AS lat_sum,
@@ -97,8 +99,9 @@ UPDATE issues i
        cell = civicpulse_cell(COALESCE(a.lat, i.lat), COALESCE(a.lon, i.lon)),
        severity = COALESCE(a.severity, i.severity),
        hazards = a.hazards,
-       priority = LEAST(5, GREATEST(1, COALESCE(a.severity, i.severity, 2)
-                 + CASE WHEN a.n >= 10 THEN 2 WHEN a.n >= 3 THEN 1 ELSE 0 END)),
+       priority = CASE WHEN 'priority' = ANY(i.manual_fields) THEN i.priority
+                  ELSE LEAST(5, GREATEST(1, COALESCE(a.severity, i.severity, 2)
+                      + CASE WHEN a.n >= 10 THEN 2 WHEN a.n >= 3 THEN 1 ELSE 0 END)) END,
        updated_at = now()
   FROM unnest($2::uuid[]) AS t (issue_id)
   CROSS JOIN LATERAL (
@@ -121,7 +124,10 @@ SELECT $1, u.issue_id, u.report_id, u.kind, $2, u.to_status, u.data::jsonb
 -- name: get_issue
 SELECT id, status, category, kind, severity, priority, title, representative_text, lat, lon,
        report_count, first_reported, last_reported, opened_at, closed_at, hazards, version,
-       updated_at
+       updated_at, area, team, assignee, visibility, sla_policy, sla_cycle,
+       acknowledged_at, resolved_at, response_due_at, resolution_due_at,
+       response_target_s, resolution_target_s, response_business_s, resolution_business_s,
+       sla_running_since IS NOT NULL AS sla_running
   FROM issues
  WHERE tenant_id = $1 AND id = $2
 
@@ -153,12 +159,6 @@ SELECT id, status, category, version FROM issues
 UPDATE reports SET issue_id = $3
  WHERE tenant_id = $1 AND issue_id = $2
 RETURNING id
-
--- name: set_issue_status
-UPDATE issues
-   SET status = $3, version = version + 1, updated_at = now(),
-       closed_at = CASE WHEN civicpulse_is_open($3) THEN NULL ELSE now() END
- WHERE tenant_id = $1 AND id = $2
 
 -- name: detach_report
 UPDATE reports SET issue_id = $3

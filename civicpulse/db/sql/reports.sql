@@ -66,40 +66,51 @@ SELECT count(*) FROM reports WHERE tenant_id = $1
 -- name: import_stage_create
 CREATE TEMP TABLE import_stage (
     line integer, source_id text, text text, lat float8, lon float8, address text,
-    category text, submitted_at timestamptz, channel text, attribute_values text[]
+    category text, submitted_at timestamptz, channel text, attribute_values text[],
+    closed_at timestamptz
 ) ON COMMIT DROP
 
 -- name: import_from_stage
--- COPY cannot write a table under RLS, so rows land in a temp table first and move over
--- in one INSERT ... SELECT that the tenant policy checks. $2 names the attribute values.
+-- COPY cannot write a table under RLS, so rows land in a temp table first and move over in
+-- one statement that the tenant policy checks. $2 names the attribute values.
+-- An imported record is history with its own identity: it becomes an issue of its own,
+-- opened and (when the source says so) closed at its real times, never regrouped.
 -- Known source ids are skipped by an anti-join (cheaper than ON CONFLICT's speculative
 -- insertion); the unique index still refuses a concurrent import of the same records or a
--- record repeated within the chunk, and the caller then retries with the ON CONFLICT form.
+-- record repeated within the chunk, and the caller then drops repeats and tries again.
+WITH fresh AS MATERIALIZED (
+    SELECT s.*, civicpulse_uuid7() AS report_id, civicpulse_uuid7() AS issue_id
+      FROM import_stage s
+     WHERE NOT EXISTS (SELECT 1 FROM reports r
+                        WHERE r.tenant_id = $1 AND r.source = $3 AND r.source_id = s.source_id)
+), issues_made AS (
+    INSERT INTO issues (tenant_id, id, status, category, kind, title, representative_text,
+                        lat, lon, cell, report_count, first_reported, last_reported,
+                        opened_at, closed_at, sla_started_at, resolved_at)
+    SELECT $1, f.issue_id, CASE WHEN f.closed_at IS NULL THEN 'new' ELSE 'closed' END,
+           f.category, COALESCE(c.kind, 'other'), left(f.text, 120), f.text, f.lat, f.lon,
+           civicpulse_cell(f.lat, f.lon), 1, f.submitted_at, f.submitted_at, f.submitted_at,
+           f.closed_at, f.submitted_at, f.closed_at
+      FROM fresh f
+      LEFT JOIN categories c ON c.tenant_id = $1 AND c.code = f.category
+)
 INSERT INTO reports (
     tenant_id, id, text, lat, lon, address, requested_category, category, submitted_at,
-    channel, attributes, source, source_id, state, processed_at, classification, label_source
+    channel, attributes, source, source_id, state, processed_at, classification, label_source,
+    issue_id
 )
-SELECT $1, civicpulse_uuid7(), s.text, s.lat, s.lon, s.address, s.category, s.category,
-       s.submitted_at, s.channel,
-       jsonb_strip_nulls(jsonb_object($2::text[], s.attribute_values)), $3, s.source_id,
+SELECT $1, f.report_id, f.text, f.lat, f.lon, f.address, f.category, f.category,
+       f.submitted_at, f.channel,
+       jsonb_strip_nulls(jsonb_object($2::text[], f.attribute_values)), $3, f.source_id,
        'imported', now(), '{"decided_by": "import"}'::jsonb,
-       CASE WHEN s.category IS NOT NULL THEN 'import' END
-  FROM import_stage s
- WHERE NOT EXISTS (SELECT 1 FROM reports r
-                    WHERE r.tenant_id = $1 AND r.source = $3 AND r.source_id = s.source_id)
+       CASE WHEN f.category IS NOT NULL THEN 'import' END, f.issue_id
+  FROM fresh f
 
--- name: import_from_stage_on_conflict
-INSERT INTO reports (
-    tenant_id, id, text, lat, lon, address, requested_category, category, submitted_at,
-    channel, attributes, source, source_id, state, processed_at, classification, label_source
-)
-SELECT $1, civicpulse_uuid7(), s.text, s.lat, s.lon, s.address, s.category, s.category,
-       s.submitted_at, s.channel,
-       jsonb_strip_nulls(jsonb_object($2::text[], s.attribute_values)), $3, s.source_id,
-       'imported', now(), '{"decided_by": "import"}'::jsonb,
-       CASE WHEN s.category IS NOT NULL THEN 'import' END
-  FROM import_stage s
-ON CONFLICT (tenant_id, source, source_id) WHERE source_id IS NOT NULL DO NOTHING
+-- name: import_stage_dedupe
+-- A record repeated within one chunk: the first line wins.
+DELETE FROM import_stage a
+ USING import_stage b
+ WHERE a.source_id = b.source_id AND a.line > b.line
 
 -- name: list_reports
 -- Keyset pagination, newest first: UUIDv7 ids are time-ordered, so the primary key

@@ -1,0 +1,180 @@
+-- Workflows: tenant configuration (teams, areas, calendars, SLA policies, rules), the issue
+-- lifecycle with its SLA clock, timers, the staff list and SLA metrics.
+
+-- name: list_teams
+SELECT code, name FROM teams WHERE tenant_id = $1 ORDER BY code
+
+-- name: upsert_team
+INSERT INTO teams (tenant_id, code, name) VALUES ($1, $2, $3)
+ON CONFLICT (tenant_id, code) DO UPDATE SET name = EXCLUDED.name
+RETURNING code, name
+
+-- name: list_areas
+SELECT code, name, geometry FROM areas WHERE tenant_id = $1 ORDER BY code
+
+-- name: areas_at
+-- Areas whose bounding box holds the point; the exact polygon test follows in Python.
+SELECT code, geometry FROM areas
+ WHERE tenant_id = $1 AND min_lat <= $2 AND max_lat >= $2 AND min_lon <= $3 AND max_lon >= $3
+
+-- name: upsert_area
+INSERT INTO areas (tenant_id, code, name, geometry, min_lat, min_lon, max_lat, max_lon)
+VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8)
+ON CONFLICT (tenant_id, code) DO UPDATE
+   SET name = EXCLUDED.name, geometry = EXCLUDED.geometry, min_lat = EXCLUDED.min_lat,
+       min_lon = EXCLUDED.min_lon, max_lat = EXCLUDED.max_lat, max_lon = EXCLUDED.max_lon
+RETURNING code, name, geometry
+
+-- name: list_calendars
+SELECT code, timezone, hours, holidays FROM calendars WHERE tenant_id = $1 ORDER BY code
+
+-- name: upsert_calendar
+INSERT INTO calendars (tenant_id, code, timezone, hours, holidays)
+VALUES ($1, $2, $3, $4::jsonb, $5::date[])
+ON CONFLICT (tenant_id, code) DO UPDATE
+   SET timezone = EXCLUDED.timezone, hours = EXCLUDED.hours, holidays = EXCLUDED.holidays
+RETURNING code, timezone, hours, holidays
+
+-- name: list_policies
+SELECT p.code, p.name, p.calendar, p.response_minutes, p.resolution_minutes, p.warn_ratio,
+       p.pause_statuses, p.priorities, p.categories
+  FROM sla_policies p
+ WHERE p.tenant_id = $1
+ ORDER BY p.code
+
+-- name: upsert_policy
+INSERT INTO sla_policies (tenant_id, code, name, calendar, response_minutes,
+                          resolution_minutes, warn_ratio, pause_statuses, priorities,
+                          categories)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[], $9::smallint[], $10::text[])
+ON CONFLICT (tenant_id, code) DO UPDATE
+   SET name = EXCLUDED.name, calendar = EXCLUDED.calendar,
+       response_minutes = EXCLUDED.response_minutes,
+       resolution_minutes = EXCLUDED.resolution_minutes, warn_ratio = EXCLUDED.warn_ratio,
+       pause_statuses = EXCLUDED.pause_statuses, priorities = EXCLUDED.priorities,
+       categories = EXCLUDED.categories, updated_at = now()
+RETURNING code
+
+-- name: current_rules
+-- The tenant's time zone and the rule set in force (NULLs when it has none).
+SELECT t.timezone, r.version, r.mode, r.rules, r.created_by, r.created_at
+  FROM tenants t
+  LEFT JOIN LATERAL (SELECT * FROM rule_sets s WHERE s.tenant_id = t.id
+                      ORDER BY s.version DESC LIMIT 1) r ON true
+ WHERE t.id = $1
+
+-- name: insert_rules
+-- The next version; two concurrent uploads collide on the primary key and one retries.
+INSERT INTO rule_sets (tenant_id, version, mode, rules, created_by)
+SELECT $1, COALESCE(max(version), 0) + 1, $2, $3::jsonb, $4 FROM rule_sets WHERE tenant_id = $1
+RETURNING version, created_at
+
+-- name: lock_issue_workflow
+SELECT id, status, category, severity, priority, area, team, assignee, visibility, hazards,
+       representative_text, report_count, lat, lon, version, manual_fields, opened_at,
+       sla_policy, sla_cycle, sla_started_at, sla_running_since, sla_elapsed_s,
+       response_target_s, resolution_target_s, acknowledged_at, response_business_s,
+       resolved_at, resolution_business_s
+  FROM issues
+ WHERE tenant_id = $1 AND id = ANY($2::uuid[])
+ ORDER BY id
+ FOR UPDATE
+
+-- name: save_issue_workflow
+-- Writes what the workflow decided; version counts staff-visible changes ($25).
+UPDATE issues
+   SET status = $3, priority = $4, area = $5, team = $6, assignee = $7, visibility = $8,
+       manual_fields = $9::text[], sla_policy = $10, sla_cycle = $11, sla_started_at = $12,
+       sla_running_since = $13, sla_elapsed_s = $14, response_target_s = $15,
+       resolution_target_s = $16, acknowledged_at = $17, response_business_s = $18,
+       resolved_at = $19, resolution_business_s = $20, response_due_at = $21,
+       resolution_due_at = $22,
+       closed_at = CASE WHEN civicpulse_is_open($3) THEN NULL
+                        WHEN status = $3 THEN closed_at ELSE $23 END,
+       updated_at = $23,
+       version = version + $25
+ WHERE tenant_id = $1 AND id = $2 AND version = $24
+RETURNING version
+
+-- name: replace_timers
+-- A clock change rewrites the cycle's unfired timers; fired ones stay fired. Rows with a
+-- NULL time are deleted (target met, clock paused or stopped).
+WITH wanted AS (
+    SELECT * FROM unnest($4::text[], $5::text[], $6::timestamptz[]) AS w (target, kind, fire_at)
+), dropped AS (
+    DELETE FROM sla_timers t
+     USING wanted w
+     WHERE t.tenant_id = $1 AND t.issue_id = $2 AND t.target = w.target AND t.kind = w.kind
+       AND t.fired_at IS NULL AND (w.fire_at IS NULL OR t.cycle <> $3)
+)
+INSERT INTO sla_timers (tenant_id, issue_id, cycle, target, kind, fire_at)
+SELECT $1, $2, $3, w.target, w.kind, w.fire_at FROM wanted w WHERE w.fire_at IS NOT NULL
+ON CONFLICT (tenant_id, issue_id, cycle, target, kind) DO UPDATE
+   SET fire_at = EXCLUDED.fire_at
+ WHERE sla_timers.fired_at IS NULL
+
+-- name: fire_sla_timers
+SELECT tenant_id, issue_id, kind, target, cycle, fire_at
+  FROM civicpulse_fire_sla_timers($1, $2)
+
+-- name: append_workflow_event
+INSERT INTO issue_events (tenant_id, issue_id, kind, actor, from_status, to_status, note, data)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+RETURNING id, created_at
+
+-- name: list_issues
+-- Staff list, newest first, keyset-paginated on (opened_at, id) < ($10, $11). Every filter
+-- is optional (NULL). Serves from issues_list; the overdue filter from issues_resolution_due
+-- when the planner prefers it.
+SELECT id, status, category, severity, priority, title, area, team, assignee, visibility,
+       report_count, lat, lon, opened_at, last_reported, resolution_due_at, response_due_at,
+       acknowledged_at, resolved_at, version
+  FROM issues
+ WHERE tenant_id = $1
+   AND ($2::text[] IS NULL OR status = ANY($2::text[]))
+   AND ($3::text[] IS NULL OR category = ANY($3::text[]))
+   AND ($4::text[] IS NULL OR area = ANY($4::text[]))
+   AND ($5::text[] IS NULL OR team = ANY($5::text[]))
+   AND ($6::smallint[] IS NULL OR priority = ANY($6::smallint[]))
+   AND (NOT $7::boolean OR (civicpulse_is_open(status) AND resolution_due_at < now()))
+   AND ($8::text IS NULL OR representative_text ILIKE $8 OR title ILIKE $8)
+   AND ($10::timestamptz IS NULL OR (opened_at, id) < ($10, $11::uuid))
+ ORDER BY opened_at DESC, id DESC
+ LIMIT $9
+
+-- name: sla_metrics
+-- Per group: issues opened in [$3, $4) and how they fared. Business durations come from the
+-- SLA clock; wall durations from the timestamps; percentiles are continuous (interpolated).
+SELECT CASE $2 WHEN 'category' THEN i.category WHEN 'area' THEN i.area ELSE i.team END
+           AS key,
+       count(*) AS opened,
+       count(*) FILTER (WHERE civicpulse_is_open(i.status)) AS backlog,
+       count(*) FILTER (WHERE civicpulse_is_open(i.status)
+                          AND (i.resolution_due_at < now()
+                               OR (i.acknowledged_at IS NULL AND i.response_due_at < now())))
+           AS overdue_now,
+       count(*) FILTER (WHERE i.status IN ('resolved', 'closed')) AS resolved,
+       count(*) FILTER (WHERE i.response_business_s IS NOT NULL
+                          AND i.response_target_s IS NOT NULL) AS response_measured,
+       count(*) FILTER (WHERE i.response_business_s <= i.response_target_s) AS response_met,
+       count(*) FILTER (WHERE i.resolution_business_s IS NOT NULL
+                          AND i.resolution_target_s IS NOT NULL
+                          AND i.status IN ('resolved', 'closed')) AS resolution_measured,
+       count(*) FILTER (WHERE i.resolution_business_s <= i.resolution_target_s
+                          AND i.status IN ('resolved', 'closed')) AS resolution_met,
+       percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY i.response_business_s)
+           AS ack_business_s,
+       percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (
+           ORDER BY extract(epoch FROM i.acknowledged_at - i.sla_started_at)) AS ack_wall_s,
+       percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (
+           ORDER BY CASE WHEN i.status IN ('resolved', 'closed')
+                         THEN i.resolution_business_s END) AS resolve_business_s,
+       percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (
+           ORDER BY CASE WHEN i.status IN ('resolved', 'closed')
+                         THEN extract(epoch FROM i.resolved_at - i.sla_started_at) END)
+           AS resolve_wall_s
+  FROM issues i
+ WHERE i.tenant_id = $1 AND i.opened_at >= $3 AND i.opened_at < $4
+   AND i.status <> 'duplicate'
+ GROUP BY 1
+ ORDER BY 1 NULLS LAST

@@ -1,0 +1,128 @@
+"""Workflow repository: tenant configuration, issue workflow state, timers, staff list and
+SLA metrics. Names equal query names."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from civicpulse.db.queries import q
+
+
+async def list_teams(conn: asyncpg.Connection, tenant_id: int) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("list_teams"), tenant_id))
+
+
+async def upsert_team(
+    conn: asyncpg.Connection, tenant_id: int, code: str, name: str
+) -> asyncpg.Record:
+    return await conn.fetchrow(q("upsert_team"), tenant_id, code, name)
+
+
+async def list_areas(conn: asyncpg.Connection, tenant_id: int) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("list_areas"), tenant_id))
+
+
+async def areas_at(
+    conn: asyncpg.Connection, tenant_id: int, lat: float, lon: float
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("areas_at"), tenant_id, lat, lon))
+
+
+async def upsert_area(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    code: str,
+    name: str,
+    geometry: str,
+    bbox: tuple[float, float, float, float],
+) -> asyncpg.Record:
+    return await conn.fetchrow(q("upsert_area"), tenant_id, code, name, geometry, *bbox)
+
+
+async def list_calendars(conn: asyncpg.Connection, tenant_id: int) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("list_calendars"), tenant_id))
+
+
+async def upsert_calendar(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    code: str,
+    timezone: str,
+    hours: str,
+    holidays: Sequence[dt.date],
+) -> asyncpg.Record:
+    return await conn.fetchrow(
+        q("upsert_calendar"), tenant_id, code, timezone, hours, list(holidays)
+    )
+
+
+async def list_policies(conn: asyncpg.Connection, tenant_id: int) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("list_policies"), tenant_id))
+
+
+async def upsert_policy(conn: asyncpg.Connection, tenant_id: int, *values: Any) -> None:
+    await conn.fetchval(q("upsert_policy"), tenant_id, *values)
+
+
+async def current_rules(conn: asyncpg.Connection, tenant_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(q("current_rules"), tenant_id)
+
+
+async def insert_rules(
+    conn: asyncpg.Connection, tenant_id: int, mode: str, rules: str, actor: str
+) -> asyncpg.Record:
+    return await conn.fetchrow(q("insert_rules"), tenant_id, mode, rules, actor)
+
+
+async def lock_issue_workflow(
+    conn: asyncpg.Connection, tenant_id: int, ids: Sequence[uuid.UUID | str]
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("lock_issue_workflow"), tenant_id, list(ids)))
+
+
+async def save_issue_workflow(conn: asyncpg.Connection, args: Sequence[Any]) -> int | None:
+    """The new version, or None when the expected version no longer matches."""
+    version: int | None = await conn.fetchval(q("save_issue_workflow"), *args)
+    return version
+
+
+async def save_issues_workflow(conn: asyncpg.Connection, args: Sequence[Sequence[Any]]) -> None:
+    """Many saves in one pipelined round trip (the caller holds the rows' locks)."""
+    if args:
+        await conn.executemany(q("save_issue_workflow"), args)
+
+
+async def replace_timers(conn: asyncpg.Connection, args: Sequence[Sequence[Any]]) -> None:
+    if args:
+        await conn.executemany(q("replace_timers"), args)
+
+
+async def fire_sla_timers(conn: asyncpg.Connection, actor: str, limit: int) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("fire_sla_timers"), actor, limit))
+
+
+async def append_workflow_events(
+    conn: asyncpg.Connection, tenant_id: int, events: Sequence[Sequence[Any]]
+) -> None:
+    """(issue_id, kind, actor, from_status, to_status, note, data) rows."""
+    if events:
+        await conn.executemany(
+            q("append_workflow_event"), [(tenant_id, *event) for event in events]
+        )
+
+
+async def list_issues(
+    conn: asyncpg.Connection, tenant_id: int, *filters: Any
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("list_issues"), tenant_id, *filters))
+
+
+async def sla_metrics(
+    conn: asyncpg.Connection, tenant_id: int, group_by: str, start: dt.datetime, end: dt.datetime
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("sla_metrics"), tenant_id, group_by, start, end))
