@@ -262,7 +262,9 @@ def plan(cfg: TenantConfig, issue: IssueState, change: Change, at: dt.datetime) 
         clock = sla.change_status(cfg.policy(s.policy), clock, at, s.status, change.status)
         s = replace(s, status=change.status)
         bump = 1
-    if change.staff:
+    if change.staff and change.status != "reopened":
+        # The first staff action of a cycle is its response; a reopen starts a cycle and
+        # waits for the next one.
         clock = sla.acknowledge(cfg.policy(s.policy), clock, at)
     if change.kind not in ("created", "updated"):  # their callers log those themselves
         data = dict(change.data)

@@ -187,3 +187,65 @@ async def test_hot_queries_use_their_indexes(
         assert {n.get("Index Name") for n in nodes} & {"api_keys_hash"}
     finally:
         await conn.close()
+
+
+async def test_workflow_queries_use_their_indexes(
+    seeded: list[TenantKeys], app_pool: asyncpg.Pool, db_url: str
+) -> None:
+    t = seeded[1].id
+    conn = await asyncpg.connect(db_url)
+    try:
+        # Opened over ~4 months; the open ones with a clock have due times; timers mostly
+        # fired long ago.
+        await conn.execute(
+            """
+            UPDATE issues
+               SET opened_at = now() - (abs(hashtext(id::text)) % 3000) * interval '1 hour',
+                   resolution_due_at = CASE WHEN civicpulse_is_open(status)
+                                            THEN now() + (abs(hashtext(id::text)) % 100
+                                                          - 10) * interval '1 hour' END"""
+        )
+        await conn.execute(
+            """
+            INSERT INTO sla_timers (tenant_id, issue_id, cycle, target, kind, fire_at, fired_at)
+            SELECT tenant_id, id, 1, 'resolution', 'breach', opened_at + interval '1 day',
+                   CASE WHEN status = 'closed' THEN opened_at + interval '1 day' END
+              FROM issues"""
+        )
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+    week_ago = datetime.now(UTC) - timedelta(days=7)
+    no_filter = (None, None, None, None, None, False, None)
+    cases: list[tuple[str, str | tuple[str, ...], tuple[Any, ...]]] = [
+        ("list_issues", "issues_list", (t, *no_filter, 51, None, None)),
+        ("list_issues", "issues_list", (t, *no_filter, 51, week_ago, uuid.uuid4())),
+        (
+            "list_issues",
+            ("issues_list", "issues_resolution_due"),
+            (t, None, None, None, None, None, True, None, 51, None, None),
+        ),
+        (
+            "sla_metrics",
+            ("issues_opened", "issues_list"),
+            (t, "category", week_ago, datetime.now(UTC)),
+        ),
+    ]
+    for name, index, args in cases:
+        assert_uses(await explain(app_pool, t, q(name), *args), index)
+
+    # The scheduler's scan (inside the SECURITY DEFINER function) as the owner.
+    conn = await asyncpg.connect(db_url)
+    try:
+        raw = await conn.fetchval(
+            """
+            EXPLAIN (FORMAT JSON)
+            SELECT t.tenant_id, t.issue_id FROM sla_timers t
+             WHERE t.fired_at IS NULL AND t.fire_at <= now()
+             ORDER BY t.fire_at LIMIT 500 FOR UPDATE SKIP LOCKED"""
+        )
+        nodes = list(plan_nodes(json.loads(raw)[0]["Plan"]))
+        assert {n.get("Index Name") for n in nodes} & {"sla_timers_due"}
+    finally:
+        await conn.close()
