@@ -10,6 +10,7 @@ from importlib import resources
 
 import asyncpg
 
+from civicpulse.db import workflow as workflow_repo
 from civicpulse.db.pool import set_tenant
 from civicpulse.db.queries import q
 from civicpulse.errors import Conflict, NotFound
@@ -80,7 +81,34 @@ async def create_tenant(conn: asyncpg.Connection, slug: str, name: str, timezone
         tenant = Tenant(**dict(row))
         await set_tenant(conn, tenant.id)
         await insert_categories(conn, tenant.id, default_taxonomy())
+        await insert_sla_defaults(conn, tenant.id, timezone)
     return tenant
+
+
+async def insert_sla_defaults(conn: asyncpg.Connection, tenant_id: int, timezone: str) -> None:
+    """Business calendars and priority-based SLA policies, so a new tenant's issues have
+    clocks from the start (civicpulse/data/sla_defaults.json)."""
+    defaults = json.loads(
+        resources.files("civicpulse.data").joinpath("sla_defaults.json").read_text()
+    )
+    for cal in defaults["calendars"]:
+        await workflow_repo.upsert_calendar(
+            conn, tenant_id, cal["code"], timezone, json.dumps(cal["hours"]), []
+        )
+    for p in defaults["policies"]:
+        await workflow_repo.upsert_policy(
+            conn,
+            tenant_id,
+            p["code"],
+            p["name"],
+            p["calendar"],
+            p["response_minutes"],
+            p["resolution_minutes"],
+            0.75,
+            ["waiting"],
+            p["priorities"],
+            [],
+        )
 
 
 async def list_tenants(conn: asyncpg.Connection) -> list[Tenant]:

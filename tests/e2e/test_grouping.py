@@ -97,7 +97,15 @@ async def test_duplicates_become_one_issue_with_aggregates(
     attached = issue["reports"][1]["grouping"]
     assert attached["created"] is False and attached["rule"].startswith("group-v1")
     assert attached["scores"]["distance_m"] < 25
-    assert [e["kind"] for e in issue["events"]] == ["issue_created", "report_attached"]
+    # The workflow ran when the issue opened: the default SLA policy for its priority.
+    assert [e["kind"] for e in issue["events"]] == [
+        "issue_created",
+        "rules_applied",
+        "report_attached",
+    ]
+    by_priority = {1: "urgent", 2: "high"}.get(issue["priority"], "standard")
+    assert issue["events"][1]["data"]["changes"] == {"sla_policy": by_priority}
+    assert issue["sla"]["policy"] == by_priority
 
 
 async def test_report_count_feeds_priority_and_severity_is_the_maximum(

@@ -426,8 +426,15 @@ async def test_workflow_tables_are_tenant_isolated_in_the_database(
             await conn.execute(
                 "SELECT set_config('civicpulse.tenant_id', $1, true)", str(tenant_b.id)
             )
+            # B sees its own default calendars and policies, and nothing of A's.
+            assert await conn.fetchval("SELECT count(*) FROM sla_policies") == 3
             for table in ("teams", "areas", "calendars", "sla_policies", "rule_sets"):
-                assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+                assert (
+                    await conn.fetchval(
+                        f"SELECT count(*) FROM {table} WHERE tenant_id = $1", tenant_a.id
+                    )
+                    == 0
+                ), table
             try:
                 await conn.execute(
                     "INSERT INTO teams (tenant_id, code, name) VALUES ($1, 'x', 'x')", tenant_a.id
