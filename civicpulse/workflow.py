@@ -145,11 +145,16 @@ def _parsed_area(code: str, geometry: str) -> areas_engine.Area:
     return areas_engine.parse(code, msgspec.json.decode(geometry))
 
 
-async def locate_area(
-    conn: asyncpg.Connection, tenant_id: int, lat: float, lon: float
-) -> str | None:
-    rows = await repo.areas_at(conn, tenant_id, lat, lon)
-    return areas_engine.locate((_parsed_area(r["code"], r["geometry"]) for r in rows), lat, lon)
+async def locate_areas(
+    conn: asyncpg.Connection, tenant_id: int, points: Sequence[tuple[float, float]]
+) -> list[str | None]:
+    """The area of each (lat, lon) point, in one query."""
+    candidates: dict[int, list[areas_engine.Area]] = {}
+    for r in await repo.areas_at(conn, tenant_id, points):
+        candidates.setdefault(r["i"] - 1, []).append(_parsed_area(r["code"], r["geometry"]))
+    return [
+        areas_engine.locate(candidates.get(i, ()), lat, lon) for i, (lat, lon) in enumerate(points)
+    ]
 
 
 # --- issue state and plans ------------------------------------------------------------
@@ -423,14 +428,24 @@ async def apply(
     if not changes:
         return
     cfg = await load_config(conn, tenant_id)
-    plans = []
-    for row in await repo.lock_issue_workflow(conn, tenant_id, sorted(changes)):
-        issue = state_from_row(row)
-        change = changes[str(issue.id)]
-        if change.kind == "created" and issue.area is None and issue.lat is not None:
-            assert issue.lon is not None
-            issue = replace(issue, area=await locate_area(conn, tenant_id, issue.lat, issue.lon))
-        plans.append(plan(cfg, issue, change, at))
+    issues = [
+        state_from_row(row)
+        for row in await repo.lock_issue_workflow(conn, tenant_id, sorted(changes))
+    ]
+    # New issues take the area their location falls in.
+    unplaced = [
+        i
+        for i, issue in enumerate(issues)
+        if changes[str(issue.id)].kind == "created"
+        and issue.area is None
+        and issue.lat is not None
+        and issue.lon is not None
+    ]
+    if unplaced:
+        points = [(issues[i].lat or 0.0, issues[i].lon or 0.0) for i in unplaced]
+        for i, area in zip(unplaced, await locate_areas(conn, tenant_id, points), strict=True):
+            issues[i] = replace(issues[i], area=area)
+    plans = [plan(cfg, issue, changes[str(issue.id)], at) for issue in issues]
     await save_many(conn, tenant_id, plans, at)
 
 

@@ -28,9 +28,12 @@ async def list_areas(conn: asyncpg.Connection, tenant_id: int) -> list[asyncpg.R
 
 
 async def areas_at(
-    conn: asyncpg.Connection, tenant_id: int, lat: float, lon: float
+    conn: asyncpg.Connection, tenant_id: int, points: Sequence[tuple[float, float]]
 ) -> list[asyncpg.Record]:
-    return list(await conn.fetch(q("areas_at"), tenant_id, lat, lon))
+    """(i, code, geometry) rows: i is the 1-based position of the point."""
+    return list(
+        await conn.fetch(q("areas_at"), tenant_id, [p[0] for p in points], [p[1] for p in points])
+    )
 
 
 async def upsert_area(

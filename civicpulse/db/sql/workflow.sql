@@ -13,9 +13,13 @@ RETURNING code, name
 SELECT code, name, geometry FROM areas WHERE tenant_id = $1 ORDER BY code
 
 -- name: areas_at
--- Areas whose bounding box holds the point; the exact polygon test follows in Python.
-SELECT code, geometry FROM areas
- WHERE tenant_id = $1 AND min_lat <= $2 AND max_lat >= $2 AND min_lon <= $3 AND max_lon >= $3
+-- For each point (by position in the arrays), the areas whose bounding box holds it; the
+-- exact polygon test follows in Python. A tenant has few areas: its primary key prefix
+-- finds them.
+SELECT u.i::int AS i, a.code, a.geometry
+  FROM unnest($2::float8[], $3::float8[]) WITH ORDINALITY AS u (lat, lon, i)
+  JOIN areas a ON a.tenant_id = $1 AND a.min_lat <= u.lat AND a.max_lat >= u.lat
+              AND a.min_lon <= u.lon AND a.max_lon >= u.lon
 
 -- name: upsert_area
 INSERT INTO areas (tenant_id, code, name, geometry, min_lat, min_lon, max_lat, max_lon)
