@@ -31,13 +31,14 @@ from civicpulse.api import errors as api_errors
 from civicpulse.api import metrics as metrics_api
 from civicpulse.api import workflow as workflow_api
 from civicpulse.api.auth import Authenticator
+from civicpulse.api.direct import DirectRoutes
 from civicpulse.api.state import AppState
 from civicpulse.config import Settings
 from civicpulse.db import migrate
 from civicpulse.db.pool import close_pool, create_pool
 from civicpulse.llm.client import ChatClient, CircuitBreaker
 from civicpulse.metrics import Metrics
-from civicpulse.pipeline import claimer, classify, group, scheduler, writer
+from civicpulse.pipeline import claimer, classify, group, pressure, scheduler, writer
 from civicpulse.pipeline.models import ModelStore
 
 log = structlog.get_logger(__name__)
@@ -48,12 +49,18 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestMetrics:
     """Counts and times requests by route template (pure ASGI: no per-request task)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Labelled children, looked up once: labels() costs a lock and a tuple per call.
+        self._counts: dict[tuple[str, str, int], Any] = {}
+        self._latency: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,8 +80,18 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            self.metrics.http_requests.labels(scope["method"], template, str(status)).inc()
-            self.metrics.http_latency.labels(template).observe(time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            key = (method, template, status)
+            count = self._counts.get(key)
+            if count is None:
+                count = self._counts[key] = self.metrics.http_requests.labels(
+                    method, template, str(status)
+                )
+            count.inc()
+            latency = self._latency.get(template)
+            if latency is None:
+                latency = self._latency[template] = self.metrics.http_latency.labels(template)
+            latency.observe(time.perf_counter() - started)
 
 
 def llm_client(settings: Settings, session: aiohttp.ClientSession, metrics: Metrics) -> ChatClient:
@@ -127,6 +144,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         stop = asyncio.Event()
         received = asyncio.Event()  # set when reports were committed
+        intake_rate = pressure.IntakeRate()
+
+        def committed(rows: int) -> None:
+            intake_rate.add(rows)
+            received.set()
+
+        def busy() -> bool:
+            limit = settings.pipeline_busy_rows_per_second
+            return limit > 0 and intake_rate.per_second() > limit
+
         classified = asyncio.Event()  # set when reports were classified
         intake = writer.Intake(intake_queue, settings.ingest_retry_after, metrics)
         http = aiohttp.ClientSession() if settings.llm_base_url else None
@@ -154,7 +181,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     pool,
                     metrics,
                     max_batch=settings.ingest_max_batch,
-                    on_committed=received.set,
+                    on_committed=committed,
                 ),
                 name=f"writer-{i}",
             )
@@ -177,6 +204,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                         lease=lease,
                         batch=settings.pipeline_claim_batch,
                         poll=settings.pipeline_poll_seconds,
+                        busy=busy,
+                        busy_interval=settings.pipeline_busy_interval,
+                        busy_batch=settings.pipeline_busy_batch,
                     ),
                     name=f"claimer-{state_name}",
                 )
@@ -241,6 +271,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers=api_errors.HANDLERS,
     )
+    # Intake skips the router (see api/direct.py); RequestMetrics still counts it.
+    app.add_middleware(DirectRoutes, routes=reports.hot_routes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app
 

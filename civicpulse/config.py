@@ -55,6 +55,12 @@ class Settings:
     pipeline_poll_seconds: float = 1.0
     pipeline_queue_size: int = 8
     process_pool_workers: int = 0  # 0: one per CPU
+    # Intake first: while the writers commit more than this many rows per second, each
+    # pipeline stage claims at most pipeline_busy_batch reports per pipeline_busy_interval
+    # seconds (the work waits in the database and is caught up after the burst). 0: never.
+    pipeline_busy_rows_per_second: int = 500
+    pipeline_busy_interval: float = 1.0
+    pipeline_busy_batch: int = 50
 
     # Classification. No LLM base URL: the local classifier decides everything.
     llm_base_url: str | None = None

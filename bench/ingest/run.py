@@ -261,6 +261,29 @@ def count_rows(url: str, target: str) -> int:
     return int(psql(url, f"SELECT count(*) FROM {table}")) if exists == "t" else 0
 
 
+def pipeline_backlog(url: str) -> int:
+    """Reports not yet through classification and grouping."""
+    return int(psql(url, "SELECT count(*) FROM reports WHERE state IN ('received', 'classified')"))
+
+
+def wait_for_pipeline(url: str, max_wait: float) -> dict[str, float]:
+    """Wait until the pipeline has processed everything; how many were left and how long
+    it took (the backlog a burst leaves behind, and how fast it is caught up)."""
+    started = time.monotonic()
+    left = pipeline_backlog(url)
+    remaining = left
+    while remaining and time.monotonic() - started < max_wait:
+        time.sleep(0.5)
+        remaining = pipeline_backlog(url)
+    seconds = time.monotonic() - started
+    return {
+        "backlog": left,
+        "seconds": round(seconds, 1),
+        "unfinished": remaining,
+        "reports_per_s": round(left / seconds, 1) if seconds > 0 and left else 0.0,
+    }
+
+
 def bench_target(
     args: argparse.Namespace,
     target: str,
@@ -289,6 +312,14 @@ def bench_target(
             f"{warm['sother']} other",
             flush=True,
         )
+        if target == "civicpulse" and not args.no_pipeline_wait:
+            # Measure a steady burst, not the warm-up's backlog being caught up.
+            caught = wait_for_pipeline(url, args.max_wait)
+            print(
+                f"  pipeline caught up with the warm-up's {caught['backlog']} reports in "
+                f"{caught['seconds']}s",
+                flush=True,
+            )
         attempts: list[dict[str, Any]] = []
         for attempt in range(1 + args.retries):
             if attempt:
@@ -306,6 +337,15 @@ def bench_target(
                 f"  attempt {attempt + 1}: {meas['win202'] / meas['window_s']:,.0f} req/s but "
                 f"other processes used {cpu['other_pct']}% of a core meanwhile; "
                 + ("measuring again" if attempt < args.retries else "no retries left"),
+                flush=True,
+            )
+        catch_up: dict[str, float] = {}
+        if target == "civicpulse" and not args.no_pipeline_wait:
+            catch_up = wait_for_pipeline(url, args.max_wait)
+            print(
+                f"  after the load: {catch_up['backlog']} reports waited for the pipeline; "
+                f"done in {catch_up['seconds']}s ({catch_up['reports_per_s']} reports/s), "
+                f"{catch_up['unfinished']} unfinished",
                 flush=True,
             )
         server_metrics = scrape_metrics(port) if target == "civicpulse" else {}
@@ -354,6 +394,7 @@ def bench_target(
         "cpu": cpu,
         "background_before_pct": background,
         "server_metrics": server_metrics,
+        "pipeline_after_load": catch_up,
         "wrk_raw": meas,
     }
     print(
@@ -466,6 +507,16 @@ def write_markdown(path: Path, res: dict[str, Any]) -> None:
                 f"**Ratio CivicPulse / baseline (accepted req/s): "
                 f"{http['ratio_accepted_rps']:.2f}x**; p99 ratio "
                 f"{http['ratio_p99']:.2f}x.",
+                "",
+            ]
+        caught = http["targets"].get("civicpulse", {}).get("pipeline_after_load")
+        if caught:
+            lines += [
+                f"Pipeline: during the burst intake comes first (classification and grouping "
+                f"throttle while more than CIVICPULSE_PIPELINE_BUSY_ROWS_PER_SECOND rows/s "
+                f"arrive); when the load stopped {caught['backlog']:,} reports were waiting "
+                f"and were classified and grouped in {caught['seconds']} s "
+                f"({caught['reports_per_s']:,} reports/s; unfinished: {caught['unfinished']}).",
                 "",
             ]
         cp = http["targets"].get("civicpulse", {}).get("server_metrics")
@@ -661,6 +712,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="results path without extension (bench/results/ingest)",
     )
     p.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
+    p.add_argument(
+        "--no-pipeline-wait",
+        action="store_true",
+        help="measure right after the warm-up, while the pipeline still works through the "
+        "warm-up's reports, and do not time the catch-up after the load",
+    )
     args = p.parse_args(argv)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if any(t not in TARGETS for t in targets) or not targets:

@@ -374,10 +374,14 @@ def _report_out(slug: str, row: Any) -> ReportOut:
     )
 
 
-routes = [
+# The intake routes: also dispatched directly, ahead of the router (api/direct.py).
+hot_routes = [
     Route("/v1/tenants/{slug}/reports", create_report, methods=["POST"]),
-    Route("/v1/tenants/{slug}/reports", list_reports, methods=["GET"]),
     Route("/v1/tenants/{slug}/reports/batch", create_batch, methods=["POST"]),
+]
+routes = [
+    *hot_routes,
+    Route("/v1/tenants/{slug}/reports", list_reports, methods=["GET"]),
     Route("/v1/tenants/{slug}/reports/{report_id}", get_report, methods=["GET"]),
     Route("/v1/tenants/{slug}/reports/{report_id}", correct_report, methods=["PATCH"]),
     Route("/v1/tenants/{slug}/reports/{report_id}/events", report_events, methods=["GET"]),

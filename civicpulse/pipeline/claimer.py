@@ -8,8 +8,10 @@ died is claimed again when its lease runs out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -40,14 +42,25 @@ async def run(
     lease: timedelta,
     batch: int,
     poll: float,
+    busy: Callable[[], bool] = lambda: False,
+    busy_interval: float = 1.0,
+    busy_batch: int = 50,
 ) -> None:
-    """Claim until stopped; sleep until woken (new commits) or the poll interval passes."""
+    """Claim until stopped; sleep until woken (new commits) or the poll interval passes.
+    While `busy()` (an intake burst), claim at most `busy_batch` reports per `busy_interval`
+    (small batches: a large one would hold the database, and intake's latency, for longer)."""
     while not stop.is_set():
+        if busy():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), busy_interval)
+            if stop.is_set():
+                break
         # Cleared before claiming: a commit landing during the claim still wakes the next wait.
         wakeup.clear()
+        size = busy_batch if busy() else batch
         try:
             async with pool.acquire() as conn:
-                claimed = await reports_repo.claim_reports(conn, state, owner, lease, batch)
+                claimed = await reports_repo.claim_reports(conn, state, owner, lease, size)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("claim_failed", error=repr(exc))
             claimed = []
@@ -58,7 +71,7 @@ async def run(
             for tenant_id, ids in by_tenant.items():
                 # Waits while the classify queue is full: claiming slows to processing speed.
                 await outbox.put(Claim(tenant_id, tuple(ids)))
-            if len(claimed) == batch:
+            if len(claimed) == size and not busy():
                 continue  # more may be waiting
         stop_wait = asyncio.ensure_future(stop.wait())
         wake_wait = asyncio.ensure_future(wakeup.wait())

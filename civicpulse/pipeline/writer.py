@@ -78,7 +78,7 @@ async def run(
     metrics: Metrics,
     *,
     max_batch: int,
-    on_committed: Callable[[], None],
+    on_committed: Callable[[int], None],
 ) -> None:
     """Flush until a None sentinel arrives; everything queued before it is flushed."""
     stopping = False
@@ -95,14 +95,15 @@ async def run(
                 break
             batch.append(item)
             rows += len(item.rows)
-        await _flush(pool, metrics, batch, rows)
-        on_committed()
+        if await _flush(pool, metrics, batch, rows):
+            on_committed(rows)
     log.info("writer_stopped")
 
 
 async def _flush(
     pool: asyncpg.Pool, metrics: Metrics, batch: list[WriteRequest], rows: int
-) -> None:
+) -> bool:
+    """Commit a batch and resolve its requests; False when nothing was committed."""
     started = time.perf_counter()
     by_tenant: dict[int, list[NewReport]] = defaultdict(list)
     for request in batch:
@@ -125,7 +126,7 @@ async def _flush(
         for request in batch:
             if not request.future.done():
                 request.future.set_exception(failure)
-        return
+        return False
     elapsed = time.perf_counter() - started
     metrics.flush_latency.observe(elapsed)
     metrics.batch_size.observe(rows)
@@ -133,3 +134,4 @@ async def _flush(
     for request in batch:
         if not request.future.done():
             request.future.set_result([outcomes[row.id] for row in request.rows])
+    return True

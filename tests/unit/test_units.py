@@ -104,3 +104,18 @@ def test_hazards_raise_severity() -> None:
     assert kinds == ("injury", "live_wire")
     # Whole phrases only: "gaslight" is not "gas".
     assert rules.hazards_in(rules.normalise("gaslight district"))[0] == ()
+
+
+def test_intake_rate_counts_the_last_complete_second() -> None:
+    from civicpulse.pipeline.pressure import IntakeRate
+
+    now = [100.2]
+    rate = IntakeRate(clock=lambda: now[0])
+    rate.add(300)
+    rate.add(250)
+    assert rate.per_second() == 0  # the current second is not complete
+    now[0] = 101.1
+    assert rate.per_second() == 550
+    rate.add(10)
+    now[0] = 103.5  # a quiet second in between: nothing came in the last complete one
+    assert rate.per_second() == 0
