@@ -25,7 +25,7 @@ import structlog
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from civicpulse.api import categories, issues, ops, reports
+from civicpulse.api import categories, dashboard, issues, ops, reports
 from civicpulse.api import config as config_api
 from civicpulse.api import errors as api_errors
 from civicpulse.api import metrics as metrics_api
@@ -35,10 +35,11 @@ from civicpulse.api.direct import DirectRoutes
 from civicpulse.api.state import AppState
 from civicpulse.config import Settings
 from civicpulse.db import migrate
-from civicpulse.db.pool import close_pool, create_pool
+from civicpulse.db.pool import close_pool, create_pool, server_settings
+from civicpulse.live import Broker
 from civicpulse.llm.client import ChatClient, CircuitBreaker
 from civicpulse.metrics import Metrics
-from civicpulse.pipeline import claimer, classify, group, pressure, scheduler, writer
+from civicpulse.pipeline import aggregator, claimer, classify, group, pressure, scheduler, writer
 from civicpulse.pipeline.models import ModelStore
 
 log = structlog.get_logger(__name__)
@@ -225,6 +226,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
             name="scheduler",
         )
+        tasks["aggregator"] = asyncio.create_task(
+            aggregator.run(
+                pool,
+                stop,
+                tick=settings.aggregate_tick_seconds,
+                batch=settings.aggregate_batch_hours,
+                snapshot_every=settings.snapshot_check_seconds,
+            ),
+            name="aggregator",
+        )
+        broker = Broker(pool, dsn, server_settings(settings))
+        await broker.start()
         state = AppState(
             settings=settings,
             pool=pool,
@@ -237,6 +250,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "classify": classify_queue,
                 "group": group_queue,
             },
+            broker=broker,
         )
         log.info(
             "service_started",
@@ -249,6 +263,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             state.accepting = False
             intake.closed = True
+            await broker.stop()  # ends every stream, so the server can finish its requests
             await _drain(
                 state, intake_queue, classify_queue, group_queue, stop, settings.shutdown_timeout
             )
@@ -267,6 +282,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *workflow_api.routes,
             *config_api.routes,
             *metrics_api.routes,
+            *dashboard.routes,
         ],
         lifespan=lifespan,
         exception_handlers=api_errors.HANDLERS,
@@ -308,7 +324,7 @@ async def _drain(
     for name in writers:
         await finish(name)
     stop.set()
-    for name in [n for n in tasks if n.startswith("claimer-") or n == "scheduler"]:
+    for name in [n for n in tasks if n.startswith("claimer-") or n in ("scheduler", "aggregator")]:
         await finish(name)
     for prefix, queue in (("classify-", classify_queue), ("group-", group_queue)):
         workers = [n for n in tasks if n.startswith(prefix)]

@@ -86,6 +86,12 @@ class Settings:
     sla_tick_seconds: float = 1.0
     sla_fire_batch: int = 500
 
+    # Analytics: how often the aggregator refreshes dirty rollup hours (and how many per
+    # transaction), and how often it looks for closed days to snapshot.
+    aggregate_tick_seconds: float = 1.0
+    aggregate_batch_hours: int = 500
+    snapshot_check_seconds: float = 60.0
+
     shutdown_timeout: float = 10.0
     auth_cache_seconds: float = 30.0
 

@@ -105,6 +105,13 @@ class Authenticator:
             )
         return Principal(tenant, found.scope, found.key_id, found.prefix)
 
+    async def optional(self, request: Request, slug: str, scope: str) -> Principal | None:
+        """Like `require` when the request carries a key; None (anonymous) when it has none."""
+        if not request.headers.get("authorization"):
+            await self.tenant(slug)  # an unknown tenant is still 404
+            return None
+        return await self.require(request, slug, scope)
+
     def forget_tenant(self, slug: str) -> None:
         """Drop a cached tenant (its taxonomy changed)."""
         self._tenants.pop(slug, None)

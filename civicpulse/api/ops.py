@@ -27,6 +27,7 @@ async def readyz(request: Request) -> Response:
         checks["database"] = f"unreachable: {type(exc).__name__}"
     for name, task in state.tasks.items():
         checks[f"stage:{name}"] = "ok" if not task.done() else "stopped"
+    checks["live"] = "ok" if state.broker.alive else "stopped"
     if not state.accepting:
         checks["intake"] = "shutting down"
     ready = all(v == "ok" for v in checks.values()) and state.accepting

@@ -10,6 +10,7 @@ import asyncpg
 
 from civicpulse.api.auth import Authenticator
 from civicpulse.config import Settings
+from civicpulse.live import Broker
 from civicpulse.metrics import Metrics
 from civicpulse.pipeline.writer import Intake
 
@@ -23,4 +24,5 @@ class AppState:
     metrics: Metrics
     tasks: dict[str, asyncio.Task[None]]
     queues: dict[str, asyncio.Queue[Any]]
+    broker: Broker
     accepting: bool = True

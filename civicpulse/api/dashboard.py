@@ -1,0 +1,565 @@
+"""Analytics, dashboards, live streams and exports.
+
+Every figure comes from the hourly rollups (or, for medians and hotspots, from issues
+through their indexes), never from a scan of raw reports. A dashboard is public by
+default: without a key it shows public issues only, in the public categories and areas,
+and never personal data or report text; a staff key shows everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import io
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+from msgspec import Meta
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from civicpulse.api.auth import TenantContext
+from civicpulse.api.body import decode, read_json
+from civicpulse.api.state import AppState
+from civicpulse.db import analytics as repo
+from civicpulse.db.pool import tenant_transaction
+from civicpulse.engine import geo
+from civicpulse.errors import NotFound, ValidationFailed
+from civicpulse.live import render
+
+_json = msgspec.json.Encoder()
+INTERVALS = ("day", "week", "month")
+GROUPS = ("category", "area", "team", "status", "none")
+WIDGETS = ("totals", "trend", "backlog", "categories", "rankings", "hotspots", "recent")
+KEEPALIVE_S = 15.0
+PAGE = Path(__file__).parent / "static" / "dashboard.html"
+
+
+class DashboardIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    public: bool = True
+    widgets: list[str] = msgspec.field(default_factory=lambda: list(WIDGETS))
+    public_categories: list[str] | None = None
+    public_areas: list[str] | None = None
+    title: Annotated[str, Meta(max_length=200)] | None = None
+
+
+def _respond(body: Any, status: int = 200) -> Response:
+    return Response(_json.encode(body), status_code=status, media_type="application/json")
+
+
+def _time(request: Request, name: str, default: dt.datetime) -> dt.datetime:
+    raw = request.query_params.get(name)
+    if not raw:
+        return default
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValidationFailed(f"{name} must be an ISO 8601 date or time", field=name) from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _range(request: Request, days: int = 30) -> tuple[dt.datetime, dt.datetime]:
+    end = _time(request, "to", dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    start = _time(request, "from", end - dt.timedelta(days=days))
+    if end <= start:
+        raise ValidationFailed("to must be after from", field="to")
+    return start, end
+
+
+def _choice(request: Request, name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = request.query_params.get(name, default)
+    if value not in allowed:
+        raise ValidationFailed(f"{name} is one of " + ", ".join(allowed), field=name)
+    return value
+
+
+def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name, str(default))
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ValidationFailed(f"{name} must be {low}-{high}", field=name)
+    return int(raw)
+
+
+async def _staff(request: Request) -> tuple[AppState, TenantContext]:
+    state: AppState = request.state.app
+    principal = await state.auth.require(request, request.path_params["slug"], "staff")
+    return state, principal.tenant
+
+
+# --- settings -----------------------------------------------------------------------
+
+
+def settings_out(row: Any) -> dict[str, Any]:
+    if row is None:
+        return {
+            "public": True,
+            "widgets": list(WIDGETS),
+            "public_categories": None,
+            "public_areas": None,
+            "title": None,
+        }
+    return {
+        "public": row["public"],
+        "widgets": list(row["widgets"]) or list(WIDGETS),
+        "public_categories": row["public_categories"],
+        "public_areas": row["public_areas"],
+        "title": row["title"],
+    }
+
+
+_decode_dashboard = msgspec.json.Decoder(DashboardIn)
+
+
+async def get_settings(request: Request) -> Response:
+    state, tenant = await _staff(request)
+    async with tenant_transaction(state.pool, tenant.id) as conn:
+        row = await repo.dashboard_settings(conn, tenant.id)
+    return _respond(settings_out(row))
+
+
+async def put_settings(request: Request) -> Response:
+    state: AppState = request.state.app
+    principal = await state.auth.require(request, request.path_params["slug"], "admin")
+    body = decode(_decode_dashboard, await read_json(request, state.settings.max_body_bytes))
+    for i, widget in enumerate(body.widgets):
+        if widget not in WIDGETS:
+            raise ValidationFailed(f"unknown widget {widget!r}", field=f"widgets[{i}]")
+    tenant = principal.tenant
+    for i, code in enumerate(body.public_categories or ()):
+        if code not in tenant.category_codes:
+            raise ValidationFailed(f"unknown category {code!r}", field=f"public_categories[{i}]")
+    async with tenant_transaction(state.pool, tenant.id) as conn:
+        await repo.upsert_dashboard(
+            conn,
+            tenant.id,
+            body.public,
+            body.widgets,
+            None
+            if body.public_categories is None
+            else [tenant.category_codes[c] for c in body.public_categories],
+            body.public_areas,
+            body.title,
+        )
+        row = await repo.dashboard_settings(conn, tenant.id)
+    return _respond(settings_out(row))
+
+
+# --- analytics ----------------------------------------------------------------------
+
+
+async def _trend(
+    conn: Any,
+    tenant: TenantContext,
+    interval: str,
+    group: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    public: bool,
+    cats: list[str] | None,
+    areas: list[str] | None,
+) -> list[dict[str, Any]]:
+    rows = await repo.trend_rows(
+        conn,
+        tenant.id,
+        interval,
+        "none" if group == "status" else group,
+        start,
+        end,
+        tenant.timezone,
+        public,
+        cats,
+        areas,
+    )
+    return [
+        {
+            "period": r["period"].date().isoformat(),
+            "key": r["key"] if group != "none" else None,
+            "opened": r["opened"],
+            "resolved": r["resolved"],
+            "within_sla_pct": None
+            if not r["measured"]
+            else round(100 * r["met"] / r["measured"], 2),
+        }
+        for r in rows
+    ]
+
+
+async def _backlog(
+    conn: Any,
+    tenant: TenantContext,
+    start: dt.datetime,
+    end: dt.datetime,
+    public: bool,
+    cats: list[str] | None,
+    areas: list[str] | None,
+) -> list[dict[str, Any]]:
+    zone = ZoneInfo(tenant.timezone)
+    local_start = start.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = local_start.astimezone(dt.UTC)
+    level = await repo.backlog_before(conn, tenant.id, start, public, cats, areas)
+    rows = await repo.trend_rows(
+        conn, tenant.id, "day", "none", start, end, tenant.timezone, public, cats, areas
+    )
+    changes = {r["period"].date(): r["opened"] - r["resolved"] for r in rows}
+    series = []
+    day = local_start.date()
+    last = end.astimezone(zone).date()
+    while day <= last:
+        level += changes.get(day, 0)
+        series.append({"day": day.isoformat(), "open": level})
+        day += dt.timedelta(days=1)
+    return series
+
+
+async def _rankings(
+    conn: Any,
+    tenant: TenantContext,
+    by: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    min_sample: int,
+    prior: float,
+) -> dict[str, Any]:
+    """Median time to resolve and % within SLA per area or team, shrunk toward the tenant's
+    figures in proportion to how few issues a group has (so 2 lucky issues do not top the
+    table), ranked by the shrunk median; groups under `min_sample` are listed apart."""
+    rows = await repo.ranking_rows(conn, tenant.id, by, start, end)
+    total = sum(r["resolved"] for r in rows)
+    if not total:
+        return {"by": by, "ranked": [], "too_few": [], "tenant": None}
+    tenant_median = sum(r["median_s"] * r["resolved"] for r in rows) / total
+    measured = sum(r["measured"] for r in rows)
+    tenant_pct = (sum(r["met"] for r in rows) / measured) if measured else None
+    ranked: list[dict[str, Any]] = []
+    too_few: list[dict[str, Any]] = []
+    for r in rows:
+        n = r["resolved"]
+        item = {
+            "key": r["key"],
+            "resolved": n,
+            "median_resolve_s": r["median_s"],
+            "within_sla_pct": None
+            if not r["measured"]
+            else round(100 * r["met"] / r["measured"], 2),
+            "shrunk_median_resolve_s": (n * r["median_s"] + prior * tenant_median) / (n + prior),
+            "shrunk_within_sla_pct": None
+            if tenant_pct is None
+            else round(100 * (r["met"] + prior * tenant_pct) / (r["measured"] + prior), 2),
+        }
+        (ranked if n >= min_sample else too_few).append(item)
+    ranked.sort(key=lambda i: (i["shrunk_median_resolve_s"], str(i["key"])))
+    for rank, item in enumerate(ranked, 1):
+        item["rank"] = rank
+    return {
+        "by": by,
+        "min_sample": min_sample,
+        "prior_weight": prior,
+        "tenant": {
+            "median_resolve_s": tenant_median,
+            "within_sla_pct": None if tenant_pct is None else round(100 * tenant_pct, 2),
+        },
+        "ranked": ranked,
+        "too_few": sorted(too_few, key=lambda i: str(i["key"])),
+    }
+
+
+async def _hotspots(
+    conn: Any,
+    tenant: TenantContext,
+    start: dt.datetime,
+    end: dt.datetime,
+    public: bool,
+    limit: int,
+) -> list[dict[str, Any]]:
+    rows = await repo.hotspot_rows(conn, tenant.id, start, end, public, limit)
+    return [
+        {
+            "cell": r["cell"],
+            "issues": r["issues"],
+            "reports": r["reports"],
+            "lat": round(r["lat"], 5),
+            "lon": round(r["lon"], 5),
+            "category": r["category"],
+            "cell_size_m": round(geo.CELL_DEGREES * geo.METRES_PER_DEGREE),
+        }
+        for r in rows
+    ]
+
+
+async def trends(request: Request) -> Response:
+    state, tenant = await _staff(request)
+    interval = _choice(request, "interval", INTERVALS, "day")
+    group = _choice(request, "by", GROUPS, "category")
+    if group == "status":
+        raise ValidationFailed("trends group by category, area, team or none", field="by")
+    start, end = _range(request)
+    async with tenant_transaction(state.pool, tenant.id) as conn:
+        items = await _trend(conn, tenant, interval, group, start, end, False, None, None)
+    return _respond({"interval": interval, "by": group, "from": start, "to": end, "items": items})
+
+
+async def backlog(request: Request) -> Response:
+    state, tenant = await _staff(request)
+    start, end = _range(request)
+    async with tenant_transaction(state.pool, tenant.id) as conn:
+        items = await _backlog(conn, tenant, start, end, False, None, None)
+    return _respond({"items": items})
+
+
+async def rankings(request: Request) -> Response:
+    state, tenant = await _staff(request)
+    by = _choice(request, "by", ("area", "team"), "area")
+    start, end = _range(request, days=90)
+    min_sample = _int(request, "min_sample", 5, 1, 100_000)
+    prior = float(_int(request, "prior", 10, 0, 100_000))
+    async with tenant_transaction(state.pool, tenant.id) as conn:
+        body = await _rankings(conn, tenant, by, start, end, min_sample, prior)
+    return _respond(body)
+
+
+async def hotspots(request: Request) -> Response:
+    state, tenant = await _staff(request)
+    start, end = _range(request, days=90)
+    limit = _int(request, "limit", 10, 1, 100)
+    async with tenant_transaction(state.pool, tenant.id) as conn:
+        items = await _hotspots(conn, tenant, start, end, False, limit)
+    return _respond({"items": items})
+
+
+# --- the dashboard's data -----------------------------------------------------------
+
+
+async def _viewer(request: Request) -> tuple[AppState, TenantContext, bool, dict[str, Any]]:
+    """Who is looking: (state, tenant, public view?, dashboard settings). Without a key the
+    dashboard must be public (404 otherwise: nothing tells a private one exists); with a
+    key it must be a staff key."""
+    state: AppState = request.state.app
+    slug = request.path_params["slug"]
+    principal = await state.auth.optional(request, slug, "staff")
+    tenant = principal.tenant if principal else await state.auth.tenant(slug)
+    async with tenant_transaction(state.pool, tenant.id) as conn:
+        settings = settings_out(await repo.dashboard_settings(conn, tenant.id))
+    if principal is None and not settings["public"]:
+        raise NotFound("no such tenant", field="slug")
+    return state, tenant, principal is None, settings
+
+
+async def data(request: Request) -> Response:
+    """Everything the dashboard page draws, in one read."""
+    state, tenant, public, settings = await _viewer(request)
+    days = _int(request, "days", 30, 1, 3660)
+    end = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    start = end - dt.timedelta(days=days)
+    cats = settings["public_categories"] if public else None
+    areas = settings["public_areas"] if public else None
+    widgets = settings["widgets"]
+    body: dict[str, Any] = {
+        "tenant": {"slug": tenant.slug, "name": tenant.name, "timezone": tenant.timezone},
+        "title": settings["title"] or f"{tenant.name}: reports and how they are handled",
+        "view": "public" if public else "staff",
+        "days": days,
+        "widgets": widgets,
+        "generated_at": dt.datetime.now(dt.UTC),
+    }
+    async with tenant_transaction(state.pool, tenant.id) as conn:
+        trend = await _trend(conn, tenant, "day", "none", start, end, public, cats, areas)
+        series = await _backlog(conn, tenant, start, end, public, cats, areas)
+        by_category = await _trend(
+            conn, tenant, "month", "category", start, end, public, cats, areas
+        )
+        opened = sum(t["opened"] for t in trend)
+        resolved = sum(t["resolved"] for t in trend)
+        body["totals"] = {
+            "opened": opened,
+            "resolved": resolved,
+            "open_now": series[-1]["open"] if series else 0,
+        }
+        body["trend"] = trend
+        body["backlog"] = series
+        per_cat: dict[str, dict[str, int]] = defaultdict(lambda: {"opened": 0, "resolved": 0})
+        for item in by_category:
+            per_cat[item["key"] or "uncategorised"]["opened"] += item["opened"]
+            per_cat[item["key"] or "uncategorised"]["resolved"] += item["resolved"]
+        body["categories"] = [
+            {"key": k, **v}
+            for k, v in sorted(per_cat.items(), key=lambda kv: (-kv[1]["opened"], kv[0]))
+        ]
+        if "rankings" in widgets:
+            body["rankings"] = await _rankings(conn, tenant, "area", start, end, 5, 10.0)
+        if "hotspots" in widgets:
+            body["hotspots"] = await _hotspots(conn, tenant, start, end, public, 10)
+        if "recent" in widgets:
+            recent = await repo.recent_issues(conn, tenant.id, public, cats, areas, 10)
+            body["recent"] = [
+                {
+                    "id": str(r["id"]),
+                    "status": r["status"],
+                    "category": r["category"],
+                    "area": r["area"],
+                    "report_count": r["report_count"],
+                    "opened_at": r["opened_at"],
+                    "resolved_at": r["resolved_at"],
+                    **({} if public else {"title": r["title"]}),
+                }
+                for r in recent
+            ]
+    return _respond(body)
+
+
+async def page(request: Request) -> Response:
+    """The dashboard page: static HTML and script; the data come from the API."""
+    state: AppState = request.state.app
+    await state.auth.tenant(request.path_params["slug"])
+    return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+
+# --- the live stream ----------------------------------------------------------------
+
+
+async def stream(request: Request) -> Response:
+    """Server-sent events: issue changes, SLA warnings and breaches (staff), rollup updates.
+    `Last-Event-ID` resumes after that event; a comment line every 15 s keeps proxies open."""
+    state, tenant, public, _ = await _viewer(request)
+    raw_last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    last_id = 0
+    if raw_last:
+        if not raw_last.isdigit():
+            raise ValidationFailed("Last-Event-ID must be an event id", field="last-event-id")
+        last_id = int(raw_last)
+    broker = state.broker
+    sub = broker.subscribe(tenant.id, public, last_id)
+
+    async def frames() -> AsyncIterator[bytes]:
+        sent = last_id
+        try:
+            yield b"retry: 3000\n: connected\n\n"
+            if last_id:
+                async with tenant_transaction(state.pool, tenant.id) as conn:
+                    missed = await repo.event_after(conn, tenant.id, last_id, 1000)
+                for row in missed:
+                    frame = render(row, public)
+                    sent = max(sent, row["id"])
+                    if frame is not None:
+                        yield frame
+            while True:
+                try:
+                    item = await _get(sub.queue, KEEPALIVE_S)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if item is None:
+                    return  # dropped as too slow, or shutting down: the client reconnects
+                event_id, frame = item
+                if event_id and event_id <= sent:
+                    continue
+                sent = max(sent, event_id)
+                yield frame
+        finally:
+            broker.unsubscribe(sub)
+
+    return StreamingResponse(
+        frames(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _get(queue: Any, timeout: float) -> Any:
+    return await asyncio.wait_for(queue.get(), timeout)
+
+
+# --- exports ------------------------------------------------------------------------
+
+EXPORT_COLUMNS = (
+    "id",
+    "status",
+    "category",
+    "area",
+    "team",
+    "priority",
+    "severity",
+    "report_count",
+    "lat",
+    "lon",
+    "opened_at",
+    "acknowledged_at",
+    "resolved_at",
+    "closed_at",
+    "sla_policy",
+    "response_business_s",
+    "response_target_s",
+    "resolution_business_s",
+    "resolution_target_s",
+    "visibility",
+    "title",
+)
+
+
+def _csv_line(values: Any) -> bytes:
+    out = io.StringIO()
+    csv.writer(out).writerow(
+        ["" if v is None else v.isoformat() if isinstance(v, dt.datetime) else v for v in values]
+    )
+    return out.getvalue().encode()
+
+
+async def export_issues(request: Request) -> Response:
+    """Issues opened in [from, to) as CSV, streamed from a server-side cursor: memory stays
+    flat however long the period."""
+    state, tenant = await _staff(request)
+    start, end = _range(request, days=365)
+
+    async def rows() -> AsyncIterator[bytes]:
+        yield _csv_line(EXPORT_COLUMNS)
+        async with tenant_transaction(state.pool, tenant.id) as conn:
+            chunk: list[bytes] = []
+            async for row in repo.export_issues(conn, tenant.id, start, end):
+                chunk.append(_csv_line(row.values()))
+                if len(chunk) >= 500:
+                    yield b"".join(chunk)
+                    chunk = []
+            if chunk:
+                yield b"".join(chunk)
+
+    name = f"{tenant.slug}-issues-{start.date()}-{end.date()}.csv"
+    return StreamingResponse(
+        rows(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+async def export_trends(request: Request) -> Response:
+    """Opened, closed out and % within SLA per day and category, as CSV."""
+    state, tenant = await _staff(request)
+    start, end = _range(request, days=365)
+    interval = _choice(request, "interval", INTERVALS, "day")
+    async with tenant_transaction(state.pool, tenant.id) as conn:
+        items = await _trend(conn, tenant, interval, "category", start, end, False, None, None)
+    lines = [_csv_line(("period", "category", "opened", "resolved", "within_sla_pct"))]
+    lines += [
+        _csv_line((i["period"], i["key"], i["opened"], i["resolved"], i["within_sla_pct"]))
+        for i in items
+    ]
+    return Response(b"".join(lines), media_type="text/csv")
+
+
+routes = [
+    Route("/v1/tenants/{slug}/analytics/trends", trends, methods=["GET"]),
+    Route("/v1/tenants/{slug}/analytics/backlog", backlog, methods=["GET"]),
+    Route("/v1/tenants/{slug}/analytics/rankings", rankings, methods=["GET"]),
+    Route("/v1/tenants/{slug}/analytics/hotspots", hotspots, methods=["GET"]),
+    Route("/v1/tenants/{slug}/dashboard", get_settings, methods=["GET"]),
+    Route("/v1/tenants/{slug}/dashboard", put_settings, methods=["PUT"]),
+    Route("/v1/tenants/{slug}/dashboard/data", data, methods=["GET"]),
+    Route("/v1/tenants/{slug}/stream", stream, methods=["GET"]),
+    Route("/v1/tenants/{slug}/exports/issues.csv", export_issues, methods=["GET"]),
+    Route("/v1/tenants/{slug}/exports/trends.csv", export_trends, methods=["GET"]),
+    Route("/t/{slug}/dashboard", page, methods=["GET"]),
+]

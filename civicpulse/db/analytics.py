@@ -1,0 +1,107 @@
+"""Analytics repository: rollups, snapshots, dashboards, exports. Names equal query names."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg
+
+from civicpulse.db.queries import q
+
+
+async def take_dirty_rollups(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("take_dirty_rollups"), limit))
+
+
+async def recompute_rollups(
+    conn: asyncpg.Connection, tenant_id: int, hours: Sequence[dt.datetime]
+) -> None:
+    """Replace the rollup rows of these hours with what the issues say now."""
+    await conn.execute(q("delete_rollup_hours"), tenant_id, list(hours))
+    await conn.execute(q("insert_rollup_hours"), tenant_id, list(hours))
+
+
+async def rebuild_rollups(conn: asyncpg.Connection, tenant_id: int) -> int:
+    """Recompute every rollup row of a tenant from its issues; returns the hours."""
+    hours = await conn.fetchval(q("issue_hours"), tenant_id) or []
+    await conn.execute(q("delete_all_rollups"), tenant_id)
+    if hours:
+        await conn.execute(q("insert_rollup_hours"), tenant_id, hours)
+    return len(hours)
+
+
+async def rollup_rows(conn: asyncpg.Connection, tenant_id: int) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in await conn.fetch(q("rollup_rows"), tenant_id)]
+
+
+async def snapshot_cursor(conn: asyncpg.Connection, tenant_id: int) -> asyncpg.Record:
+    return await conn.fetchrow(q("snapshot_cursor"), tenant_id)
+
+
+async def snapshot_days(
+    conn: asyncpg.Connection, tenant_id: int, zone: str, first: dt.date, last: dt.date
+) -> int:
+    status = await conn.execute(q("snapshot_days"), tenant_id, zone, first, last)
+    return int(status.split()[-1])
+
+
+async def dashboard_settings(conn: asyncpg.Connection, tenant_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(q("dashboard_settings"), tenant_id)
+
+
+async def upsert_dashboard(conn: asyncpg.Connection, tenant_id: int, *values: Any) -> None:
+    await conn.execute(q("upsert_dashboard"), tenant_id, *values)
+
+
+async def trend_rows(conn: asyncpg.Connection, tenant_id: int, *args: Any) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("trend_rows"), tenant_id, *args))
+
+
+async def backlog_before(conn: asyncpg.Connection, tenant_id: int, *args: Any) -> int:
+    value: int = await conn.fetchval(q("backlog_before"), tenant_id, *args)
+    return value
+
+
+async def ranking_rows(
+    conn: asyncpg.Connection, tenant_id: int, by: str, start: dt.datetime, end: dt.datetime
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("ranking_rows"), tenant_id, by, start, end))
+
+
+async def hotspot_rows(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    start: dt.datetime,
+    end: dt.datetime,
+    public: bool,
+    limit: int,
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("hotspot_rows"), tenant_id, start, end, public, limit))
+
+
+async def recent_issues(
+    conn: asyncpg.Connection, tenant_id: int, *args: Any
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("recent_issues"), tenant_id, *args))
+
+
+async def export_issues(
+    conn: asyncpg.Connection, tenant_id: int, start: dt.datetime, end: dt.datetime
+) -> AsyncIterator[asyncpg.Record]:
+    """A server-side cursor (the caller holds the transaction): rows arrive in chunks."""
+    async for row in conn.cursor(q("export_issues"), tenant_id, start, end, prefetch=500):
+        yield row
+
+
+async def event_after(
+    conn: asyncpg.Connection, tenant_id: int, after: int, limit: int
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("event_after"), tenant_id, after, limit))
+
+
+async def events_by_id(
+    conn: asyncpg.Connection, tenant_id: int, ids: Sequence[int]
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("events_by_id"), tenant_id, list(ids)))

@@ -1,0 +1,200 @@
+-- Analytics: rollup maintenance, daily snapshots, dashboard reads, exports.
+
+-- name: take_dirty_rollups
+SELECT tenant_id, hour FROM civicpulse_take_dirty_rollups($1)
+
+-- name: delete_rollup_hours
+DELETE FROM rollup_hourly WHERE tenant_id = $1 AND hour = ANY($2::timestamptz[])
+
+-- name: insert_rollup_hours
+-- The rollup rows of the given hours, computed from issues: opened in the hour (by
+-- issues_opened), closed out in the hour (by issues_resolved). Merged duplicates are left
+-- out; `resolved` counts every issue whose clock stopped (resolved, closed, rejected),
+-- `resolution_*` only the resolved and closed.
+WITH hours AS (
+    SELECT DISTINCT unnest($2::timestamptz[]) AS hour
+), opened AS (
+    SELECT h.hour, COALESCE(i.category, '') AS category, COALESCE(i.area, '') AS area,
+           COALESCE(i.team, '') AS team, count(*) AS opened,
+           count(*) FILTER (WHERE i.visibility = 'public') AS opened_public
+      FROM hours h
+      JOIN issues i ON i.tenant_id = $1 AND i.opened_at >= h.hour
+                   AND i.opened_at < h.hour + interval '1 hour'
+     WHERE i.status <> 'duplicate'
+     GROUP BY 1, 2, 3, 4
+), resolved AS (
+    SELECT h.hour, COALESCE(i.category, '') AS category, COALESCE(i.area, '') AS area,
+           COALESCE(i.team, '') AS team, count(*) AS resolved,
+           count(*) FILTER (WHERE i.visibility = 'public') AS resolved_public,
+           count(*) FILTER (WHERE i.status IN ('resolved', 'closed')
+                              AND i.resolution_business_s IS NOT NULL
+                              AND i.resolution_target_s IS NOT NULL) AS measured,
+           count(*) FILTER (WHERE i.status IN ('resolved', 'closed')
+                              AND i.resolution_business_s <= i.resolution_target_s) AS met,
+           COALESCE(sum(extract(epoch FROM i.resolved_at - i.sla_started_at))
+                    FILTER (WHERE i.status IN ('resolved', 'closed')), 0) AS wall_sum
+      FROM hours h
+      JOIN issues i ON i.tenant_id = $1 AND i.resolved_at >= h.hour
+                   AND i.resolved_at < h.hour + interval '1 hour'
+     WHERE i.status <> 'duplicate'
+     GROUP BY 1, 2, 3, 4
+)
+INSERT INTO rollup_hourly (tenant_id, hour, category, area, team, opened, opened_public,
+                           resolved, resolved_public, resolution_measured, resolution_met,
+                           resolve_wall_s_sum)
+SELECT $1, hour, category, area, team, COALESCE(o.opened, 0), COALESCE(o.opened_public, 0),
+       COALESCE(r.resolved, 0), COALESCE(r.resolved_public, 0), COALESCE(r.measured, 0),
+       COALESCE(r.met, 0), COALESCE(r.wall_sum, 0)
+  FROM opened o
+  FULL JOIN resolved r USING (hour, category, area, team)
+
+-- name: issue_hours
+-- Every hour with an issue opened or closed out: what a rebuild recomputes.
+SELECT array_agg(DISTINCT h ORDER BY h)
+  FROM issues i, LATERAL (VALUES (date_trunc('hour', i.opened_at)),
+                                 (date_trunc('hour', i.resolved_at))) AS v (h)
+ WHERE i.tenant_id = $1 AND h IS NOT NULL
+
+-- name: delete_all_rollups
+DELETE FROM rollup_hourly WHERE tenant_id = $1
+
+-- name: rollup_rows
+SELECT hour, category, area, team, opened, opened_public, resolved, resolved_public,
+       resolution_measured, resolution_met, resolve_wall_s_sum
+  FROM rollup_hourly
+ WHERE tenant_id = $1
+ ORDER BY hour, category, area, team
+
+-- name: snapshot_cursor
+-- The last day with a snapshot, and the first hour with any rollup.
+SELECT (SELECT max(day) FROM daily_snapshots WHERE tenant_id = $1) AS last_day,
+       (SELECT min(hour) FROM rollup_hourly WHERE tenant_id = $1) AS first_hour
+
+-- name: snapshot_days
+-- Closed days [$3, $4] in zone $2, per category and area, with the backlog at each day's
+-- end (everything opened minus everything closed out, up to then). Rows only for days with
+-- activity in that group; a reader carries the backlog forward. Existing days stay as
+-- they are.
+INSERT INTO daily_snapshots (tenant_id, day, category, area, opened, resolved,
+                             resolution_measured, resolution_met, backlog_end)
+SELECT $1, d.day, d.category, d.area, d.opened, d.resolved, d.measured, d.met, d.backlog_end
+  FROM (SELECT (r.hour AT TIME ZONE $2)::date AS day, r.category, r.area,
+               sum(r.opened) AS opened, sum(r.resolved) AS resolved,
+               sum(r.resolution_measured) AS measured, sum(r.resolution_met) AS met,
+               sum(sum(r.opened) - sum(r.resolved)) OVER (
+                   PARTITION BY r.category, r.area
+                   ORDER BY (r.hour AT TIME ZONE $2)::date) AS backlog_end
+          FROM rollup_hourly r
+         WHERE r.tenant_id = $1
+           AND r.hour < (($4::date + 1)::timestamp AT TIME ZONE $2)
+         GROUP BY 1, 2, 3) AS d
+ WHERE d.day >= $3
+ON CONFLICT DO NOTHING
+
+-- name: dashboard_settings
+SELECT public, widgets, public_categories, public_areas, title, updated_at
+  FROM dashboards WHERE tenant_id = $1
+
+-- name: upsert_dashboard
+INSERT INTO dashboards (tenant_id, public, widgets, public_categories, public_areas, title)
+VALUES ($1, $2, $3::text[], $4::text[], $5::text[], $6)
+ON CONFLICT (tenant_id) DO UPDATE
+   SET public = EXCLUDED.public, widgets = EXCLUDED.widgets,
+       public_categories = EXCLUDED.public_categories, public_areas = EXCLUDED.public_areas,
+       title = EXCLUDED.title, updated_at = now()
+
+-- name: trend_rows
+-- Opened and closed out per period and group, from the rollups. $2 is day|week|month,
+-- $3 the group (category|area|team|none), [$4, $5) the range, $6 the tenant's zone,
+-- $7 public only, $8/$9 the public categories/areas (NULL: all).
+SELECT date_trunc($2, r.hour AT TIME ZONE $6) AS period,
+       CASE $3 WHEN 'category' THEN r.category WHEN 'area' THEN r.area
+               WHEN 'team' THEN r.team ELSE '' END AS key,
+       sum(CASE WHEN $7 THEN r.opened_public ELSE r.opened END)::bigint AS opened,
+       sum(CASE WHEN $7 THEN r.resolved_public ELSE r.resolved END)::bigint AS resolved,
+       sum(r.resolution_measured)::bigint AS measured,
+       sum(r.resolution_met)::bigint AS met
+  FROM rollup_hourly r
+ WHERE r.tenant_id = $1 AND r.hour >= $4 AND r.hour < $5
+   AND ($8::text[] IS NULL OR r.category = ANY($8::text[]))
+   AND ($9::text[] IS NULL OR r.area = ANY($9::text[]))
+ GROUP BY 1, 2
+ ORDER BY 1, 2
+
+-- name: backlog_before
+-- Open issues (opened minus closed out) before $2, from the rollups; the backlog series
+-- starts from it.
+SELECT COALESCE(sum(CASE WHEN $3 THEN r.opened_public - r.resolved_public
+                         ELSE r.opened - r.resolved END), 0)::bigint
+  FROM rollup_hourly r
+ WHERE r.tenant_id = $1 AND r.hour < $2
+   AND ($4::text[] IS NULL OR r.category = ANY($4::text[]))
+   AND ($5::text[] IS NULL OR r.area = ANY($5::text[]))
+
+-- name: ranking_rows
+-- Areas or teams over issues closed out in [$3, $4): median wall time to resolve and the
+-- share within SLA. Reads issues through issues_resolved.
+SELECT CASE $2 WHEN 'area' THEN i.area ELSE i.team END AS key,
+       count(*) AS resolved,
+       percentile_cont(0.5) WITHIN GROUP (
+           ORDER BY extract(epoch FROM i.resolved_at - i.sla_started_at)) AS median_s,
+       count(*) FILTER (WHERE i.resolution_business_s IS NOT NULL
+                          AND i.resolution_target_s IS NOT NULL) AS measured,
+       count(*) FILTER (WHERE i.resolution_business_s <= i.resolution_target_s) AS met
+  FROM issues i
+ WHERE i.tenant_id = $1 AND i.resolved_at >= $3 AND i.resolved_at < $4
+   AND i.resolved_at IS NOT NULL AND i.status IN ('resolved', 'closed')
+ GROUP BY 1
+
+-- name: hotspot_rows
+-- Places that keep coming back: issues opened in [$2, $3) by geo cell.
+SELECT i.cell, count(*) AS issues, sum(i.report_count)::bigint AS reports,
+       avg(i.lat) AS lat, avg(i.lon) AS lon,
+       mode() WITHIN GROUP (ORDER BY i.category) AS category
+  FROM issues i
+ WHERE i.tenant_id = $1 AND i.opened_at >= $2 AND i.opened_at < $3
+   AND i.cell IS NOT NULL AND i.status <> 'duplicate'
+   AND ($4::boolean IS FALSE OR i.visibility = 'public')
+ GROUP BY i.cell
+HAVING count(*) >= 2
+ ORDER BY count(*) DESC, i.cell
+ LIMIT $5
+
+-- name: recent_issues
+-- The newest issues for a dashboard table: public ones only when $2.
+SELECT id, status, category, area, title, report_count, opened_at, resolved_at, visibility
+  FROM issues
+ WHERE tenant_id = $1 AND status <> 'duplicate'
+   AND (NOT $2 OR visibility = 'public')
+   AND ($3::text[] IS NULL OR category = ANY($3::text[]))
+   AND ($4::text[] IS NULL OR area = ANY($4::text[]))
+ ORDER BY opened_at DESC, id DESC
+ LIMIT $5
+
+-- name: export_issues
+-- Issues opened in [$2, $3) for the CSV export, read through a cursor.
+SELECT id, status, category, area, team, priority, severity, report_count, lat, lon,
+       opened_at, acknowledged_at, resolved_at, closed_at, sla_policy,
+       response_business_s, response_target_s, resolution_business_s, resolution_target_s,
+       visibility, title
+  FROM issues
+ WHERE tenant_id = $1 AND opened_at >= $2 AND opened_at < $3
+ ORDER BY opened_at, id
+
+-- name: event_after
+-- Stream resume and fan-out: events after an id, with what a stream may show.
+SELECT e.id, e.issue_id, e.kind, e.from_status, e.to_status, e.created_at, e.data,
+       i.status, i.category, i.area, i.visibility, i.title, i.report_count
+  FROM issue_events e
+  JOIN issues i ON i.tenant_id = e.tenant_id AND i.id = e.issue_id
+ WHERE e.tenant_id = $1 AND e.id > $2
+ ORDER BY e.id
+ LIMIT $3
+
+-- name: events_by_id
+SELECT e.id, e.issue_id, e.kind, e.from_status, e.to_status, e.created_at, e.data,
+       i.status, i.category, i.area, i.visibility, i.title, i.report_count
+  FROM issue_events e
+  JOIN issues i ON i.tenant_id = e.tenant_id AND i.id = e.issue_id
+ WHERE e.tenant_id = $1 AND e.id = ANY($2::bigint[])
+ ORDER BY e.id
