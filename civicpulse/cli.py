@@ -245,6 +245,26 @@ def cmd_classifier_train(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollups_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse.db import analytics
+    from civicpulse.db.pool import tenant_transaction
+
+    async def run(dsn: str) -> tuple[int, int, float]:
+        async with _tenant_pool(settings, dsn, args.tenant) as (pool, tenant, _):
+            started = time.perf_counter()
+            async with tenant_transaction(pool, tenant.id) as conn:
+                hours = await analytics.rebuild_rollups(conn, tenant.id)
+                rows = len(await analytics.rollup_rows(conn, tenant.id))
+            return hours, rows, time.perf_counter() - started
+
+    hours, rows, elapsed = asyncio.run(run(resolve_dsn(settings)))
+    print(
+        f"rebuilt the rollups of {args.tenant} from its issues: {hours} hours, {rows} rows "
+        f"in {elapsed:.2f}s"
+    )
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -327,13 +347,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--tenant", required=True, help="tenant slug")
     train.set_defaults(func=cmd_classifier_train)
 
+    rollups = sub.add_parser(
+        "rollups",
+        help="manage the analytics rollups",
+        description="Manage the hourly rollups that dashboards and analytics read.",
+    )
+    rsub = rollups.add_subparsers(dest="rollups_command", required=True, metavar="ACTION")
+    rebuild = rsub.add_parser(
+        "rebuild",
+        help="recompute a tenant's rollups from its issues",
+        description="Delete a tenant's hourly rollups and recompute them from its issues, in "
+        "one transaction (the service keeps them current by itself; this is for after a "
+        "restore or a manual fix). Daily snapshots of closed days are never changed.",
+    )
+    rebuild.add_argument("--tenant", required=True, help="tenant slug")
+    rebuild.set_defaults(func=cmd_rollups_rebuild)
+
     imp = sub.add_parser(
         "import",
         help="bulk-import a CSV export",
         description="Bulk-import reports from a CSV file. Formats: la311 "
         "(MyLA311 export), sf311 (SF311 export), csv (columns source_id, text, "
-        "lat, lon, submitted_at and optional category, address). Re-importing "
-        "a file adds nothing; bad rows are reported with their line numbers.",
+        "lat, lon, submitted_at and optional category, address, closed_at). Each "
+        "record becomes an issue of its own with its real open and close times. "
+        "Re-importing a file adds nothing; bad rows are reported with their line numbers.",
     )
     imp.add_argument("file", help="path of the CSV file")
     imp.add_argument("--tenant", required=True, help="tenant slug")

@@ -8,6 +8,7 @@ import asyncio
 import csv
 import io
 import json
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,7 +22,7 @@ from civicpulse.config import Settings
 from civicpulse.db import analytics
 from civicpulse.db.pool import create_pool
 from tests.e2e.test_grouping import grouped, submit
-from tests.support import SHARED_DATA, TenantKeys, running_server
+from tests.support import SHARED_DATA, TenantKeys, env_without_civicpulse, running_server
 
 SF = SHARED_DATA / "sf311_sample_2008-2016.csv"
 
@@ -109,6 +110,21 @@ async def test_rollups_follow_every_change_and_agree_with_a_rebuild(
     finally:
         await conn.close()
     assert incremental == rebuilt
+    # The operator's command does the same, and says what it did.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "civicpulse.cli",
+        "rollups",
+        "rebuild",
+        "--tenant",
+        tenant_a.slug,
+        env={**env_without_civicpulse(), "CIVICPULSE_DATABASE_URL": db_url},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await proc.communicate()
+    assert proc.returncode == 0
+    assert f"{len(rebuilt)} rows" in stdout.decode()
     assert sum(r[4] for r in incremental) == issues_total == result.inserted + 3
     assert sum(r[6] for r in incremental) == closed_total
     assert snapshots > 1000  # every closed day of the 2008-2016 sample
