@@ -202,7 +202,7 @@ async def _backlog(
     zone = ZoneInfo(tenant.timezone)
     local_start = start.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
     start = local_start.astimezone(dt.UTC)
-    level = await repo.backlog_before(conn, tenant.id, start, public, cats, areas)
+    level = await repo.backlog_before(conn, tenant.id, start, public, cats, areas, tenant.timezone)
     rows = await repo.trend_rows(
         conn, tenant.id, "day", "none", start, end, tenant.timezone, public, cats, areas
     )

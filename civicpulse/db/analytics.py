@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -15,25 +16,46 @@ async def take_dirty_rollups(conn: asyncpg.Connection, limit: int) -> list[async
     return list(await conn.fetch(q("take_dirty_rollups"), limit))
 
 
+async def _zone(conn: asyncpg.Connection, tenant_id: int) -> str:
+    zone: str = await conn.fetchval("SELECT timezone FROM tenants WHERE id = $1", tenant_id)
+    return zone
+
+
+def _local_days(hours: Sequence[dt.datetime], zone: str) -> list[dt.date]:
+    tz = ZoneInfo(zone)
+    return sorted({h.astimezone(tz).date() for h in hours})
+
+
 async def recompute_rollups(
     conn: asyncpg.Connection, tenant_id: int, hours: Sequence[dt.datetime]
 ) -> None:
-    """Replace the rollup rows of these hours with what the issues say now."""
+    """Replace the rollup rows of these hours, and of the local days they fall in, with
+    what the issues say now."""
     await conn.execute(q("delete_rollup_hours"), tenant_id, list(hours))
     await conn.execute(q("insert_rollup_hours"), tenant_id, list(hours))
+    zone = await _zone(conn, tenant_id)
+    days = _local_days(hours, zone)
+    await conn.execute(q("delete_rollup_days"), tenant_id, days)
+    await conn.execute(q("insert_rollup_days"), tenant_id, days, zone)
 
 
 async def rebuild_rollups(conn: asyncpg.Connection, tenant_id: int) -> int:
     """Recompute every rollup row of a tenant from its issues; returns the hours."""
     hours = await conn.fetchval(q("issue_hours"), tenant_id) or []
     await conn.execute(q("delete_all_rollups"), tenant_id)
+    await conn.execute(q("delete_all_rollup_days"), tenant_id)
     if hours:
         await conn.execute(q("insert_rollup_hours"), tenant_id, hours)
+        zone = await _zone(conn, tenant_id)
+        await conn.execute(q("insert_rollup_days"), tenant_id, _local_days(hours, zone), zone)
     return len(hours)
 
 
 async def rollup_rows(conn: asyncpg.Connection, tenant_id: int) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in await conn.fetch(q("rollup_rows"), tenant_id)]
+    """Every hourly then every daily rollup row of a tenant, in key order."""
+    hourly = [tuple(r) for r in await conn.fetch(q("rollup_rows"), tenant_id)]
+    daily = [tuple(r) for r in await conn.fetch(q("rollup_day_rows"), tenant_id)]
+    return hourly + daily
 
 
 async def snapshot_cursor(conn: asyncpg.Connection, tenant_id: int) -> asyncpg.Record:

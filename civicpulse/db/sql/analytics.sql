@@ -48,6 +48,35 @@ SELECT $1, hour, category, area, team, COALESCE(o.opened, 0), COALESCE(o.opened_
   FROM opened o
   FULL JOIN resolved r USING (hour, category, area, team)
 
+-- name: delete_rollup_days
+DELETE FROM rollup_daily WHERE tenant_id = $1 AND day = ANY($2::date[])
+
+-- name: insert_rollup_days
+-- The daily rows of the given tenant-local days ($3 is the zone), summed from the hourly
+-- rows of those days.
+INSERT INTO rollup_daily (tenant_id, day, category, area, team, opened, opened_public,
+                          resolved, resolved_public, resolution_measured, resolution_met,
+                          resolve_wall_s_sum)
+SELECT $1, (r.hour AT TIME ZONE $3)::date, r.category, r.area, r.team, sum(r.opened),
+       sum(r.opened_public), sum(r.resolved), sum(r.resolved_public),
+       sum(r.resolution_measured), sum(r.resolution_met), sum(r.resolve_wall_s_sum)
+  FROM rollup_hourly r
+ WHERE r.tenant_id = $1
+   AND r.hour >= ((SELECT min(d) FROM unnest($2::date[]) AS d)::timestamp AT TIME ZONE $3)
+   AND r.hour < (((SELECT max(d) FROM unnest($2::date[]) AS d) + 1)::timestamp AT TIME ZONE $3)
+   AND (r.hour AT TIME ZONE $3)::date = ANY($2::date[])
+ GROUP BY 2, 3, 4, 5
+
+-- name: delete_all_rollup_days
+DELETE FROM rollup_daily WHERE tenant_id = $1
+
+-- name: rollup_day_rows
+SELECT day, category, area, team, opened, opened_public, resolved, resolved_public,
+       resolution_measured, resolution_met, resolve_wall_s_sum
+  FROM rollup_daily
+ WHERE tenant_id = $1
+ ORDER BY day, category, area, team
+
 -- name: issue_hours
 -- Every hour with an issue opened or closed out: what a rebuild recomputes.
 SELECT array_agg(DISTINCT h ORDER BY h)
@@ -104,30 +133,33 @@ ON CONFLICT (tenant_id) DO UPDATE
        title = EXCLUDED.title, updated_at = now()
 
 -- name: trend_rows
--- Opened and closed out per period and group, from the rollups. $2 is day|week|month,
--- $3 the group (category|area|team|none), [$4, $5) the range, $6 the tenant's zone,
--- $7 public only, $8/$9 the public categories/areas (NULL: all).
-SELECT date_trunc($2, r.hour AT TIME ZONE $6) AS period,
+-- Opened and closed out per period and group, from the daily rollups. $2 is day|week|month,
+-- $3 the group (category|area|team|none), [$4, $5) the range (whole tenant-local days: the
+-- day of $4 up to the day of the instant before $5), $6 the tenant's zone, $7 public only,
+-- $8/$9 the public categories/areas (NULL: all).
+SELECT date_trunc($2, r.day::timestamp) AS period,
        CASE $3 WHEN 'category' THEN r.category WHEN 'area' THEN r.area
                WHEN 'team' THEN r.team ELSE '' END AS key,
        sum(CASE WHEN $7 THEN r.opened_public ELSE r.opened END)::bigint AS opened,
        sum(CASE WHEN $7 THEN r.resolved_public ELSE r.resolved END)::bigint AS resolved,
        sum(r.resolution_measured)::bigint AS measured,
        sum(r.resolution_met)::bigint AS met
-  FROM rollup_hourly r
- WHERE r.tenant_id = $1 AND r.hour >= $4 AND r.hour < $5
+  FROM rollup_daily r
+ WHERE r.tenant_id = $1
+   AND r.day >= ($4::timestamptz AT TIME ZONE $6)::date
+   AND r.day <= (($5::timestamptz - interval '1 microsecond') AT TIME ZONE $6)::date
    AND ($8::text[] IS NULL OR r.category = ANY($8::text[]))
    AND ($9::text[] IS NULL OR r.area = ANY($9::text[]))
  GROUP BY 1, 2
  ORDER BY 1, 2
 
 -- name: backlog_before
--- Open issues (opened minus closed out) before $2, from the rollups; the backlog series
--- starts from it.
+-- Open issues (opened minus closed out) before the tenant-local day of $2 ($6 the zone);
+-- the backlog series starts from it.
 SELECT COALESCE(sum(CASE WHEN $3 THEN r.opened_public - r.resolved_public
                          ELSE r.opened - r.resolved END), 0)::bigint
-  FROM rollup_hourly r
- WHERE r.tenant_id = $1 AND r.hour < $2
+  FROM rollup_daily r
+ WHERE r.tenant_id = $1 AND r.day < ($2::timestamptz AT TIME ZONE $6)::date
    AND ($4::text[] IS NULL OR r.category = ANY($4::text[]))
    AND ($5::text[] IS NULL OR r.area = ANY($5::text[]))
 
