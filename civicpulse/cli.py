@@ -259,8 +259,8 @@ def cmd_rollups_rebuild(settings: Settings, args: argparse.Namespace) -> int:
 
     hours, rows, elapsed = asyncio.run(run(resolve_dsn(settings)))
     print(
-        f"rebuilt the rollups of {args.tenant} from its issues: {hours} hours, {rows} rows "
-        f"in {elapsed:.2f}s"
+        f"rebuilt the rollups of {args.tenant} from its issues: {hours} hourly rows, "
+        f"{rows} rows in all, in {elapsed:.2f}s"
     )
     return 0
 

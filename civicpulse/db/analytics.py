@@ -40,15 +40,13 @@ async def recompute_rollups(
 
 
 async def rebuild_rollups(conn: asyncpg.Connection, tenant_id: int) -> int:
-    """Recompute every rollup row of a tenant from its issues; returns the hours."""
-    hours = await conn.fetchval(q("issue_hours"), tenant_id) or []
+    """Recompute every rollup row of a tenant from its issues in one pass; returns the
+    number of hourly rows."""
     await conn.execute(q("delete_all_rollups"), tenant_id)
     await conn.execute(q("delete_all_rollup_days"), tenant_id)
-    if hours:
-        await conn.execute(q("insert_rollup_hours"), tenant_id, hours)
-        zone = await _zone(conn, tenant_id)
-        await conn.execute(q("insert_rollup_days"), tenant_id, _local_days(hours, zone), zone)
-    return len(hours)
+    status = await conn.execute(q("insert_all_rollup_hours"), tenant_id)
+    await conn.execute(q("insert_all_rollup_days"), tenant_id, await _zone(conn, tenant_id))
+    return int(status.split()[-1])
 
 
 async def rollup_rows(conn: asyncpg.Connection, tenant_id: int) -> list[tuple[Any, ...]]:

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from civicpulse.config import Settings
+from civicpulse.db import analytics
 from civicpulse.db.pool import create_pool
 from civicpulse.db.queries import q
 from civicpulse.db.tenants import hash_key
@@ -249,3 +250,53 @@ async def test_workflow_queries_use_their_indexes(
         assert {n.get("Index Name") for n in nodes} & {"sla_timers_due"}
     finally:
         await conn.close()
+
+
+async def test_dashboard_queries_use_their_indexes(
+    seeded: list[TenantKeys], app_pool: asyncpg.Pool, db_url: str
+) -> None:
+    t = seeded[3].id
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute(
+            """
+            UPDATE issues
+               SET opened_at = now() - (abs(hashtext(id::text)) % 3000) * interval '1 hour',
+                   resolved_at = CASE WHEN status = 'closed'
+                                      THEN now() - (abs(hashtext(id::text)) % 2000)
+                                                   * interval '1 hour' END"""
+        )
+        # Rollups of every tenant, built the way the aggregator builds them.
+        for tenant in seeded:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT set_config('civicpulse.tenant_id', $1, true)", str(tenant.id)
+                )
+                await analytics.rebuild_rollups(conn, tenant.id)
+        await conn.execute("ANALYZE")
+        # A stream resumes a little way back: the last 20 events.
+        resume_from = await conn.fetchval(
+            "SELECT max(id) - 20 FROM issue_events WHERE tenant_id = $1", t
+        )
+    finally:
+        await conn.close()
+
+    now = datetime.now(UTC)
+    month = now - timedelta(days=30)
+    hours = [now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=h) for h in (1, 5)]
+    cases: list[tuple[str, str | tuple[str, ...], tuple[Any, ...]]] = [
+        (
+            "trend_rows",
+            "rollup_daily_pkey",
+            (t, "day", "category", month, now, "UTC", False, None, None),
+        ),
+        ("backlog_before", "rollup_daily_pkey", (t, month, False, None, None, "UTC")),
+        ("ranking_rows", "issues_resolved", (t, "area", month, now)),
+        ("hotspot_rows", ("issues_opened", "issues_list"), (t, month, now, True, 10)),
+        ("recent_issues", "issues_list", (t, True, None, None, 10)),
+        ("event_after", "issue_events_pkey", (t, resume_from, 1000)),
+        ("insert_rollup_hours", ("issues_opened", "issues_resolved"), (t, hours)),
+        ("export_issues", ("issues_opened", "issues_list"), (t, month, now)),
+    ]
+    for name, index, args in cases:
+        assert_uses(await explain(app_pool, t, q(name), *args), index)

@@ -7,24 +7,24 @@ SELECT tenant_id, hour FROM civicpulse_take_dirty_rollups($1)
 DELETE FROM rollup_hourly WHERE tenant_id = $1 AND hour = ANY($2::timestamptz[])
 
 -- name: insert_rollup_hours
--- The rollup rows of the given hours, computed from issues: opened in the hour (by
--- issues_opened), closed out in the hour (by issues_resolved). Merged duplicates are left
--- out; `resolved` counts every issue whose clock stopped (resolved, closed, rejected),
--- `resolution_*` only the resolved and closed.
-WITH hours AS (
-    SELECT DISTINCT unnest($2::timestamptz[]) AS hour
-), opened AS (
-    SELECT h.hour, COALESCE(i.category, '') AS category, COALESCE(i.area, '') AS area,
-           COALESCE(i.team, '') AS team, count(*) AS opened,
+-- The rollup rows of the given hours ($2), computed from issues: opened in them (a range
+-- scan of issues_opened between the first and the last hour), closed out in them (of
+-- issues_resolved). Merged duplicates are left out; `resolved` counts every issue whose
+-- clock stopped (resolved, closed, rejected), `resolution_*` only the resolved and closed.
+WITH opened AS (
+    SELECT date_trunc('hour', i.opened_at) AS hour, COALESCE(i.category, '') AS category,
+           COALESCE(i.area, '') AS area, COALESCE(i.team, '') AS team, count(*) AS opened,
            count(*) FILTER (WHERE i.visibility = 'public') AS opened_public
-      FROM hours h
-      JOIN issues i ON i.tenant_id = $1 AND i.opened_at >= h.hour
-                   AND i.opened_at < h.hour + interval '1 hour'
-     WHERE i.status <> 'duplicate'
+      FROM issues i
+     WHERE i.tenant_id = $1
+       AND i.opened_at >= (SELECT min(h) FROM unnest($2::timestamptz[]) AS h)
+       AND i.opened_at < (SELECT max(h) FROM unnest($2::timestamptz[]) AS h) + interval '1 hour'
+       AND date_trunc('hour', i.opened_at) = ANY($2::timestamptz[])
+       AND i.status <> 'duplicate'
      GROUP BY 1, 2, 3, 4
 ), resolved AS (
-    SELECT h.hour, COALESCE(i.category, '') AS category, COALESCE(i.area, '') AS area,
-           COALESCE(i.team, '') AS team, count(*) AS resolved,
+    SELECT date_trunc('hour', i.resolved_at) AS hour, COALESCE(i.category, '') AS category,
+           COALESCE(i.area, '') AS area, COALESCE(i.team, '') AS team, count(*) AS resolved,
            count(*) FILTER (WHERE i.visibility = 'public') AS resolved_public,
            count(*) FILTER (WHERE i.status IN ('resolved', 'closed')
                               AND i.resolution_business_s IS NOT NULL
@@ -33,10 +33,47 @@ WITH hours AS (
                               AND i.resolution_business_s <= i.resolution_target_s) AS met,
            COALESCE(sum(extract(epoch FROM i.resolved_at - i.sla_started_at))
                     FILTER (WHERE i.status IN ('resolved', 'closed')), 0) AS wall_sum
-      FROM hours h
-      JOIN issues i ON i.tenant_id = $1 AND i.resolved_at >= h.hour
-                   AND i.resolved_at < h.hour + interval '1 hour'
-     WHERE i.status <> 'duplicate'
+      FROM issues i
+     WHERE i.tenant_id = $1
+       AND i.resolved_at >= (SELECT min(h) FROM unnest($2::timestamptz[]) AS h)
+       AND i.resolved_at < (SELECT max(h) FROM unnest($2::timestamptz[]) AS h)
+                           + interval '1 hour'
+       AND date_trunc('hour', i.resolved_at) = ANY($2::timestamptz[])
+       AND i.status <> 'duplicate'
+     GROUP BY 1, 2, 3, 4
+)
+INSERT INTO rollup_hourly (tenant_id, hour, category, area, team, opened, opened_public,
+                           resolved, resolved_public, resolution_measured, resolution_met,
+                           resolve_wall_s_sum)
+SELECT $1, hour, category, area, team, COALESCE(o.opened, 0), COALESCE(o.opened_public, 0),
+       COALESCE(r.resolved, 0), COALESCE(r.resolved_public, 0), COALESCE(r.measured, 0),
+       COALESCE(r.met, 0), COALESCE(r.wall_sum, 0)
+  FROM opened o
+  FULL JOIN resolved r USING (hour, category, area, team)
+
+-- name: insert_all_rollup_hours
+-- Every rollup row of a tenant in one pass over its issues (a rebuild): the same rows
+-- insert_rollup_hours makes hour by hour.
+WITH opened AS (
+    SELECT date_trunc('hour', i.opened_at) AS hour, COALESCE(i.category, '') AS category,
+           COALESCE(i.area, '') AS area, COALESCE(i.team, '') AS team, count(*) AS opened,
+           count(*) FILTER (WHERE i.visibility = 'public') AS opened_public
+      FROM issues i
+     WHERE i.tenant_id = $1 AND i.status <> 'duplicate'
+     GROUP BY 1, 2, 3, 4
+), resolved AS (
+    SELECT date_trunc('hour', i.resolved_at) AS hour, COALESCE(i.category, '') AS category,
+           COALESCE(i.area, '') AS area, COALESCE(i.team, '') AS team, count(*) AS resolved,
+           count(*) FILTER (WHERE i.visibility = 'public') AS resolved_public,
+           count(*) FILTER (WHERE i.status IN ('resolved', 'closed')
+                              AND i.resolution_business_s IS NOT NULL
+                              AND i.resolution_target_s IS NOT NULL) AS measured,
+           count(*) FILTER (WHERE i.status IN ('resolved', 'closed')
+                              AND i.resolution_business_s <= i.resolution_target_s) AS met,
+           COALESCE(sum(extract(epoch FROM i.resolved_at - i.sla_started_at))
+                    FILTER (WHERE i.status IN ('resolved', 'closed')), 0) AS wall_sum
+      FROM issues i
+     WHERE i.tenant_id = $1 AND i.resolved_at IS NOT NULL AND i.status <> 'duplicate'
      GROUP BY 1, 2, 3, 4
 )
 INSERT INTO rollup_hourly (tenant_id, hour, category, area, team, opened, opened_public,
@@ -67,6 +104,18 @@ SELECT $1, (r.hour AT TIME ZONE $3)::date, r.category, r.area, r.team, sum(r.ope
    AND (r.hour AT TIME ZONE $3)::date = ANY($2::date[])
  GROUP BY 2, 3, 4, 5
 
+-- name: insert_all_rollup_days
+-- Every daily row of a tenant from its hourly rows (a rebuild).
+INSERT INTO rollup_daily (tenant_id, day, category, area, team, opened, opened_public,
+                          resolved, resolved_public, resolution_measured, resolution_met,
+                          resolve_wall_s_sum)
+SELECT $1, (r.hour AT TIME ZONE $2)::date, r.category, r.area, r.team, sum(r.opened),
+       sum(r.opened_public), sum(r.resolved), sum(r.resolved_public),
+       sum(r.resolution_measured), sum(r.resolution_met), sum(r.resolve_wall_s_sum)
+  FROM rollup_hourly r
+ WHERE r.tenant_id = $1
+ GROUP BY 2, 3, 4, 5
+
 -- name: delete_all_rollup_days
 DELETE FROM rollup_daily WHERE tenant_id = $1
 
@@ -76,13 +125,6 @@ SELECT day, category, area, team, opened, opened_public, resolved, resolved_publ
   FROM rollup_daily
  WHERE tenant_id = $1
  ORDER BY day, category, area, team
-
--- name: issue_hours
--- Every hour with an issue opened or closed out: what a rebuild recomputes.
-SELECT array_agg(DISTINCT h ORDER BY h)
-  FROM issues i, LATERAL (VALUES (date_trunc('hour', i.opened_at)),
-                                 (date_trunc('hour', i.resolved_at))) AS v (h)
- WHERE i.tenant_id = $1 AND h IS NOT NULL
 
 -- name: delete_all_rollups
 DELETE FROM rollup_hourly WHERE tenant_id = $1
