@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -265,6 +266,71 @@ def cmd_rollups_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse import explain
+    from civicpulse.db import migrate
+
+    names = {h.name: h for h in explain.HOT_QUERIES}
+    if args.query and args.query not in names:
+        raise CivicPulseError(
+            f"unknown query {args.query!r}; one of: {', '.join(names)}", field="query"
+        )
+    chosen = [names[args.query]] if args.query else list(explain.HOT_QUERIES)
+
+    async def run(dsn: str) -> list[explain.Report]:
+        await migrate.migrate(dsn, settings.schema_dir)
+        conn = await _owner(dsn)
+        try:
+            if args.tenant:
+                row = await conn.fetchrow(
+                    "SELECT id, slug FROM tenants WHERE slug = $1", args.tenant
+                )
+            else:  # the tenant with the most issues: where plans matter most
+                row = await conn.fetchrow(
+                    "SELECT t.id, t.slug FROM tenants t LEFT JOIN issues i ON i.tenant_id = t.id "
+                    "GROUP BY t.id ORDER BY count(i.id) DESC, t.id LIMIT 1"
+                )
+            if row is None:
+                raise CivicPulseError(f"no tenant {args.tenant!r}", field="tenant")
+            return await explain.explain(
+                conn,
+                row["id"],
+                row["slug"],
+                chosen,
+                analyze=args.analyze,
+                app_role=settings.db_app_role or None,
+            )
+        finally:
+            await conn.close()
+
+    reports = asyncio.run(run(resolve_dsn(settings)))
+    render = {
+        "text": explain.render_text,
+        "json": explain.render_json,
+        "markdown": explain.render_markdown,
+    }[args.format]
+    print(render(reports))
+    return 0
+
+
+def cmd_db_stats(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse import explain
+
+    async def run(dsn: str) -> dict[str, Any]:
+        conn = await _owner(dsn)
+        try:
+            return await explain.db_stats(conn, args.top)
+        finally:
+            await conn.close()
+
+    stats = asyncio.run(run(resolve_dsn(settings)))
+    if args.format == "json":
+        print(json.dumps(stats, indent=2, default=str))
+    else:
+        print(explain.render_stats(stats), end="")
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -362,6 +428,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rebuild.add_argument("--tenant", required=True, help="tenant slug")
     rebuild.set_defaults(func=cmd_rollups_rebuild)
+
+    exp = sub.add_parser(
+        "explain",
+        help="EXPLAIN the hot queries",
+        description="Run EXPLAIN for the service's hot queries exactly as it sends them (the "
+        "application role under row-level security, the tenant's setting, parameters taken "
+        "from the tenant's own data), each in a transaction that is rolled back, and print "
+        "the plan tree with estimated and actual rows, buffers and time, the indexes used, "
+        "and warnings: misestimates over 10x, sequential scans of large tables.",
+    )
+    exp.add_argument("--tenant", help="tenant slug (default: the one with the most issues)")
+    which = exp.add_mutually_exclusive_group()
+    which.add_argument("--query", help="one hot query by name")
+    which.add_argument("--all", action="store_true", help="every hot query (the default)")
+    exp.add_argument("--analyze", action="store_true", help="run them: EXPLAIN ANALYZE, BUFFERS")
+    exp.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    exp.set_defaults(func=cmd_explain)
+
+    db = sub.add_parser("db", help="database reports", description="Database reports.")
+    dsub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    stats = dsub.add_parser(
+        "stats",
+        help="table and index sizes, index usage, top statements",
+        description="Table and index sizes, index usage counts (pg_stat_user_indexes), "
+        "indexes never used since the statistics were reset, and the top statements from "
+        "pg_stat_statements when that extension is installed.",
+    )
+    stats.add_argument("--top", type=int, default=10, help="statements to list (10)")
+    stats.add_argument("--format", choices=["text", "json"], default="text")
+    stats.set_defaults(func=cmd_db_stats)
 
     imp = sub.add_parser(
         "import",

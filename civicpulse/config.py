@@ -91,6 +91,9 @@ class Settings:
     aggregate_tick_seconds: float = 1.0
     aggregate_batch_hours: int = 500
     snapshot_check_seconds: float = 60.0
+    # The dashboard page's costly widgets (rankings, recurring places) are recomputed at
+    # most this often per tenant and view; the analytics API always computes them live.
+    dashboard_widget_seconds: float = 60.0
 
     shutdown_timeout: float = 10.0
     auth_cache_seconds: float = 30.0

@@ -169,6 +169,50 @@ async def setup(url: str, tenants: int, issues: int, seed: int) -> dict[str, Any
     }
 
 
+async def existing(url: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The data of an earlier run with the same sizes, with fresh keys; None if not there."""
+    from civicpulse.db import migrate
+    from civicpulse.db import tenants as tenants_repo
+
+    try:
+        conn = await asyncpg.connect(url)
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        await migrate.migrate(url, None)
+        n_tenants = await conn.fetchval("SELECT count(*) FROM tenants")
+        n_issues = await conn.fetchval("SELECT count(*) FROM issues")
+        if (n_tenants, n_issues) != (args.tenants, args.issues):
+            return None
+        sizes = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT count(*) FROM issues GROUP BY tenant_id ORDER BY 1 DESC"
+            )
+        ]
+        keys = {}
+        for i in [
+            0,
+            1,
+            2,
+            *random.Random(args.seed).sample(range(3, args.tenants), min(27, args.tenants - 3)),
+        ]:
+            keys[f"city-{i:04d}"] = await tenants_repo.create_api_key(
+                conn, f"city-{i:04d}", "staff"
+            )
+        return {
+            "tenants": n_tenants,
+            "issues": n_issues,
+            "largest_tenant_issues": sizes[0],
+            "median_tenant_issues": sizes[len(sizes) // 2],
+            "rollup_rows": await conn.fetchval("SELECT count(*) FROM rollup_hourly"),
+            "seconds": "reused from an earlier run",
+            "keys": keys,
+        }
+    finally:
+        await conn.close()
+
+
 def timed_get(url: str, headers: dict[str, str]) -> float:
     started = time.perf_counter()
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
@@ -413,6 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8393)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", default=str(RESULTS / "dashboard"))
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep --db when it already holds data of these sizes (skips generation)",
+    )
     args = p.parse_args(argv)
     # A thousand streams need a thousand sockets here and in the server (which inherits it).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -422,9 +471,13 @@ def main(argv: list[str] | None = None) -> int:
     ctx.update(git_state())
     print_context(ctx)
     url = db_url(args.db)
-    reset_database(PG_ADMIN_URL, args.db)
-    print(f"== generating {args.issues:,} issues over {args.tenants:,} tenants", flush=True)
-    data = asyncio.run(setup(url, args.tenants, args.issues, args.seed))
+    data = asyncio.run(existing(url, args)) if args.reuse else None
+    if data is None:
+        reset_database(PG_ADMIN_URL, args.db)
+        print(f"== generating {args.issues:,} issues over {args.tenants:,} tenants", flush=True)
+        data = asyncio.run(setup(url, args.tenants, args.issues, args.seed))
+    else:
+        print(f"== reusing {args.db}: {args.issues:,} issues over {args.tenants:,} tenants")
     keys = data.pop("keys")
     print(f"  {data}", flush=True)
     sql = asyncio.run(sql_baseline(url, args.rounds))

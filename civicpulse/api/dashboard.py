@@ -13,7 +13,7 @@ import csv
 import datetime as dt
 import io
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -350,6 +350,22 @@ async def _viewer(request: Request) -> tuple[AppState, TenantContext, bool, dict
     return state, tenant, principal is None, settings
 
 
+async def _stored(
+    conn: Any, tenant_id: int, name: str, max_age: float, compute: Callable[[], Awaitable[Any]]
+) -> Any:
+    """A widget from dashboard_widgets when it is fresh enough, else computed and stored.
+    Medians and recurring places read the period's issues (10^5 rows for a large city);
+    computing them once a minute, not once per viewer, keeps a busy dashboard cheap."""
+    if max_age > 0:
+        stored = await repo.widget_get(conn, tenant_id, name, max_age)
+        if stored is not None:
+            return msgspec.json.decode(stored)
+    value = await compute()
+    if max_age > 0:
+        await repo.widget_put(conn, tenant_id, name, _json.encode(value).decode())
+    return value
+
+
 async def data(request: Request) -> Response:
     """Everything the dashboard page draws, in one read."""
     state, tenant, public, settings = await _viewer(request)
@@ -390,10 +406,24 @@ async def data(request: Request) -> Response:
             {"key": k, **v}
             for k, v in sorted(per_cat.items(), key=lambda kv: (-kv[1]["opened"], kv[0]))
         ]
+        max_age = state.settings.dashboard_widget_seconds
         if "rankings" in widgets:
-            body["rankings"] = await _rankings(conn, tenant, "area", start, end, 5, 10.0)
+            body["rankings"] = await _stored(
+                conn,
+                tenant.id,
+                f"rankings:area:{days}",
+                max_age,
+                lambda: _rankings(conn, tenant, "area", start, end, 5, 10.0),
+            )
         if "hotspots" in widgets:
-            body["hotspots"] = await _hotspots(conn, tenant, start, end, public, 10)
+            view = "public" if public else "staff"
+            body["hotspots"] = await _stored(
+                conn,
+                tenant.id,
+                f"hotspots:{view}:{days}",
+                max_age,
+                lambda: _hotspots(conn, tenant, start, end, public, 10),
+            )
         if "recent" in widgets:
             recent = await repo.recent_issues(conn, tenant.id, public, cats, areas, 10)
             body["recent"] = [

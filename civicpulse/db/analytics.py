@@ -125,3 +125,14 @@ async def events_by_id(
     conn: asyncpg.Connection, tenant_id: int, ids: Sequence[int]
 ) -> list[asyncpg.Record]:
     return list(await conn.fetch(q("events_by_id"), tenant_id, list(ids)))
+
+
+async def widget_get(
+    conn: asyncpg.Connection, tenant_id: int, name: str, max_age: float
+) -> str | None:
+    body: str | None = await conn.fetchval(q("widget_get"), tenant_id, name, max_age)
+    return body
+
+
+async def widget_put(conn: asyncpg.Connection, tenant_id: int, name: str, body: str) -> None:
+    await conn.execute(q("widget_put"), tenant_id, name, body)

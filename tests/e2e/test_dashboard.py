@@ -306,6 +306,18 @@ async def test_public_and_private_views(
         assert "Jane" not in json.dumps(public), json.dumps(public)
         assert "555-0100" not in json.dumps(public)
         assert "title" in private["recent"][0]
+        # Rankings and hotspots are kept per tenant and view, not recomputed per viewer.
+        conn = await asyncpg.connect(db_url)
+        try:
+            stored = {
+                r["name"]
+                for r in await conn.fetch(
+                    "SELECT name FROM dashboard_widgets WHERE tenant_id = $1", tenant_a.id
+                )
+            }
+        finally:
+            await conn.close()
+        assert stored == {"rankings:area:30", "hotspots:public:30", "hotspots:staff:30"}
         page = await client.get(f"/t/{tenant_a.slug}/dashboard")
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         assert (await client.get("/t/nobody/dashboard")).status_code == 404

@@ -272,3 +272,13 @@ SELECT e.id, e.issue_id, e.kind, e.from_status, e.to_status, e.created_at, e.dat
   JOIN issues i ON i.tenant_id = e.tenant_id AND i.id = e.issue_id
  WHERE e.tenant_id = $1 AND e.id = ANY($2::bigint[])
  ORDER BY e.id
+
+-- name: widget_get
+-- A stored dashboard widget no older than $3 seconds (primary key lookup).
+SELECT body FROM dashboard_widgets
+ WHERE tenant_id = $1 AND name = $2 AND computed_at > now() - make_interval(secs => $3)
+
+-- name: widget_put
+INSERT INTO dashboard_widgets (tenant_id, name, body, computed_at)
+VALUES ($1, $2, $3::jsonb, now())
+ON CONFLICT (tenant_id, name) DO UPDATE SET body = EXCLUDED.body, computed_at = now()
