@@ -21,8 +21,10 @@ SELECT count(pg_advisory_xact_lock($1::int, k)) FROM unnest($2::int[]) AS k
 
 -- name: open_issue_candidates
 -- One index probe per (category, cell) pair the batch may join: in a dense city a cell holds
--- dozens of open issues of other categories, and none of them is read.
-SELECT DISTINCT i.id, i.lat, i.lon, i.category, COALESCE(i.kind, 'other') AS kind,
+-- dozens of open issues of other categories, and none of them is read. The pairs are
+-- distinct and an issue has one (category, cell), so no row comes twice (no DISTINCT: it
+-- sorted every candidate with its text).
+SELECT i.id, i.lat, i.lon, i.category, COALESCE(i.kind, 'other') AS kind,
        i.representative_text, extract(epoch FROM i.last_reported)::float8 AS last_t,
        i.report_count
   FROM unnest($2::text[], $3::bigint[]) AS k (category, cell)
