@@ -388,16 +388,9 @@ def save_args(tenant_id: int, p: Plan, at: dt.datetime) -> tuple[Any, ...]:
     )
 
 
-def timer_args(tenant_id: int, p: Plan) -> tuple[Any, ...]:
+def timer_rows(p: Plan) -> list[tuple[Any, int, str, str, dt.datetime | None]]:
     assert p.after.clock is not None
-    return (
-        tenant_id,
-        p.after.id,
-        p.after.clock.cycle,
-        [t[0] for t in p.timers],
-        [t[1] for t in p.timers],
-        [t[2] for t in p.timers],
-    )
+    return [(p.after.id, p.after.clock.cycle, target, kind, at) for target, kind, at in p.timers]
 
 
 async def save(conn: asyncpg.Connection, tenant_id: int, p: Plan, at: dt.datetime) -> int | None:
@@ -405,7 +398,7 @@ async def save(conn: asyncpg.Connection, tenant_id: int, p: Plan, at: dt.datetim
     version = await repo.save_issue_workflow(conn, save_args(tenant_id, p, at))
     if version is None:
         return None
-    await repo.replace_timers(conn, [timer_args(tenant_id, p)])
+    await repo.replace_timers(conn, tenant_id, timer_rows(p))
     await repo.append_workflow_events(conn, tenant_id, p.events)
     return version
 
@@ -415,8 +408,8 @@ async def save_many(
 ) -> None:
     """Write plans for rows the caller holds locked, pipelined (grouping batches)."""
     plans = [p for p in plans if p.bump or p.events or p.before.clock is None]
-    await repo.save_issues_workflow(conn, [save_args(tenant_id, p, at) for p in plans])
-    await repo.replace_timers(conn, [timer_args(tenant_id, p) for p in plans])
+    await repo.save_issues_workflow(conn, [save_args(tenant_id, p, at) for p in plans], at)
+    await repo.replace_timers(conn, tenant_id, [t for p in plans for t in timer_rows(p)])
     await repo.append_workflow_events(conn, tenant_id, [e for p in plans for e in p.events])
 
 

@@ -94,15 +94,29 @@ async def save_issue_workflow(conn: asyncpg.Connection, args: Sequence[Any]) -> 
     return version
 
 
-async def save_issues_workflow(conn: asyncpg.Connection, args: Sequence[Sequence[Any]]) -> None:
-    """Many saves in one pipelined round trip (the caller holds the rows' locks)."""
-    if args:
-        await conn.executemany(q("save_issue_workflow"), args)
+async def save_issues_workflow(
+    conn: asyncpg.Connection, args: Sequence[Sequence[Any]], at: dt.datetime
+) -> None:
+    """Many saves in one statement (the caller holds the rows' locks). Each item is the
+    single form's arguments ($1..$25): tenant, id, the columns, at, version, bump."""
+    if not args:
+        return
+    tenant_id = args[0][0]
+    columns = list(zip(*[a[1:22] for a in args], strict=True))
+    manual = [",".join(m) for m in columns[7]]
+    arrays = [list(c) for c in columns]
+    arrays[7] = manual
+    bumps = [a[24] for a in args]
+    await conn.execute(q("save_issues_workflow"), tenant_id, *arrays, bumps, at)
 
 
-async def replace_timers(conn: asyncpg.Connection, args: Sequence[Sequence[Any]]) -> None:
-    if args:
-        await conn.executemany(q("replace_timers"), args)
+async def replace_timers(
+    conn: asyncpg.Connection, tenant_id: int, timers: Sequence[tuple[Any, int, str, str, Any]]
+) -> None:
+    """(issue_id, cycle, target, kind, fire_at or None) rows, for any number of issues."""
+    if timers:
+        cols = list(zip(*timers, strict=True))
+        await conn.execute(q("replace_timers"), tenant_id, *[list(c) for c in cols])
 
 
 async def fire_sla_timers(conn: asyncpg.Connection, actor: str, limit: int) -> list[asyncpg.Record]:
@@ -112,11 +126,10 @@ async def fire_sla_timers(conn: asyncpg.Connection, actor: str, limit: int) -> l
 async def append_workflow_events(
     conn: asyncpg.Connection, tenant_id: int, events: Sequence[Sequence[Any]]
 ) -> None:
-    """(issue_id, kind, actor, from_status, to_status, note, data) rows."""
+    """(issue_id, kind, actor, from_status, to_status, note, data) rows, in one insert."""
     if events:
-        await conn.executemany(
-            q("append_workflow_event"), [(tenant_id, *event) for event in events]
-        )
+        cols = list(zip(*events, strict=True))
+        await conn.execute(q("append_workflow_events"), tenant_id, *[list(c) for c in cols])
 
 
 async def list_issues(

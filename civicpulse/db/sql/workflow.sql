@@ -100,19 +100,51 @@ UPDATE issues
  WHERE tenant_id = $1 AND id = $2 AND version = $24
 RETURNING version
 
+-- name: save_issues_workflow
+-- save_issue_workflow for a batch whose rows the caller holds locked: one statement, the
+-- same columns as arrays in the order of the single form ($3..$22, then $23 the version
+-- bumps; manual fields comma-joined), $24 the time.
+UPDATE issues i
+   SET status = u.status, priority = u.priority, area = u.area, team = u.team,
+       assignee = u.assignee, visibility = u.visibility,
+       manual_fields = string_to_array(u.manual, ',')::text[], sla_policy = u.policy,
+       sla_cycle = u.cycle, sla_started_at = u.started, sla_running_since = u.running,
+       sla_elapsed_s = u.elapsed, response_target_s = u.response_target,
+       resolution_target_s = u.resolution_target, acknowledged_at = u.acknowledged,
+       response_business_s = u.response_s, resolved_at = u.resolved,
+       resolution_business_s = u.resolution_s, response_due_at = u.response_due,
+       resolution_due_at = u.resolution_due,
+       closed_at = CASE WHEN civicpulse_is_open(u.status) THEN NULL
+                        WHEN i.status = u.status THEN i.closed_at ELSE $24 END,
+       updated_at = $24,
+       version = i.version + u.bump
+  FROM unnest($2::uuid[], $3::text[], $4::smallint[], $5::text[], $6::text[], $7::text[],
+              $8::text[], $9::text[], $10::text[], $11::int[], $12::timestamptz[],
+              $13::timestamptz[], $14::float8[], $15::float8[], $16::float8[],
+              $17::timestamptz[], $18::float8[], $19::timestamptz[], $20::float8[],
+              $21::timestamptz[], $22::timestamptz[], $23::int[])
+       AS u (id, status, priority, area, team, assignee, visibility, manual, policy, cycle,
+             started, running, elapsed, response_target, resolution_target, acknowledged,
+             response_s, resolved, resolution_s, response_due, resolution_due, bump)
+ WHERE i.tenant_id = $1 AND i.id = u.id
+
 -- name: replace_timers
--- A clock change rewrites the cycle's unfired timers; fired ones stay fired. Rows with a
--- NULL time are deleted (target met, clock paused or stopped).
+-- A clock change rewrites each issue's unfired timers; fired ones stay fired. One row per
+-- (issue, cycle, target, kind) wanted; a NULL time deletes (target met, clock paused or
+-- stopped), and timers of an earlier cycle go.
 WITH wanted AS (
-    SELECT * FROM unnest($4::text[], $5::text[], $6::timestamptz[]) AS w (target, kind, fire_at)
+    SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::timestamptz[])
+           AS w (issue_id, cycle, target, kind, fire_at)
 ), dropped AS (
     DELETE FROM sla_timers t
      USING wanted w
-     WHERE t.tenant_id = $1 AND t.issue_id = $2 AND t.target = w.target AND t.kind = w.kind
-       AND t.fired_at IS NULL AND (w.fire_at IS NULL OR t.cycle <> $3)
+     WHERE t.tenant_id = $1 AND t.issue_id = w.issue_id AND t.target = w.target
+       AND t.kind = w.kind AND t.fired_at IS NULL
+       AND (w.fire_at IS NULL OR t.cycle <> w.cycle)
 )
 INSERT INTO sla_timers (tenant_id, issue_id, cycle, target, kind, fire_at)
-SELECT $1, $2, $3, w.target, w.kind, w.fire_at FROM wanted w WHERE w.fire_at IS NOT NULL
+SELECT $1, w.issue_id, w.cycle, w.target, w.kind, w.fire_at FROM wanted w
+ WHERE w.fire_at IS NOT NULL
 ON CONFLICT (tenant_id, issue_id, cycle, target, kind) DO UPDATE
    SET fire_at = EXCLUDED.fire_at
  WHERE sla_timers.fired_at IS NULL
@@ -121,10 +153,13 @@ ON CONFLICT (tenant_id, issue_id, cycle, target, kind) DO UPDATE
 SELECT tenant_id, issue_id, kind, target, cycle, fire_at
   FROM civicpulse_fire_sla_timers($1, $2)
 
--- name: append_workflow_event
+-- name: append_workflow_events
 INSERT INTO issue_events (tenant_id, issue_id, kind, actor, from_status, to_status, note, data)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
-RETURNING id, created_at
+SELECT $1, e.issue_id, e.kind, e.actor, e.from_status, e.to_status, e.note, e.data::jsonb
+  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+              $8::text[]) WITH ORDINALITY AS e (issue_id, kind, actor, from_status, to_status,
+                                               note, data, n)
+ ORDER BY e.n
 
 -- name: list_issues
 -- Staff list, newest first, keyset-paginated on (opened_at, id) < ($10, $11). Every filter
