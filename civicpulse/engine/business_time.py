@@ -6,6 +6,9 @@ the calendar's zone, so DST changes are handled by the zone database: a 09:00-17
 eight business hours on the day clocks change, and the wall-clock hour skipped or repeated at
 night counts only if the calendar is open then. An SLA clock is business time summed over the
 intervals when it runs (pauses are simply intervals left out).
+
+Both directions are memoised: a grouping batch opens many issues at the same instant on the
+same calendar, and they all get the same due times.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 MINUTES_PER_DAY = 24 * 60
@@ -46,6 +50,11 @@ class Calendar:
                 previous_end = end
         if not any(self.hours.get(d) for d in range(7)):
             raise CalendarError("a calendar needs opening hours on at least one weekday")
+
+    def __hash__(self) -> int:
+        # Hashable despite the mapping, so the arithmetic below can be memoised.
+        hours = tuple(sorted((d, tuple(sorted(r))) for d, r in self.hours.items()))
+        return hash((self.timezone, hours, self.holidays))
 
     @property
     def zone(self) -> ZoneInfo:
@@ -85,6 +94,7 @@ def open_intervals(
         day += dt.timedelta(days=1)
 
 
+@lru_cache(maxsize=8192)
 def business_seconds(calendar: Calendar, start: dt.datetime, end: dt.datetime) -> float:
     """Business time between two instants (0 when end <= start)."""
     if end <= start:
@@ -92,6 +102,7 @@ def business_seconds(calendar: Calendar, start: dt.datetime, end: dt.datetime) -
     return sum((e - s).total_seconds() for s, e in open_intervals(calendar, start, end))
 
 
+@lru_cache(maxsize=8192)
 def add_business_seconds(calendar: Calendar, start: dt.datetime, seconds: float) -> dt.datetime:
     """The instant when `seconds` of business time have passed since `start`."""
     if seconds < 0:

@@ -235,6 +235,23 @@ async def test_workflow_queries_use_their_indexes(
     ]
     for name, index, args in cases:
         assert_uses(await explain(app_pool, t, q(name), *args), index)
+    # Rewriting a grouping batch's timers finds them by primary key, not by a scan per row.
+    conn = await asyncpg.connect(db_url)
+    try:
+        some = [
+            r["id"]
+            for r in await conn.fetch("SELECT id FROM issues WHERE tenant_id = $1 LIMIT 50", t)
+        ]
+    finally:
+        await conn.close()
+    rows = [(i, 1, "resolution", "breach", None) for i in some]
+    nodes = await explain(
+        app_pool, t, q("replace_timers"), t, *[list(c) for c in zip(*rows, strict=True)]
+    )
+    assert "sla_timers_pkey" in {n.get("Index Name") for n in nodes}
+    assert "sla_timers" not in {
+        n.get("Relation Name") for n in nodes if n["Node Type"] == "Seq Scan"
+    }
 
     # The scheduler's scan (inside the SECURITY DEFINER function) as the owner.
     conn = await asyncpg.connect(db_url)
