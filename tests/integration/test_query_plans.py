@@ -248,10 +248,30 @@ async def test_workflow_queries_use_their_indexes(
     nodes = await explain(
         app_pool, t, q("replace_timers"), t, *[list(c) for c in zip(*rows, strict=True)]
     )
-    assert "sla_timers_pkey" in {n.get("Index Name") for n in nodes}
+    assert {"sla_timers_pkey", "sla_timers_due"} & {n.get("Index Name") for n in nodes}
     assert "sla_timers" not in {
         n.get("Relation Name") for n in nodes if n["Node Type"] == "Seq Scan"
     }
+
+    # Saving a grouping batch's workflow state updates its rows through the primary key.
+    from civicpulse import workflow as wf
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        locked = await conn.fetch(q("lock_issue_workflow"), t, some)
+    finally:
+        await conn.close()
+    cfg = wf.TenantConfig(t, "UTC", None, None, {})
+    now = datetime.now(UTC)
+    plans = [wf.plan(cfg, wf.state_from_row(r), wf.Change("created", "test"), now) for r in locked]
+    args = [wf.save_args(t, p, now) for p in plans]
+    cols = list(zip(*[a[1:22] for a in args], strict=True))
+    arrays = [list(c) for c in cols]
+    arrays[7] = [",".join(m) for m in cols[7]]
+    nodes = await explain(
+        app_pool, t, q("save_issues_workflow"), t, *arrays, [a[24] for a in args], now
+    )
+    assert_uses(nodes, "issues_pkey")
 
     # The scheduler's scan (inside the SECURITY DEFINER function) as the owner.
     conn = await asyncpg.connect(db_url)

@@ -126,7 +126,9 @@ UPDATE issues i
        AS u (id, status, priority, area, team, assignee, visibility, manual, policy, cycle,
              started, running, elapsed, response_target, resolution_target, acknowledged,
              response_s, resolved, resolution_s, response_due, resolution_due, bump)
- WHERE i.tenant_id = $1 AND i.id = u.id
+-- The ANY() lets the primary key find the rows (joined on the unnest alone, the planner
+-- guessed its size and hashed the whole table: measured 230 ms per batch at 1M issues).
+ WHERE i.tenant_id = $1 AND i.id = ANY($2::uuid[]) AND i.id = u.id
 
 -- name: replace_timers
 -- A clock change rewrites each issue's unfired timers; fired ones stay fired. One row per
