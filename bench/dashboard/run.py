@@ -45,6 +45,7 @@ from bench.ingest.common import (
     db_url,
     git_state,
     machine_context,
+    percentile,
     print_context,
     reset_database,
 )
@@ -65,14 +66,6 @@ CATEGORIES = (
     "signs_signals",
     "other",
 )
-
-
-def percentile(values: list[float], p: float) -> float:
-    xs = sorted(values)
-    k = (len(xs) - 1) * p
-    lo = int(k)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 def summary(ms: list[float]) -> dict[str, float]:

@@ -34,6 +34,7 @@ from bench.ingest.common import (
     db_url,
     git_state,
     machine_context,
+    percentile,
     print_context,
 )
 
@@ -128,14 +129,6 @@ ROLLUP_SQL = (
 )
 
 
-def pct(values: list[float], p: float) -> float:
-    xs = sorted(values)
-    k = (len(xs) - 1) * p
-    lo = int(k)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
 async def drop_non_key(conn: asyncpg.Connection) -> None:
     for name in [*SCHEMA_INDEXES, "x"]:
         await conn.execute(f"DROP INDEX IF EXISTS {name}")
@@ -153,7 +146,11 @@ async def time_query(
             await conn.fetch(sql, *args)
             if r:  # the first round warms the cache
                 ms.append((time.perf_counter() - started) * 1000)
-    return {"p50_ms": round(pct(ms, 0.5), 3), "p95_ms": round(pct(ms, 0.95), 3), "n": len(ms)}
+    return {
+        "p50_ms": round(percentile(ms, 0.5), 3),
+        "p95_ms": round(percentile(ms, 0.95), 3),
+        "n": len(ms),
+    }
 
 
 async def write_cost(conn: asyncpg.Connection, rows: int, tenant: int) -> float:

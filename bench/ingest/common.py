@@ -20,6 +20,15 @@ TMP = RESULTS / "tmp"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432"
 
 
+def percentile(values: list[float], p: float) -> float:
+    """Linear interpolation between closest ranks (PostgreSQL's percentile_cont)."""
+    xs = sorted(values)
+    k = (len(xs) - 1) * p
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
 def db_url(db: str, base: str = PG_ADMIN_URL) -> str:
     return f"{base.rstrip('/')}/{db}"
 

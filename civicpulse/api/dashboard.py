@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from civicpulse.api.auth import TenantContext
 from civicpulse.api.body import decode, read_json
+from civicpulse.api.params import time_param
 from civicpulse.api.state import AppState
 from civicpulse.db import analytics as repo
 from civicpulse.db.pool import tenant_transaction
@@ -53,20 +54,9 @@ def _respond(body: Any, status: int = 200) -> Response:
     return Response(_json.encode(body), status_code=status, media_type="application/json")
 
 
-def _time(request: Request, name: str, default: dt.datetime) -> dt.datetime:
-    raw = request.query_params.get(name)
-    if not raw:
-        return default
-    try:
-        value = dt.datetime.fromisoformat(raw)
-    except ValueError:
-        raise ValidationFailed(f"{name} must be an ISO 8601 date or time", field=name) from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def _range(request: Request, days: int = 30) -> tuple[dt.datetime, dt.datetime]:
-    end = _time(request, "to", dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
-    start = _time(request, "from", end - dt.timedelta(days=days))
+    end = time_param(request, "to", dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    start = time_param(request, "from", end - dt.timedelta(days=days))
     if end <= start:
         raise ValidationFailed("to must be after from", field="to")
     return start, end
@@ -200,6 +190,9 @@ async def _backlog(
     areas: list[str] | None,
 ) -> list[dict[str, Any]]:
     zone = ZoneInfo(tenant.timezone)
+    first = await repo.first_rollup_day(conn, tenant.id)
+    if first is not None:  # "all time" starts at the tenant's first day, not a century ago
+        start = max(start, dt.datetime.combine(first, dt.time(), tzinfo=zone))
     local_start = start.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
     start = local_start.astimezone(dt.UTC)
     level = await repo.backlog_before(conn, tenant.id, start, public, cats, areas, tenant.timezone)
@@ -369,7 +362,7 @@ async def _stored(
 async def data(request: Request) -> Response:
     """Everything the dashboard page draws, in one read."""
     state, tenant, public, settings = await _viewer(request)
-    days = _int(request, "days", 30, 1, 3660)
+    days = _int(request, "days", 30, 1, 36600)
     end = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     start = end - dt.timedelta(days=days)
     cats = settings["public_categories"] if public else None

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from civicpulse.api.params import time_param
 from civicpulse.api.state import AppState
 from civicpulse.db import workflow as repo
 from civicpulse.db.pool import tenant_transaction
@@ -25,17 +26,6 @@ GROUPS = ("category", "area", "team")
 _json = msgspec.json.Encoder()
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _FOREVER = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
-
-
-def _time(request: Request, name: str, default: dt.datetime) -> dt.datetime:
-    raw = request.query_params.get(name)
-    if not raw:
-        return default
-    try:
-        value = dt.datetime.fromisoformat(raw)
-    except ValueError:
-        raise ValidationFailed(f"{name} must be an ISO 8601 date or time", field=name) from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _pair(values: list[float] | None) -> dict[str, float | None]:
@@ -82,8 +72,8 @@ async def sla(request: Request) -> Response:
     group_by = request.query_params.get("group_by", "category")
     if group_by not in GROUPS:
         raise ValidationFailed("group_by is one of " + ", ".join(GROUPS), field="group_by")
-    start = _time(request, "from", _EPOCH)
-    end = _time(request, "to", _FOREVER)
+    start = time_param(request, "from", _EPOCH)
+    end = time_param(request, "to", _FOREVER)
     if end <= start:
         raise ValidationFailed("to must be after from", field="to")
     async with tenant_transaction(state.pool, principal.tenant.id) as conn:

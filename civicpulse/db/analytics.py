@@ -84,6 +84,11 @@ async def backlog_before(conn: asyncpg.Connection, tenant_id: int, *args: Any) -
     return value
 
 
+async def first_rollup_day(conn: asyncpg.Connection, tenant_id: int) -> dt.date | None:
+    day: dt.date | None = await conn.fetchval(q("first_rollup_day"), tenant_id)
+    return day
+
+
 async def ranking_rows(
     conn: asyncpg.Connection, tenant_id: int, by: str, start: dt.datetime, end: dt.datetime
 ) -> list[asyncpg.Record]:

@@ -267,6 +267,15 @@ async def test_trends_rankings_and_exports(
             await client.get(url(tenant_a, "analytics/trends"), headers=tenant_a.headers())
         ).status_code == 403
 
+        # "All time": the backlog series starts at the tenant's first day, not a century ago.
+        everything = (
+            await client.get(
+                url(tenant_a, "dashboard/data"), params={"days": "36500"}, headers=staff
+            )
+        ).json()
+        assert everything["backlog"][0]["day"] >= "2008-01-01"
+        assert everything["totals"]["opened"] == total
+
         lines = 0
         async with client.stream(
             "GET", url(tenant_a, "exports/issues.csv"), params={"from": "2000-01-01"}, headers=staff

@@ -205,6 +205,10 @@ SELECT COALESCE(sum(CASE WHEN $3 THEN r.opened_public - r.resolved_public
    AND ($4::text[] IS NULL OR r.category = ANY($4::text[]))
    AND ($5::text[] IS NULL OR r.area = ANY($5::text[]))
 
+-- name: first_rollup_day
+-- The tenant's first day with anything in it: a long backlog series starts there.
+SELECT min(day) FROM rollup_daily WHERE tenant_id = $1
+
 -- name: ranking_rows
 -- Areas or teams over issues closed out in [$3, $4): median wall time to resolve and the
 -- share within SLA. Reads issues through issues_resolved.
