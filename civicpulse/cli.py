@@ -342,6 +342,7 @@ def cmd_rollups_rebuild(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     from civicpulse import explain
     from civicpulse.db import migrate
+    from civicpulse.db.queries import q
 
     names = {h.name: h for h in explain.HOT_QUERIES}
     if args.query and args.query not in names:
@@ -354,15 +355,7 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
         await migrate.migrate(dsn, settings.schema_dir)
         conn = await _owner(dsn)
         try:
-            if args.tenant:
-                row = await conn.fetchrow(
-                    "SELECT id, slug FROM tenants WHERE slug = $1", args.tenant
-                )
-            else:  # the tenant with the most issues: where plans matter most
-                row = await conn.fetchrow(
-                    "SELECT t.id, t.slug FROM tenants t LEFT JOIN issues i ON i.tenant_id = t.id "
-                    "GROUP BY t.id ORDER BY count(i.id) DESC, t.id LIMIT 1"
-                )
+            row = await conn.fetchrow(q("tenant_for_explain"), args.tenant)
             if row is None:
                 raise CivicPulseError(f"no tenant {args.tenant!r}", field="tenant")
             return await explain.explain(

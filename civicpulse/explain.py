@@ -17,11 +17,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import asyncpg
 
+from civicpulse.db.classifier import tenant_by_id
+from civicpulse.db.pool import set_tenant
 from civicpulse.db.queries import q
 from civicpulse.engine import geo
 
@@ -30,16 +32,8 @@ LARGE_TABLE_ROWS = 10_000
 MISESTIMATE = 10.0
 
 
-async def _some(conn: asyncpg.Connection, sql: str, *args: Any) -> Any:
-    return await conn.fetchval(sql, *args)
-
-
 async def _issue_place(conn: asyncpg.Connection, tenant: int) -> tuple[float, float, str]:
-    row = await conn.fetchrow(
-        "SELECT lat, lon, category FROM issues WHERE tenant_id = $1 AND lat IS NOT NULL "
-        "AND civicpulse_is_open(status) ORDER BY opened_at DESC LIMIT 1",
-        tenant,
-    )
+    row = await conn.fetchrow(q("explain_issue_place"), tenant)
     if row is None:
         return 34.05, -118.25, "other"
     return row["lat"], row["lon"], row["category"] or "other"
@@ -61,18 +55,18 @@ async def _nearby(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
 
 
 async def _report(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
-    rid = await _some(conn, "SELECT id FROM reports WHERE tenant_id = $1 LIMIT 1", t)
+    rid = await conn.fetchval(q("explain_some_report"), t)
     return (t, rid)
 
 
 async def _issue(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
-    iid = await _some(conn, "SELECT id FROM issues WHERE tenant_id = $1 LIMIT 1", t)
+    iid = await conn.fetchval(q("explain_some_issue"), t)
     return (t, iid)
 
 
 async def _zone(conn: asyncpg.Connection, t: int) -> str:
-    zone: str = await _some(conn, "SELECT timezone FROM tenants WHERE id = $1", t)
-    return zone
+    tenant = await tenant_by_id(conn, t)
+    return "UTC" if tenant is None else str(tenant["timezone"])
 
 
 async def _trend(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
@@ -81,7 +75,7 @@ async def _trend(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
 
 
 async def _resume(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
-    last = await _some(conn, "SELECT max(id) FROM issue_events WHERE tenant_id = $1", t)
+    last = await conn.fetchval(q("explain_last_event"), t)
     return (t, max(0, (last or 0) - 20), 1000)
 
 
@@ -222,13 +216,7 @@ async def explain(
     app_role: str | None,
 ) -> list[Report]:
     """EXPLAIN each query as the service runs it; every statement is rolled back."""
-    sizes = {
-        r["relname"]: r["reltuples"]
-        for r in await conn.fetch(
-            "SELECT relname, reltuples FROM pg_class WHERE relkind IN ('r', 'p') "
-            "AND relnamespace = 'public'::regnamespace"
-        )
-    }
+    sizes = {r["relname"]: r["reltuples"] for r in await conn.fetch(q("table_rows"))}
     options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
     reports = []
     for query in queries:
@@ -236,10 +224,8 @@ async def explain(
         await tr.start()
         try:
             if app_role:
-                await conn.execute(f'SET LOCAL ROLE "{app_role}"')
-            await conn.execute(
-                "SELECT set_config('civicpulse.tenant_id', $1, true)", str(tenant_id)
-            )
+                await conn.execute(q("app_role"), app_role)
+            await set_tenant(conn, tenant_id)
             args = await query.params(conn, tenant_id)
             raw = await conn.fetchval(f"EXPLAIN ({options}) {q(query.name)}", *args)
         finally:
@@ -294,60 +280,22 @@ def render_markdown(reports: list[Report]) -> str:
 
 
 def render_json(reports: list[Report]) -> str:
-    from dataclasses import asdict
-
     return json.dumps([asdict(r) for r in reports], indent=2)
 
 
-STATS_TABLES = """
-SELECT c.relname AS table, c.reltuples::bigint AS rows,
-       pg_size_pretty(pg_table_size(c.oid)) AS table_size,
-       pg_size_pretty(pg_indexes_size(c.oid)) AS indexes_size,
-       pg_total_relation_size(c.oid) AS total_bytes,
-       s.seq_scan, s.idx_scan, s.n_live_tup, s.n_dead_tup
-  FROM pg_class c
-  LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
- WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace
- ORDER BY pg_total_relation_size(c.oid) DESC
-"""
-
-STATS_INDEXES = """
-SELECT s.relname AS table, s.indexrelname AS index, s.idx_scan,
-       pg_size_pretty(pg_relation_size(s.indexrelid)) AS size,
-       pg_relation_size(s.indexrelid) AS bytes, i.indisunique AS is_unique,
-       i.indisprimary AS is_primary
-  FROM pg_stat_user_indexes s
-  JOIN pg_index i ON i.indexrelid = s.indexrelid
- WHERE s.schemaname = 'public'
- ORDER BY s.relname, s.indexrelname
-"""
-
-STATS_STATEMENTS = """
-SELECT calls, round(total_exec_time::numeric, 1) AS total_ms,
-       round(mean_exec_time::numeric, 3) AS mean_ms, rows,
-       left(regexp_replace(query, '\\s+', ' ', 'g'), 120) AS query
-  FROM pg_stat_statements
- WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
- ORDER BY total_exec_time DESC
- LIMIT $1
-"""
-
-
 async def db_stats(conn: asyncpg.Connection, top: int) -> dict[str, Any]:
-    tables = [dict(r) for r in await conn.fetch(STATS_TABLES)]
-    indexes = [dict(r) for r in await conn.fetch(STATS_INDEXES)]
+    tables = [dict(r) for r in await conn.fetch(q("stats_tables"))]
+    indexes = [dict(r) for r in await conn.fetch(q("stats_indexes"))]
     unused = [
         i
         for i in indexes
         if (i["idx_scan"] or 0) == 0 and not i["is_primary"] and not i["is_unique"]
     ]
     statements: list[dict[str, Any]] | str
-    has_pss = await conn.fetchval(
-        "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'"
-    )
+    has_pss = await conn.fetchval(q("stats_has_statements"))
     if has_pss:
         try:
-            statements = [dict(r) for r in await conn.fetch(STATS_STATEMENTS, top)]
+            statements = [dict(r) for r in await conn.fetch(q("stats_statements"), top)]
         except asyncpg.PostgresError as exc:
             statements = f"pg_stat_statements is installed but not readable: {exc}"
     else:
@@ -355,9 +303,7 @@ async def db_stats(conn: asyncpg.Connection, top: int) -> dict[str, Any]:
             "pg_stat_statements is not installed (CREATE EXTENSION pg_stat_statements, with "
             "shared_preload_libraries = 'pg_stat_statements'; on RDS: the parameter group)"
         )
-    reset = await conn.fetchval(
-        "SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()"
-    )
+    reset = await conn.fetchval(q("stats_since"))
     return {
         "stats_since": reset,
         "tables": tables,

@@ -101,9 +101,6 @@ def calendar_from_row(timezone: str, hours: str | Mapping[str, Any], holidays: A
     )
 
 
-_decode_ruleset = msgspec.json.Decoder(tenant_rules.RuleSet)
-
-
 async def load_config(conn: asyncpg.Connection, tenant_id: int) -> TenantConfig:
     """The tenant's rules and SLA policies (a few small reads, inside the caller's
     transaction, so a change is seen by the next issue change)."""
@@ -247,10 +244,6 @@ class Plan:
     timers: tuple[tuple[str, str, dt.datetime | None], ...]
     bump: int  # 1 when staff-visible workflow state changed
 
-    @property
-    def changed(self) -> bool:
-        return self.after != self.before
-
 
 def plan(cfg: TenantConfig, issue: IssueState, change: Change, at: dt.datetime) -> Plan:
     """The issue after `change` at `at`: rules applied, SLA clock moved, timers due."""
@@ -356,7 +349,9 @@ def plan(cfg: TenantConfig, issue: IssueState, change: Change, at: dt.datetime) 
     return Plan(issue, s, events, timers, bump)
 
 
-def save_args(tenant_id: int, p: Plan, at: dt.datetime) -> tuple[Any, ...]:
+def save_args(tenant_id: int, p: Plan) -> tuple[Any, ...]:
+    """One issue's row for save_issues_workflow: tenant, id, the 20 columns, the version
+    the plan was made from, and the version bump."""
     s, c = p.after, p.after.clock
     assert c is not None
     return (
@@ -382,7 +377,6 @@ def save_args(tenant_id: int, p: Plan, at: dt.datetime) -> tuple[Any, ...]:
         c.resolution_s,
         s.response_due_at,
         s.resolution_due_at,
-        at,
         p.before.version,
         p.bump,
     )
@@ -394,13 +388,13 @@ def timer_rows(p: Plan) -> list[tuple[Any, int, str, str, dt.datetime | None]]:
 
 
 async def save(conn: asyncpg.Connection, tenant_id: int, p: Plan, at: dt.datetime) -> int | None:
-    """Write one plan; None when the issue's version moved on (the caller answers 412)."""
-    version = await repo.save_issue_workflow(conn, save_args(tenant_id, p, at))
-    if version is None:
+    """Write one plan; its new version, or None when the issue's version moved on (the
+    caller answers 412)."""
+    if await repo.save_issues_workflow(conn, [save_args(tenant_id, p)], at) != 1:
         return None
     await repo.replace_timers(conn, tenant_id, timer_rows(p))
     await repo.append_workflow_events(conn, tenant_id, p.events)
-    return version
+    return p.before.version + p.bump
 
 
 async def save_many(
@@ -408,7 +402,7 @@ async def save_many(
 ) -> None:
     """Write plans for rows the caller holds locked, pipelined (grouping batches)."""
     plans = [p for p in plans if p.bump or p.events or p.before.clock is None]
-    await repo.save_issues_workflow(conn, [save_args(tenant_id, p, at) for p in plans], at)
+    await repo.save_issues_workflow(conn, [save_args(tenant_id, p) for p in plans], at)
     await repo.replace_timers(conn, tenant_id, [t for p in plans for t in timer_rows(p)])
     await repo.append_workflow_events(conn, tenant_id, [e for p in plans for e in p.events])
 

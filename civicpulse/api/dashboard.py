@@ -188,7 +188,10 @@ async def _backlog(
     public: bool,
     cats: list[str] | None,
     areas: list[str] | None,
+    daily: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
+    """Open issues at the end of each day; `daily` is the same range's per-day trend when
+    the caller already read it."""
     zone = ZoneInfo(tenant.timezone)
     first = await repo.first_rollup_day(conn, tenant.id)
     if first is not None:  # "all time" starts at the tenant's first day, not a century ago
@@ -196,10 +199,9 @@ async def _backlog(
     local_start = start.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
     start = local_start.astimezone(dt.UTC)
     level = await repo.backlog_before(conn, tenant.id, start, public, cats, areas, tenant.timezone)
-    rows = await repo.trend_rows(
-        conn, tenant.id, "day", "none", start, end, tenant.timezone, public, cats, areas
-    )
-    changes = {r["period"].date(): r["opened"] - r["resolved"] for r in rows}
+    if daily is None:
+        daily = await _trend(conn, tenant, "day", "none", start, end, public, cats, areas)
+    changes = {dt.date.fromisoformat(t["period"]): t["opened"] - t["resolved"] for t in daily}
     series = []
     day = local_start.date()
     last = end.astimezone(zone).date()
@@ -378,7 +380,7 @@ async def data(request: Request) -> Response:
     }
     async with tenant_transaction(state.pool, tenant.id) as conn:
         trend = await _trend(conn, tenant, "day", "none", start, end, public, cats, areas)
-        series = await _backlog(conn, tenant, start, end, public, cats, areas)
+        series = await _backlog(conn, tenant, start, end, public, cats, areas, trend)
         by_category = await _trend(
             conn, tenant, "month", "category", start, end, public, cats, areas
         )
@@ -472,7 +474,7 @@ async def stream(request: Request) -> Response:
                         yield frame
             while True:
                 try:
-                    item = await _get(sub.queue, KEEPALIVE_S)
+                    item = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
@@ -491,10 +493,6 @@ async def stream(request: Request) -> Response:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
-
-
-async def _get(queue: Any, timeout: float) -> Any:
-    return await asyncio.wait_for(queue.get(), timeout)
 
 
 # --- exports ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from civicpulse.db.classifier import tenant_by_id
 from civicpulse.db.queries import q
 
 
@@ -17,8 +18,8 @@ async def take_dirty_rollups(conn: asyncpg.Connection, limit: int) -> list[async
 
 
 async def _zone(conn: asyncpg.Connection, tenant_id: int) -> str:
-    zone: str = await conn.fetchval("SELECT timezone FROM tenants WHERE id = $1", tenant_id)
-    return zone
+    tenant = await tenant_by_id(conn, tenant_id)
+    return "UTC" if tenant is None else str(tenant["timezone"])
 
 
 def _local_days(hours: Sequence[dt.datetime], zone: str) -> list[dt.date]:
@@ -141,3 +142,8 @@ async def widget_get(
 
 async def widget_put(conn: asyncpg.Connection, tenant_id: int, name: str, body: str) -> None:
     await conn.execute(q("widget_put"), tenant_id, name, body)
+
+
+async def notify_rollup(conn: asyncpg.Connection, tenant_id: int) -> None:
+    """Tell live dashboards (on commit) that this tenant's rollups changed."""
+    await conn.execute(q("notify_rollup"), tenant_id)

@@ -88,26 +88,23 @@ async def lock_issue_workflow(
     return list(await conn.fetch(q("lock_issue_workflow"), tenant_id, list(ids)))
 
 
-async def save_issue_workflow(conn: asyncpg.Connection, args: Sequence[Any]) -> int | None:
-    """The new version, or None when the expected version no longer matches."""
-    version: int | None = await conn.fetchval(q("save_issue_workflow"), *args)
-    return version
+def workflow_params(args: Sequence[Sequence[Any]], at: dt.datetime) -> list[Any]:
+    """save_issues_workflow's parameters from per-issue rows (tenant, id, the 20 columns,
+    expected version, bump: see civicpulse.workflow.save_args)."""
+    columns = [list(c) for c in zip(*[a[1:22] for a in args], strict=True)]
+    columns[7] = [",".join(m) for m in columns[7]]  # manual fields
+    return [args[0][0], *columns, [a[22] for a in args], [a[23] for a in args], at]
 
 
 async def save_issues_workflow(
     conn: asyncpg.Connection, args: Sequence[Sequence[Any]], at: dt.datetime
-) -> None:
-    """Many saves in one statement (the caller holds the rows' locks). Each item is the
-    single form's arguments ($1..$25): tenant, id, the columns, at, version, bump."""
+) -> int:
+    """Write one issue's or a batch's workflow state; returns the rows written (fewer than
+    given when a version moved on)."""
     if not args:
-        return
-    tenant_id = args[0][0]
-    columns = list(zip(*[a[1:22] for a in args], strict=True))
-    manual = [",".join(m) for m in columns[7]]
-    arrays = [list(c) for c in columns]
-    arrays[7] = manual
-    bumps = [a[24] for a in args]
-    await conn.execute(q("save_issues_workflow"), tenant_id, *arrays, bumps, at)
+        return 0
+    status = await conn.execute(q("save_issues_workflow"), *workflow_params(args, at))
+    return int(status.split()[-1])
 
 
 async def replace_timers(

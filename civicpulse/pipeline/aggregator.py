@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import time
 from collections import defaultdict
 from zoneinfo import ZoneInfo
@@ -21,11 +20,10 @@ import asyncpg
 import structlog
 
 from civicpulse.db import analytics as repo
+from civicpulse.db import tenants as tenants_repo
 from civicpulse.db.pool import set_tenant, tenant_transaction
-from civicpulse.db.queries import q
 
 log = structlog.get_logger(__name__)
-CHANNEL = "civicpulse_events"
 
 
 async def refresh_rollups(pool: asyncpg.Pool, batch: int) -> int:
@@ -38,22 +36,20 @@ async def refresh_rollups(pool: asyncpg.Pool, batch: int) -> int:
         for tenant_id, hours in by_tenant.items():
             await set_tenant(conn, tenant_id)
             await repo.recompute_rollups(conn, tenant_id, hours)
-            await conn.execute(
-                "SELECT pg_notify($1, $2)", CHANNEL, json.dumps({"t": tenant_id, "k": "rollup"})
-            )
+            await repo.notify_rollup(conn, tenant_id)
     return len(taken)
 
 
 async def snapshot_closed_days(pool: asyncpg.Pool, now: dt.datetime) -> int:
     """Write the snapshots of every closed day not yet written, for every tenant."""
     async with pool.acquire() as conn:
-        tenants = await conn.fetch(q("list_tenants"))
+        tenants = await tenants_repo.list_tenants(conn)
     written = 0
     for tenant in tenants:
-        zone = tenant["timezone"]
+        zone = tenant.timezone
         yesterday = now.astimezone(ZoneInfo(zone)).date() - dt.timedelta(days=1)
-        async with tenant_transaction(pool, tenant["id"]) as conn:
-            cursor = await repo.snapshot_cursor(conn, tenant["id"])
+        async with tenant_transaction(pool, tenant.id) as conn:
+            cursor = await repo.snapshot_cursor(conn, tenant.id)
             if cursor["first_hour"] is None:
                 continue
             first = (
@@ -62,7 +58,7 @@ async def snapshot_closed_days(pool: asyncpg.Pool, now: dt.datetime) -> int:
                 else cursor["first_hour"].astimezone(ZoneInfo(zone)).date()
             )
             if first <= yesterday:
-                written += await repo.snapshot_days(conn, tenant["id"], zone, first, yesterday)
+                written += await repo.snapshot_days(conn, tenant.id, zone, first, yesterday)
     return written
 
 

@@ -78,10 +78,10 @@ async def test_explain_reports_every_hot_query(db_url: str, tenant_a: TenantKeys
 
     text = await cli(db_url, "explain", "--tenant", tenant_a.slug, "--query", "list_issues")
     assert "== list_issues" in text and "plan only" in text and "issues_list" in text
-    nothing_written = await cli(
+    markdown = await cli(
         db_url, "explain", "--tenant", tenant_a.slug, "--all", "--analyze", "--format", "markdown"
     )
-    assert nothing_written.startswith("| query |")
+    assert markdown.startswith("| query |")
 
 
 def test_misestimates_and_big_sequential_scans_are_flagged() -> None:

@@ -17,6 +17,7 @@ from civicpulse.db import analytics
 from civicpulse.db.pool import create_pool
 from civicpulse.db.queries import q
 from civicpulse.db.tenants import hash_key
+from civicpulse.db.workflow import workflow_params
 from civicpulse.engine import geo
 from tests.support import TenantKeys, make_tenant
 
@@ -264,13 +265,8 @@ async def test_workflow_queries_use_their_indexes(
     cfg = wf.TenantConfig(t, "UTC", None, None, {})
     now = datetime.now(UTC)
     plans = [wf.plan(cfg, wf.state_from_row(r), wf.Change("created", "test"), now) for r in locked]
-    args = [wf.save_args(t, p, now) for p in plans]
-    cols = list(zip(*[a[1:22] for a in args], strict=True))
-    arrays = [list(c) for c in cols]
-    arrays[7] = [",".join(m) for m in cols[7]]
-    nodes = await explain(
-        app_pool, t, q("save_issues_workflow"), t, *arrays, [a[24] for a in args], now
-    )
+    params = workflow_params([wf.save_args(t, p) for p in plans], now)
+    nodes = await explain(app_pool, t, q("save_issues_workflow"), *params)
     assert_uses(nodes, "issues_pkey")
 
     # The scheduler's scan (inside the SECURITY DEFINER function) as the owner.

@@ -286,3 +286,7 @@ SELECT body FROM dashboard_widgets
 INSERT INTO dashboard_widgets (tenant_id, name, body, computed_at)
 VALUES ($1, $2, $3::jsonb, now())
 ON CONFLICT (tenant_id, name) DO UPDATE SET body = EXCLUDED.body, computed_at = now()
+
+-- name: notify_rollup
+-- Delivered on commit to every process's LISTEN connection (civicpulse.live).
+SELECT pg_notify('civicpulse_events', json_build_object('t', $1::bigint, 'k', 'rollup')::text)

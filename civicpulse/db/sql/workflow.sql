@@ -84,26 +84,11 @@ SELECT id, status, category, severity, priority, area, team, assignee, visibilit
  ORDER BY id
  FOR UPDATE
 
--- name: save_issue_workflow
--- Writes what the workflow decided; version counts staff-visible changes ($25).
-UPDATE issues
-   SET status = $3, priority = $4, area = $5, team = $6, assignee = $7, visibility = $8,
-       manual_fields = $9::text[], sla_policy = $10, sla_cycle = $11, sla_started_at = $12,
-       sla_running_since = $13, sla_elapsed_s = $14, response_target_s = $15,
-       resolution_target_s = $16, acknowledged_at = $17, response_business_s = $18,
-       resolved_at = $19, resolution_business_s = $20, response_due_at = $21,
-       resolution_due_at = $22,
-       closed_at = CASE WHEN civicpulse_is_open($3) THEN NULL
-                        WHEN status = $3 THEN closed_at ELSE $23 END,
-       updated_at = $23,
-       version = version + $25
- WHERE tenant_id = $1 AND id = $2 AND version = $24
-RETURNING version
-
 -- name: save_issues_workflow
--- save_issue_workflow for a batch whose rows the caller holds locked: one statement, the
--- same columns as arrays in the order of the single form ($3..$22, then $23 the version
--- bumps; manual fields comma-joined), $24 the time.
+-- Writes what the workflow decided for one issue or a batch, in one statement: the columns
+-- as arrays ($2..$22; manual fields comma-joined), $23 the versions the plans were made
+-- from (a row whose version moved on is not written: the caller answers 412), $24 how
+-- much each version goes up (staff-visible changes), $25 the time.
 UPDATE issues i
    SET status = u.status, priority = u.priority, area = u.area, team = u.team,
        assignee = u.assignee, visibility = u.visibility,
@@ -115,20 +100,22 @@ UPDATE issues i
        resolution_business_s = u.resolution_s, response_due_at = u.response_due,
        resolution_due_at = u.resolution_due,
        closed_at = CASE WHEN civicpulse_is_open(u.status) THEN NULL
-                        WHEN i.status = u.status THEN i.closed_at ELSE $24 END,
-       updated_at = $24,
+                        WHEN i.status = u.status THEN i.closed_at ELSE $25 END,
+       updated_at = $25,
        version = i.version + u.bump
   FROM unnest($2::uuid[], $3::text[], $4::smallint[], $5::text[], $6::text[], $7::text[],
               $8::text[], $9::text[], $10::text[], $11::int[], $12::timestamptz[],
               $13::timestamptz[], $14::float8[], $15::float8[], $16::float8[],
               $17::timestamptz[], $18::float8[], $19::timestamptz[], $20::float8[],
-              $21::timestamptz[], $22::timestamptz[], $23::int[])
+              $21::timestamptz[], $22::timestamptz[], $23::int[], $24::int[])
        AS u (id, status, priority, area, team, assignee, visibility, manual, policy, cycle,
              started, running, elapsed, response_target, resolution_target, acknowledged,
-             response_s, resolved, resolution_s, response_due, resolution_due, bump)
+             response_s, resolved, resolution_s, response_due, resolution_due, expected,
+             bump)
 -- The ANY() lets the primary key find the rows (joined on the unnest alone, the planner
 -- guessed its size and hashed the whole table: measured 230 ms per batch at 1M issues).
  WHERE i.tenant_id = $1 AND i.id = ANY($2::uuid[]) AND i.id = u.id
+   AND i.version = u.expected
 
 -- name: replace_timers
 -- A clock change rewrites each issue's unfired timers; fired ones stay fired. One row per

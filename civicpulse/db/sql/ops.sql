@@ -1,0 +1,71 @@
+-- Operators' reports (civicpulse explain, civicpulse db stats) and the realistic parameters
+-- the hot queries are explained with.
+
+-- name: tenant_for_explain
+-- The named tenant, or with $1 NULL the one with the most issues (where plans matter most).
+SELECT t.id, t.slug
+  FROM tenants t
+  LEFT JOIN issues i ON i.tenant_id = t.id
+ WHERE $1::text IS NULL OR t.slug = $1
+ GROUP BY t.id
+ ORDER BY count(i.id) DESC, t.id
+ LIMIT 1
+
+-- name: explain_issue_place
+SELECT lat, lon, category FROM issues
+ WHERE tenant_id = $1 AND lat IS NOT NULL AND civicpulse_is_open(status)
+ ORDER BY opened_at DESC
+ LIMIT 1
+
+-- name: explain_some_report
+SELECT id FROM reports WHERE tenant_id = $1 LIMIT 1
+
+-- name: explain_some_issue
+SELECT id FROM issues WHERE tenant_id = $1 LIMIT 1
+
+-- name: explain_last_event
+SELECT max(id) FROM issue_events WHERE tenant_id = $1
+
+-- name: table_rows
+SELECT relname, reltuples FROM pg_class
+ WHERE relkind IN ('r', 'p') AND relnamespace = 'public'::regnamespace
+
+-- name: app_role
+-- Become the service's role for the rest of the transaction (RLS applies).
+SELECT set_config('role', $1, true)
+
+-- name: stats_tables
+SELECT c.relname AS table, c.reltuples::bigint AS rows,
+       pg_size_pretty(pg_table_size(c.oid)) AS table_size,
+       pg_size_pretty(pg_indexes_size(c.oid)) AS indexes_size,
+       pg_total_relation_size(c.oid) AS total_bytes,
+       s.seq_scan, s.idx_scan, s.n_live_tup, s.n_dead_tup
+  FROM pg_class c
+  LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+ WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace
+ ORDER BY pg_total_relation_size(c.oid) DESC
+
+-- name: stats_indexes
+SELECT s.relname AS table, s.indexrelname AS index, s.idx_scan,
+       pg_size_pretty(pg_relation_size(s.indexrelid)) AS size,
+       pg_relation_size(s.indexrelid) AS bytes, i.indisunique AS is_unique,
+       i.indisprimary AS is_primary
+  FROM pg_stat_user_indexes s
+  JOIN pg_index i ON i.indexrelid = s.indexrelid
+ WHERE s.schemaname = 'public'
+ ORDER BY s.relname, s.indexrelname
+
+-- name: stats_has_statements
+SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'
+
+-- name: stats_statements
+SELECT calls, round(total_exec_time::numeric, 1) AS total_ms,
+       round(mean_exec_time::numeric, 3) AS mean_ms, rows,
+       left(regexp_replace(query, '\s+', ' ', 'g'), 120) AS query
+  FROM pg_stat_statements
+ WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ ORDER BY total_exec_time DESC
+ LIMIT $1
+
+-- name: stats_since
+SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()
