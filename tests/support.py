@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,8 +22,30 @@ from civicpulse.config import Secret, Settings
 from civicpulse.db import tenants
 
 ROOT = Path(__file__).resolve().parents[1]
-# CI and developers have shared/ beside the checkout; elsewhere point the variable at it.
-SHARED_DATA = Path(os.environ.get("CIVICPULSE_TEST_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def _shared_data() -> Path:
+    """The real 311 samples: CIVICPULSE_TEST_SHARED_DATA, else shared/ beside the checkout
+    (CI and developers), else shared/ beside the repository this clone was made from."""
+    if "CIVICPULSE_TEST_SHARED_DATA" in os.environ:
+        return Path(os.environ["CIVICPULSE_TEST_SHARED_DATA"])
+    beside = ROOT.parent / "shared" / "data"
+    if beside.is_dir():
+        return beside
+    origin = subprocess.run(
+        ["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if origin and Path(origin).is_dir():
+        from_origin = Path(origin).resolve().parent / "shared" / "data"
+        if from_origin.is_dir():
+            return from_origin
+    return beside  # missing: the tests that need it fail and name this path
+
+
+SHARED_DATA = _shared_data()
 
 
 def with_database(url: str, name: str) -> str:
