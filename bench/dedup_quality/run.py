@@ -16,17 +16,18 @@ with pairwise and B-cubed precision/recall/F1, overall and per category kind.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import shlex
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from bench.dedup_quality import dataset as ds_mod
 from bench.dedup_quality.context import RESULTS, machine_context, print_context
@@ -40,28 +41,11 @@ TARGET_F1, TARGET_P = 0.90, 0.95
 # -- systems under test -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Variant:
-    """Engine parameters to evaluate (None: the engine's current value)."""
+    """The engine at another operating point (None: the shipped threshold)."""
 
     name: str
     note: str = ""
-    category_defaults: dict[str, tuple[float, float]] | None = None
-    weights: dict[str, float] | None = None
     threshold: float | None = None
-
-
-@contextlib.contextmanager
-def patched(v: Variant) -> Iterator[float]:
-    """Monkeypatch the engine's module constants for one variant (restored afterwards)."""
-    saved = (grouping.CATEGORY_DEFAULTS, grouping.WEIGHTS)
-    try:
-        if v.category_defaults is not None:
-            grouping.CATEGORY_DEFAULTS = {**saved[0], **v.category_defaults}
-        if v.weights is not None:
-            grouping.WEIGHTS = {**saved[1], **v.weights}
-        # group_batch binds its default threshold at import time, so pass it explicitly.
-        yield grouping.THRESHOLD if v.threshold is None else v.threshold
-    finally:
-        grouping.CATEGORY_DEFAULTS, grouping.WEIGHTS = saved
 
 
 HAZARD_CATEGORIES = sorted(c for c, k in ds_mod.kinds().items() if k == "hazard")
@@ -288,62 +272,14 @@ def _sum_by(counter: Counter[tuple[str, str]], pos: int) -> Counter[str]:
     return out
 
 
-# -- the proposal ------------------------------------------------------------------------------
-# Chosen by `python -m bench.dedup_quality.tune` on a labelled set drawn with seed 20240612
-# (this script reports on seed 20240611): weights and threshold unchanged (the weight and
-# threshold settings tried moved the combined F1 by at most 0.003), per-category radius (m)
-# and look-back.
-PROPOSED_MAX_F1: dict[str, tuple[float, float]] = {
-    "bulky_items": (90, 4 * DAY),
-    "abandoned_vehicle": (110, 30 * DAY),
-    "building_fault": (75, 30 * DAY),
-    "graffiti": (110, 14 * DAY),
-    "litter_dumping": (130, 9 * DAY),
-    "road_defect": (160, 30 * DAY),
-    "streetlight": (160, 30 * DAY),
-    "signs_signals": (110, 30 * DAY),
-    "trees": (110, 14 * DAY),
-    "water_sewer": (160, 21 * DAY),
-    "flooding": (250, 2 * DAY),
-    "noise": (200, 1 * DAY),
-    "parks": (160, 14 * DAY),
-    "hazard": (250, 1 * DAY),
-    "other": (130, 21 * DAY),
-}
-# Same search; each category takes its best recall with pairwise precision >= 0.95 (or its
-# best precision when none reaches 0.95).
-PROPOSED_PRECISION_FIRST: dict[str, tuple[float, float]] = {
-    "bulky_items": (30, 2 * DAY),
-    "abandoned_vehicle": (30, 30 * DAY),
-    "building_fault": (50, 30 * DAY),
-    "graffiti": (30, 14 * DAY),
-    "litter_dumping": (30, 9 * DAY),
-    "road_defect": (60, 30 * DAY),
-    "streetlight": (50, 30 * DAY),
-    "signs_signals": (110, 30 * DAY),
-    "trees": (30, 14 * DAY),
-    "water_sewer": (160, 21 * DAY),
-    "flooding": (250, 2 * DAY),
-    "noise": (130, 1 * DAY),
-    "parks": (200, 28 * DAY),
-    "hazard": (250, 1 * DAY),
-    "other": (75, 21 * DAY),
-}
+# -- other operating points ------------------------------------------------------------------
+# The same model with other attach probabilities: how precision trades against recall.
 VARIANTS: list[Variant] = [
-    Variant(
-        "proposed A: per-category radius/look-back, max F1",
-        "tune.py max-F1 choice; weights and threshold unchanged",
-        category_defaults=PROPOSED_MAX_F1,
-    ),
-    Variant(
-        "proposed B: per-category radius/look-back, precision first",
-        "tune.py: best recall with pairwise precision >= 0.95 per category",
-        category_defaults=PROPOSED_PRECISION_FIRST,
-    ),
+    Variant(f"engine at p >= {t}", "same model, another threshold", threshold=t)
+    for t in (0.3, 0.7, 0.85, 0.95)
 ]
 
 
-# -- report ------------------------------------------------------------------------------------
 def table(rows: list[tuple[str, dict[str, float]]]) -> list[str]:
     head = "| system | pair P | pair R | pair F1 | B3 P | B3 R | B3 F1 | issues | target |"
     out = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -411,7 +347,7 @@ def text_signal(data: ds_mod.Dataset) -> dict[str, dict[str, float]]:
 
 
 BASELINE = "baseline: same category, 250 m, open 30 d, nearest"
-ENGINE = "engine (group-v1, as shipped)"
+ENGINE = f"engine ({grouping.RULES_VERSION}, as shipped)"
 
 
 def evaluate(
@@ -427,14 +363,14 @@ def evaluate(
     results: dict[str, dict[str, Any]] = {}
     preds: dict[str, dict[str, str]] = {}
     for v, mode in runs:
-        with patched(v) as threshold:
-            t1 = time.perf_counter()
-            if mode == "single":
-                pred = run_engine_single_call(reports, threshold)
-            else:
-                pred = run_engine(reports, batch, threshold)
-            secs = time.perf_counter() - t1
-            diag = diagnose(labelled, pred, data.problems, threshold)
+        threshold = grouping.THRESHOLD if v.threshold is None else v.threshold
+        t1 = time.perf_counter()
+        if mode == "single":
+            pred = run_engine_single_call(reports, threshold)
+        else:
+            pred = run_engine(reports, batch, threshold)
+        secs = time.perf_counter() - t1
+        diag = diagnose(labelled, pred, data.problems, threshold)
         preds[v.name] = pred
         results[v.name] = {"variant": asdict(v), "seconds": round(secs, 2), "diagnosis": diag}
     t1 = time.perf_counter()
@@ -552,11 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": ctx,
         "dataset": {"config": asdict(cfg), **desc, "build_seconds": round(gen_s, 1)},
         "engine_parameters": {
-            "CATEGORY_DEFAULTS": grouping.CATEGORY_DEFAULTS,
-            "KIND_DEFAULTS": grouping.KIND_DEFAULTS,
-            "WEIGHTS": grouping.WEIGHTS,
-            "THRESHOLD": grouping.THRESHOLD,
             "RULES_VERSION": grouping.RULES_VERSION,
+            "model": msgspec.to_builtins(grouping.MODEL),
+            "CATEGORY_LOOKBACK_S": grouping.CATEGORY_LOOKBACK_S,
         },
         "target": {"pair_f1": TARGET_F1, "pair_precision": TARGET_P},
         "systems": order,
@@ -711,27 +645,29 @@ def render_md(p: dict[str, Any]) -> str:
             f"{m.get('joined another issue', 0)} | {d['missed_median_distance_m']} | "
             f"{w.get('hard negative', 0)} | {w.get('other nearby problem', 0)} |"
         )
-    variants = [n for n in order if res[n].get("variant", {}).get("category_defaults")]
-    if variants:
-        out += ["", "## Proposed parameters (radius, look-back)", ""]
-        out.append("| category | shipped | " + " | ".join(variants) + " |")
-        out.append("|---|---|" + "---|" * len(variants))
-        for c, (r0, l0) in p["engine_parameters"]["CATEGORY_DEFAULTS"].items():
-            cells = []
-            for n in variants:
-                r1, l1 = res[n]["variant"]["category_defaults"].get(c, (r0, l0))
-                cells.append(f"{r1:g} m, {_days(l1)}")
-            out.append(f"| {c} | {r0:g} m, {_days(l0)} | " + " | ".join(cells) + " |")
-        out += [
-            "",
-            "Weights "
-            f"{p['engine_parameters']['WEIGHTS']} and threshold "
-            f"{p['engine_parameters']['THRESHOLD']} unchanged in both proposals. With the "
-            "linear distance score a pair at distance d only passes when "
-            "0.40 (1 - d/R) + 0.15 (1 - gap/look-back) + 0.20 text >= 0.35, so the "
-            "effective merge distance is about 0.5-0.7 R: the proposed radii are not the "
-            "distances at which reports merge.",
-        ]
+    model = p["engine_parameters"]["model"]
+    lookback = p["engine_parameters"]["CATEGORY_LOOKBACK_S"]
+    shared = ", ".join(f"{k} {model[k]:+.3f}" for k in grouping.SHARED_FEATURES)
+    out += [
+        "",
+        f"## The model ({model['version']}, attach at p >= {model['threshold']})",
+        "",
+        f"Fitted by `{model['trained']}`.",
+        "",
+        f"Shared log-odds terms: {shared}. Per category: per 100 m from the issue's centroid, "
+        "per (100 m)^2 times n/(n+1), per log(1 + hours since its last report); the reach is "
+        "the distance at which even the best case (identical text, same house number, no "
+        "gap, 20 reports) falls under the threshold, and the group stage fetches candidates "
+        "within it.",
+        "",
+        "| category | distance | distance^2 | log gap | reach | look-back |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for c, t in model["categories"].items():
+        out.append(
+            f"| {c} | {t['distance']:+.3f} | {t['distance_sq']:+.3f} | {t['log_gap']:+.3f} | "
+            f"{t['radius_m']:g} m | {_days(lookback.get(c, 0))} |"
+        )
     st = p.get("stress") or {}
     if st:
         out += [

@@ -1,56 +1,96 @@
 """Duplicate grouping: which open issue, if any, a new report belongs to.
 
 Pure and batch-oriented (what the process pool runs). Candidates are open issues near the
-report (the caller fetched them by geo cell); each is scored on distance, time gap, category
-relation and text similarity, and the report joins the best issue scoring at least the
-threshold, or opens a new one. Reports of one batch are decided in time order, and a new
-issue opened by one report is a candidate for the next, so a burst about one problem ends up
-in one issue. Every decision carries its scores and the rule that decided it.
+report (the caller fetched them by geo cell). Each is scored by a logistic model
+(civicpulse/data/grouping_model.json, fitted by bench/dedup_quality/fit.py on a labelled set
+built from real 311 records) on the distance to the issue's centroid (per category, and
+sharper the more reports the centroid averages), the time since its last report, the text
+similarity with its founding report, whether the two name the same house number, the
+category relation and the report count. The report joins the most probable issue at or
+above the threshold probability, or opens a new one. Reports of one batch are decided in
+time order, and a new issue opened by one report is a candidate for the next, so a burst
+about one problem ends up in one issue. Every decision carries its scores and the rule that
+decided it.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
+from pathlib import Path
 from typing import NamedTuple
+
+import msgspec
 
 from civicpulse.engine import geo
 from civicpulse.engine.textmodel import STOPWORDS
 
-RULES_VERSION = "group-v1"
+RULES_VERSION = "group-v2"
 HOUR = 3600.0
 DAY = 24 * HOUR
 
-# (radius in metres, look-back in seconds) per category code, then per kind. Tight for
-# item pickups (one caller reports many different items along a street), wide for floods.
-CATEGORY_DEFAULTS: dict[str, tuple[float, float]] = {
-    "bulky_items": (25, 2 * DAY),
-    "abandoned_vehicle": (30, 30 * DAY),
-    "building_fault": (30, 30 * DAY),
-    "graffiti": (40, 14 * DAY),
-    "litter_dumping": (50, 3 * DAY),
-    "road_defect": (60, 30 * DAY),
-    "streetlight": (50, 30 * DAY),
-    "signs_signals": (50, 30 * DAY),
-    "trees": (60, 14 * DAY),
-    "water_sewer": (150, 7 * DAY),
-    "flooding": (400, 2 * DAY),
-    "noise": (150, 1 * DAY),
-    "parks": (150, 14 * DAY),
-    "hazard": (200, 1 * DAY),
-    "other": (50, 7 * DAY),
+# How long an issue stays joinable after its last report, per category code, then per kind:
+# short for transient problems (noise, hazards, floods, items awaiting pickup), a month for
+# fixtures that stay broken until fixed.
+CATEGORY_LOOKBACK_S: dict[str, float] = {
+    "bulky_items": 6 * DAY,
+    "abandoned_vehicle": 30 * DAY,
+    "building_fault": 30 * DAY,
+    "graffiti": 30 * DAY,
+    "litter_dumping": 9 * DAY,
+    "road_defect": 30 * DAY,
+    "streetlight": 30 * DAY,
+    "signs_signals": 30 * DAY,
+    "trees": 30 * DAY,
+    "water_sewer": 21 * DAY,
+    "flooding": 6 * DAY,
+    "noise": 3 * DAY,
+    "parks": 30 * DAY,
+    "hazard": 3 * DAY,
+    "other": 21 * DAY,
 }
-KIND_DEFAULTS: dict[str, tuple[float, float]] = {
-    "hazard": (200, 1 * DAY),
-    "utilities": (150, 7 * DAY),
-    "infrastructure": (60, 30 * DAY),
-}
-FALLBACK = (50.0, 7 * DAY)
+KIND_LOOKBACK_S: dict[str, float] = {"hazard": 3 * DAY, "utilities": 21 * DAY}
+FALLBACK_LOOKBACK_S = 21 * DAY
 MAX_RADIUS_M = 1000.0
-WEIGHTS = {"distance": 0.40, "time": 0.15, "category": 0.25, "text": 0.20}
-THRESHOLD = 0.60
+# The report count feature saturates here, so a model's reach (radius_m) is a true bound.
+COUNT_CAP = 20
 
 _WORD = re.compile(r"[a-z0-9]+")
+# A house number: digits (and an optional unit letter) before a street word, "1234 W Main".
+_HOUSE = re.compile(r"\b(\d{2,5})[a-z]?\s+(?:[nsew]\.?\s+)?[a-z]")
+
+
+class Terms(msgspec.Struct, frozen=True):
+    """A category's distance and time terms, and the reach they imply."""
+
+    distance: float  # per 100 m from the issue's centroid
+    distance_sq: float  # per (100 m)^2, times n/(n+1): a centroid of n pins is surer
+    log_gap: float  # per log(1 + hours since the issue's last report)
+    radius_m: float  # beyond this no report can score the threshold (see bench fit.py)
+
+
+class Model(msgspec.Struct, frozen=True):
+    """Logistic pair model: P(report is about the candidate issue's problem)."""
+
+    version: str
+    threshold: float
+    bias: float
+    cross_category: float  # a hazard filed under another hazard category
+    text: float  # text_similarity with the issue's founding report
+    house_match: float  # both name a house number and they agree
+    house_conflict: float  # both name house numbers and none agree
+    log_gap: float
+    log_count: float  # log(min(report_count, COUNT_CAP))
+    categories: dict[str, Terms]
+    kinds: dict[str, Terms]  # for tenant categories the model has not seen
+    fallback: Terms
+    trained: str  # how the coefficients were fitted (command, data, seed)
+
+
+MODEL_FILE = Path(__file__).resolve().parent.parent / "data" / "grouping_model.json"
+MODEL: Model = msgspec.json.decode(MODEL_FILE.read_bytes(), type=Model)
+THRESHOLD = MODEL.threshold
 
 
 class Params(NamedTuple):
@@ -83,9 +123,10 @@ class Candidate(NamedTuple):
 class Scores(NamedTuple):
     distance_m: float
     gap_hours: float
-    category: float
+    category: float  # 1 same category, 0.5 another hazard category
     text: float
-    total: float
+    house: int  # 1 house numbers agree, -1 they differ, 0 not both named
+    total: float  # the model's probability that the report is about this issue
 
 
 class Decision(NamedTuple):
@@ -96,12 +137,20 @@ class Decision(NamedTuple):
     rule: str
 
 
+def terms_for(category: str, kind: str) -> Terms:
+    return MODEL.categories.get(category) or MODEL.kinds.get(kind) or MODEL.fallback
+
+
 def params_for(
     category: str, kind: str, overrides: dict[str, tuple[float | None, float | None]]
 ) -> Params:
-    radius, lookback = CATEGORY_DEFAULTS.get(category) or KIND_DEFAULTS.get(kind) or FALLBACK
+    """Where and how far back a report of this category looks for issues: the model's reach
+    (or the tenant's radius, when smaller) and the category's look-back (or the tenant's)."""
+    radius = terms_for(category, kind).radius_m
+    lookback = CATEGORY_LOOKBACK_S.get(category) or KIND_LOOKBACK_S.get(kind) or FALLBACK_LOOKBACK_S
     custom_radius, custom_lookback = overrides.get(category, (None, None))
-    return Params(min(MAX_RADIUS_M, custom_radius or radius), custom_lookback or lookback)
+    radius = min(radius, custom_radius) if custom_radius else radius
+    return Params(min(MAX_RADIUS_M, radius), custom_lookback or lookback)
 
 
 def tokens(text: str) -> frozenset[str]:
@@ -134,6 +183,64 @@ def category_relation(a_cat: str, a_kind: str, b_cat: str, b_kind: str) -> float
     return 0.5 if a_kind == b_kind == "hazard" else 0.0
 
 
+def house_numbers(text: str) -> frozenset[int]:
+    return frozenset(int(n) for n in _HOUSE.findall(text.lower()))
+
+
+def house_agreement(a: str, b: str) -> int:
+    ha, hb = house_numbers(a), house_numbers(b)
+    if not ha or not hb:
+        return 0
+    return 1 if ha & hb else -1
+
+
+def features(
+    report: Report, cand: Candidate, d: float, gap_s: float, text: float, house: int
+) -> tuple[tuple[float, ...], tuple[float, float, float]]:
+    """The pair's features: the shared ones (in Model's field order, bias first) and the
+    ones weighed by the report's category (distance, shrunk squared distance, log gap).
+    bench/dedup_quality/fit.py fits the model on exactly these."""
+    n = min(cand.report_count, COUNT_CAP)
+    d100 = d / 100.0
+    log_gap = math.log1p(gap_s / HOUR)
+    shared = (
+        1.0,
+        1.0 if report.category != cand.category else 0.0,
+        text,
+        1.0 if house > 0 else 0.0,
+        1.0 if house < 0 else 0.0,
+        log_gap,
+        math.log(max(1, n)),
+    )
+    return shared, (d100, d100 * d100 * n / (n + 1.0), log_gap)
+
+
+SHARED_FEATURES = (
+    "bias",
+    "cross_category",
+    "text",
+    "house_match",
+    "house_conflict",
+    "log_gap",
+    "log_count",
+)
+_SHARED_WEIGHTS: tuple[float, ...] = tuple(float(getattr(MODEL, n)) for n in SHARED_FEATURES)
+
+
+def logit(
+    report: Report, cand: Candidate, d: float, gap_s: float, text: float, house: int
+) -> float:
+    """The model's log-odds for one pair."""
+    shared, own = features(report, cand, d, gap_s, text, house)
+    t = terms_for(report.category, report.kind)
+    return (
+        sum(w * x for w, x in zip(_SHARED_WEIGHTS, shared, strict=True))
+        + t.distance * own[0]
+        + t.distance_sq * own[1]
+        + t.log_gap * own[2]
+    )
+
+
 def score(report: Report, cand: Candidate, params: Params) -> Scores | None:
     """Scores of one pair, or None when the pair is out of reach."""
     relation = category_relation(report.category, report.kind, cand.category, cand.kind)
@@ -142,17 +249,14 @@ def score(report: Report, cand: Candidate, params: Params) -> Scores | None:
     d = geo.distance_m(report.lat, report.lon, cand.lat, cand.lon)
     if d > params.radius_m:
         return None
-    gap = abs(report.t - cand.last_t)
-    if gap > params.lookback_s:
+    gap = max(0.0, report.t - cand.last_t)
+    if abs(report.t - cand.last_t) > params.lookback_s:
         return None
     text = text_similarity(report.text, cand.text)
-    total = (
-        WEIGHTS["distance"] * (1 - d / params.radius_m)
-        + WEIGHTS["time"] * (1 - gap / params.lookback_s)
-        + WEIGHTS["category"] * relation
-        + WEIGHTS["text"] * text
-    )
-    return Scores(round(d, 1), round(gap / HOUR, 2), relation, round(text, 3), round(total, 4))
+    house = house_agreement(report.text, cand.text)
+    z = logit(report, cand, d, gap, text, house)
+    p = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+    return Scores(round(d, 1), round(gap / HOUR, 2), relation, round(text, 3), house, round(p, 4))
 
 
 def group_batch(
@@ -196,7 +300,7 @@ def group_batch(
                     cand.id,
                     False,
                     s,
-                    f"{RULES_VERSION}: score {s.total:.2f} >= {threshold}",
+                    f"{RULES_VERSION}: p {s.total:.2f} >= {threshold}",
                 )
             )
             n = cand.report_count + 1
@@ -220,7 +324,7 @@ def group_batch(
                 issue,
                 True,
                 None,
-                f"{RULES_VERSION}: no open issue scored >= {threshold}",
+                f"{RULES_VERSION}: no open issue at p >= {threshold}",
             )
         )
     return decisions

@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 
 from civicpulse.config import Settings
-from civicpulse.engine import geo
+from civicpulse.engine import geo, grouping
 from tests.support import TenantKeys, running_server
 
 
@@ -95,7 +95,7 @@ async def test_duplicates_become_one_issue_with_aggregates(
     assert abs(issue["lat"] - (34.05 + near(34.05, -118.25, 20, 0)[0]) / 2) < 1e-9
     assert issue["status"] == "new" and issue["category"] == "road_defect"
     attached = issue["reports"][1]["grouping"]
-    assert attached["created"] is False and attached["rule"].startswith("group-v1")
+    assert attached["created"] is False and attached["rule"].startswith(grouping.RULES_VERSION)
     assert attached["scores"]["distance_m"] < 25
     # The workflow ran when the issue opened: the default SLA policy for its priority.
     assert [e["kind"] for e in issue["events"]] == [

@@ -110,3 +110,47 @@ def test_text_similarity_ranks_paraphrases_above_unrelated_text() -> None:
     paraphrase = grouping.text_similarity(base, "Deep hole in the asphalt at Main St & 5th Ave")
     unrelated = grouping.text_similarity(base, "Graffiti on the bus shelter")
     assert paraphrase > unrelated + 0.2
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    category=st.sampled_from([*sorted(grouping.MODEL.categories), "tenant_custom"]),
+    beyond=st.floats(1, 2000),
+    text=st.floats(0, 1),
+    house=st.sampled_from([-1, 0, 1]),
+    count=st.integers(1, 500),
+    gap_h=st.floats(0, 24 * 30),
+)
+def test_nothing_beyond_a_categorys_reach_could_attach(
+    category: str, beyond: float, text: float, house: int, count: int, gap_h: float
+) -> None:
+    # The group stage fetches candidates only within the reach, so the reach must be a true
+    # bound: past it no combination of the other features reaches the threshold.
+    kind = "infrastructure"
+    t = grouping.terms_for(category, kind)
+    r = report("r", 34.05, -118.25, t=gap_h * 3600, category=category, kind=kind)
+    cand = Candidate("i", 34.05, -118.25, category, kind, "x", 0.0, count)
+    d = t.radius_m + beyond
+    z = grouping.logit(r, cand, d, gap_h * 3600, text, house)
+    if d <= 2 * t.radius_m + 200:  # the decision also refuses anything past the radius
+        assert z < math.log(grouping.THRESHOLD / (1 - grouping.THRESHOLD))
+    params = grouping.params_for(category, kind, {})
+    assert params.radius_m == t.radius_m
+    far = report("f", *offset(34.05, -118.25, d, 0), t=gap_h * 3600, category=category, kind=kind)
+    assert grouping.score(far, cand, params) is None
+
+
+def test_differing_house_numbers_keep_close_reports_apart_and_shared_ones_join() -> None:
+    cand = Candidate(
+        "i", 34.05, -118.25, "graffiti", "appearance", "Graffiti on the wall at 1200 Oak St", 0, 2
+    )
+    lat, lon = offset(34.05, -118.25, 30, 0)
+    same = report("s", lat, lon, 3600, "graffiti", "Tagging on wall, 1200 Oak Street", "appearance")
+    other = report(
+        "o", lat, lon, 3600, "graffiti", "Tagging on wall, 1260 Oak Street", "appearance"
+    )
+    assert not grouping.group_batch([same], [cand], {}, set())[0].created
+    decision = grouping.group_batch([other], [cand], {}, set())[0]
+    assert decision.created
+    scored = grouping.score(other, cand, grouping.params_for("graffiti", "appearance", {}))
+    assert scored is not None and scored.house == -1 and scored.total < grouping.THRESHOLD
