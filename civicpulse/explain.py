@@ -23,9 +23,10 @@ from typing import Any
 import asyncpg
 
 from civicpulse.db.classifier import tenant_by_id
+from civicpulse.db.issues import candidate_args
 from civicpulse.db.pool import set_tenant
 from civicpulse.db.queries import q
-from civicpulse.engine import geo
+from civicpulse.engine import geo, grouping
 
 Params = Callable[[asyncpg.Connection, int], Awaitable[tuple[Any, ...]]]
 LARGE_TABLE_ROWS = 10_000
@@ -45,8 +46,9 @@ def _now() -> dt.datetime:
 
 async def _candidates(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
     lat, lon, category = await _issue_place(conn, t)
-    cells = geo.cells_within(lat, lon, 100)
-    return (t, [category] * len(cells), cells, _now() - dt.timedelta(days=30))
+    report = grouping.Report("explain", lat, lon, category, "", "", _now().timestamp(), 1)
+    search = grouping.search_for([report], {}, ())
+    return (t, *candidate_args(search.pairs, _now() - dt.timedelta(days=30)))
 
 
 async def _nearby(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:

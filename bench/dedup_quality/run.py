@@ -63,21 +63,14 @@ def run_engine(reports: list[Report], batch: int, threshold: float) -> dict[str,
     serial = 0
     for start in range(0, len(ordered), batch):
         claim = ordered[start : start + batch]
-        # As group_claim: the (category, cell) pairs each report may join (its own category;
-        # every hazard-kind category for a hazard) and the earliest look-back.
-        pairs: dict[tuple[str, int], None] = {}
-        since = min(r.t for r in claim)
-        for r in claim:
-            params = grouping.params_for(r.category, r.kind, {})
-            joinable = (
-                sorted({r.category, *HAZARD_CATEGORIES}) if r.kind == "hazard" else [r.category]
-            )
-            for cell in geo.cells_within(r.lat, r.lon, params.radius_m):
-                for category in joinable:
-                    pairs[(category, cell)] = None
-            since = min(since, r.t - params.lookback_s)
+        # As group_claim: the (category, cell) pairs each report may join, each with the box
+        # around the circles that need it, and the earliest look-back.
+        search = grouping.search_for(claim, {}, HAZARD_CATEGORIES)
         candidates = [
-            issues[i] for k in pairs for i in index.get(k, ()) if issues[i].last_t >= since
+            c
+            for key, (lat_lo, lat_hi, lon_lo, lon_hi) in search.pairs.items()
+            for c in (issues[i] for i in index.get(key, ()))
+            if c.last_t >= search.since and lat_lo <= c.lat <= lat_hi and lon_lo <= c.lon <= lon_hi
         ]
         decisions = grouping.group_batch(claim, candidates, {}, set(), threshold)
         by_id = {r.id: r for r in claim}

@@ -403,32 +403,23 @@ async def explain_candidates(
     look-back group_claim computes for these (still unclaimed) reports."""
     async with tenant_transaction(pool, tenant_id) as conn:
         reports = await issues_repo.load_classified_reports(conn, tenant_id, ids, OWNER)
-        # The (category, cell) pairs group_claim probes (hazard kinds join across categories).
+        # The pairs and boxes group_claim probes (hazard kinds join across categories).
         _, kinds = await issues_repo.grouping_settings(conn, tenant_id)
-        hazards = sorted(code for code, kind in kinds.items() if kind == "hazard")
-        pairs: set[tuple[str, int]] = set()
-        since = min(r.t for r in reports)
-        for r in reports:
-            p = grouping.params_for(r.category, r.kind, {})
-            joinable = {r.category, *hazards} if r.kind == "hazard" else {r.category}
-            for cell in geo.cells_within(r.lat, r.lon, p.radius_m):
-                pairs.update((category, cell) for category in joinable)
-            since = min(since, r.t - p.lookback_s)
-        ordered = sorted(pairs)
-        cells = {cell for _, cell in ordered}
+        hazards = [code for code, kind in kinds.items() if kind == "hazard"]
+        search = grouping.search_for(reports, {}, hazards)
+        pairs = search.pairs
+        cells = {cell for _, cell in pairs}
         rows = await conn.fetch(
             "EXPLAIN (ANALYZE, BUFFERS) " + q("open_issue_candidates"),
             tenant_id,
-            [category for category, _ in ordered],
-            [cell for _, cell in ordered],
-            datetime.fromtimestamp(since, UTC),
+            *issues_repo.candidate_args(pairs, datetime.fromtimestamp(search.since, UTC)),
         )
         plan = "\n".join(r[0] for r in rows)
         role = await conn.fetchval("SELECT current_user")
     return (
         f"-- as role {role}, {len(reports)} reports, {len(pairs)} (category, cell) pairs in "
         f"{len(cells)} cells, "
-        f"since {datetime.fromtimestamp(since, UTC):%Y-%m-%d %H:%M} UTC\n{plan}"
+        f"since {datetime.fromtimestamp(search.since, UTC):%Y-%m-%d %H:%M} UTC\n{plan}"
     )
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
 from civicpulse.db.queries import q
+from civicpulse.engine import geo
 from civicpulse.engine.grouping import Candidate, Report
 
 
@@ -51,17 +53,12 @@ async def lock_regions(conn: asyncpg.Connection, tenant_id: int, keys: Sequence[
 async def open_issue_candidates(
     conn: asyncpg.Connection,
     tenant_id: int,
-    pairs: Sequence[tuple[str, int]],
+    pairs: Mapping[tuple[str, int], geo.Box],
     since: datetime,
 ) -> list[Candidate]:
-    """Open issues in the given (category, cell) pairs, last reported since `since`."""
-    rows = await conn.fetch(
-        q("open_issue_candidates"),
-        tenant_id,
-        [category for category, _ in pairs],
-        [cell for _, cell in pairs],
-        since,
-    )
+    """Open issues in the given (category, cell) pairs and inside each pair's box, last
+    reported since `since`."""
+    rows = await conn.fetch(q("open_issue_candidates"), tenant_id, *candidate_args(pairs, since))
     return [
         Candidate(
             str(r["id"]),
@@ -74,6 +71,18 @@ async def open_issue_candidates(
             r["report_count"],
         )
         for r in rows
+    ]
+
+
+def candidate_args(pairs: Mapping[tuple[str, int], geo.Box], since: datetime) -> list[Any]:
+    """open_issue_candidates' parameters after the tenant, in the pairs' sorted order."""
+    keys = sorted(pairs)
+    boxes = [pairs[k] for k in keys]
+    return [
+        [category for category, _ in keys],
+        [cell for _, cell in keys],
+        since,
+        *([box[i] for box in boxes] for i in range(4)),
     ]
 
 

@@ -13,6 +13,8 @@ CELL_DEGREES = 0.0025
 COLUMNS = 200_000  # > 360 / CELL_DEGREES
 EARTH_RADIUS_M = 6_371_008.8
 METRES_PER_DEGREE = math.pi * EARTH_RADIUS_M / 180
+# (lat_lo, lat_hi, lon_lo, lon_hi)
+Box = tuple[float, float, float, float]
 
 
 def cell_of(lat: float, lon: float) -> int:
@@ -21,15 +23,21 @@ def cell_of(lat: float, lon: float) -> int:
     return row * COLUMNS + col
 
 
-def cells_within(lat: float, lon: float, radius_m: float) -> list[int]:
-    """Every cell that a circle of `radius_m` around the point can reach."""
+def bbox(lat: float, lon: float, radius_m: float) -> Box:
+    """(lat_lo, lat_hi, lon_lo, lon_hi) of a box holding the circle of `radius_m`."""
     dlat = radius_m / METRES_PER_DEGREE
     coslat = max(0.01, math.cos(math.radians(min(89.9, abs(lat) + dlat))))
     dlon = min(180.0, radius_m / (METRES_PER_DEGREE * coslat))
-    row_lo = math.floor((max(-90.0, lat - dlat) + 90.0) / CELL_DEGREES)
-    row_hi = math.floor((min(90.0, lat + dlat) + 90.0) / CELL_DEGREES)
-    col_lo = math.floor((lon - dlon + 180.0) / CELL_DEGREES)
-    col_hi = math.floor((lon + dlon + 180.0) / CELL_DEGREES)
+    return max(-90.0, lat - dlat), min(90.0, lat + dlat), lon - dlon, lon + dlon
+
+
+def cells_within(lat: float, lon: float, radius_m: float) -> list[int]:
+    """Every cell that a circle of `radius_m` around the point can reach."""
+    lat_lo, lat_hi, lon_lo, lon_hi = bbox(lat, lon, radius_m)
+    row_lo = math.floor((lat_lo + 90.0) / CELL_DEGREES)
+    row_hi = math.floor((lat_hi + 90.0) / CELL_DEGREES)
+    col_lo = math.floor((lon_lo + 180.0) / CELL_DEGREES)
+    col_hi = math.floor((lon_hi + 180.0) / CELL_DEGREES)
     cols = range(max(0, col_lo), min(COLUMNS - 1, col_hi) + 1)  # no wrap at the antimeridian
     return [row * COLUMNS + c for row in range(row_lo, row_hi + 1) for c in cols]
 
@@ -53,3 +61,7 @@ def region_keys(lat: float, lon: float, radius_m: float) -> set[int]:
         (c // COLUMNS // REGION_CELLS) * 100_000 + (c % COLUMNS) // REGION_CELLS
         for c in cells_within(lat, lon, radius_m)
     }
+
+
+def union(a: Box, b: Box) -> Box:
+    return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -334,6 +335,39 @@ def priority(severity: int, report_count: int) -> int:
     """1 (low) to 5 (urgent): severity, raised by how many people reported it."""
     boost = 0 if report_count < 3 else 1 if report_count < 10 else 2
     return max(1, min(5, severity + boost))
+
+
+class Search(NamedTuple):
+    """Where a batch looks for candidates: each (category, cell) pair with the box around the
+    search circles that need it, the coarse regions to lock, and the earliest look-back."""
+
+    pairs: dict[tuple[str, int], geo.Box]
+    regions: set[int]
+    since: float
+
+
+def search_for(
+    reports: list[Report],
+    overrides: dict[str, tuple[float | None, float | None]],
+    hazard_categories: Iterable[str],
+) -> Search:
+    """The pairs each report may join (its own category; every hazard category for a
+    hazard, since hazards merge across categories) within its reach and look-back."""
+    hazards = set(hazard_categories)
+    pairs: dict[tuple[str, int], geo.Box] = {}
+    regions: set[int] = set()
+    since = min((r.t for r in reports), default=0.0)
+    for r in reports:
+        params = params_for(r.category, r.kind, overrides)
+        joinable = hazards | {r.category} if r.kind == "hazard" else {r.category}
+        box = geo.bbox(r.lat, r.lon, params.radius_m)
+        for cell in geo.cells_within(r.lat, r.lon, params.radius_m):
+            for category in joinable:
+                had = pairs.get((category, cell))
+                pairs[(category, cell)] = box if had is None else geo.union(had, box)
+        regions.update(geo.region_keys(r.lat, r.lon, params.radius_m))
+        since = min(since, r.t - params.lookback_s)
+    return Search(pairs, regions, since)
 
 
 def search_radius(

@@ -22,7 +22,7 @@ import structlog
 from civicpulse import workflow
 from civicpulse.db import issues as issues_repo
 from civicpulse.db.pool import tenant_transaction
-from civicpulse.engine import geo, grouping
+from civicpulse.engine import grouping
 from civicpulse.ids import uuid7
 from civicpulse.metrics import Metrics
 from civicpulse.pipeline.claimer import Claim
@@ -61,22 +61,11 @@ async def group_claim(ctx: GroupContext, claim: Claim) -> int:
         if not reports:
             return 0
         overrides, kinds = await issues_repo.grouping_settings(conn, tenant_id)
-        # The (category, cell) pairs each report may join: its own category, and every
-        # hazard-kind category for a hazard (hazards merge across categories).
-        hazards = sorted(code for code, kind in kinds.items() if kind == "hazard")
-        pairs: set[tuple[str, int]] = set()
-        regions: set[int] = set()
-        since = min(reports, key=lambda r: r.t).t
-        for r in reports:
-            params = grouping.params_for(r.category, r.kind, overrides)
-            joinable = {r.category, *hazards} if r.kind == "hazard" else {r.category}
-            for cell in geo.cells_within(r.lat, r.lon, params.radius_m):
-                pairs.update((category, cell) for category in joinable)
-            regions.update(geo.region_keys(r.lat, r.lon, params.radius_m))
-            since = min(since, r.t - params.lookback_s)
-        await issues_repo.lock_regions(conn, tenant_id, sorted(regions))
+        hazards = [code for code, kind in kinds.items() if kind == "hazard"]
+        search = grouping.search_for(reports, overrides, hazards)
+        await issues_repo.lock_regions(conn, tenant_id, sorted(search.regions))
         candidates = await issues_repo.open_issue_candidates(
-            conn, tenant_id, sorted(pairs), datetime.fromtimestamp(since, UTC)
+            conn, tenant_id, search.pairs, datetime.fromtimestamp(search.since, UTC)
         )
         not_dup = await issues_repo.not_duplicates_for(conn, tenant_id, [r.id for r in reports])
         decisions = await loop.run_in_executor(

@@ -14,6 +14,7 @@ import pytest
 
 from civicpulse.config import Settings
 from civicpulse.db import analytics
+from civicpulse.db.issues import candidate_args
 from civicpulse.db.pool import create_pool
 from civicpulse.db.queries import q
 from civicpulse.db.tenants import hash_key
@@ -154,16 +155,10 @@ async def test_hot_queries_use_their_indexes(
         nodes = await explain(app_pool, tenant, q(name), *args)
         assert_uses(nodes, index)
     # The candidate lookup of the grouping stage.
-    pairs = [(category, cell) for category in ("road_defect", "streetlight") for cell in cells]
-    nodes = await explain(
-        app_pool,
-        t,
-        q("open_issue_candidates"),
-        t,
-        [category for category, _ in pairs],
-        [cell for _, cell in pairs],
-        datetime.now(UTC) - timedelta(days=30),
-    )
+    box = (-90.0, 90.0, -180.0, 180.0)
+    pairs = {(category, cell): box for category in ("road_defect", "streetlight") for cell in cells}
+    since = datetime.now(UTC) - timedelta(days=30)
+    nodes = await explain(app_pool, t, q("open_issue_candidates"), t, *candidate_args(pairs, since))
     assert_uses(nodes, "issues_open_category_cell")
 
     # The SECURITY DEFINER functions run as the owner: explain their bodies as the owner.

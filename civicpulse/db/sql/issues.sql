@@ -23,13 +23,17 @@ SELECT count(pg_advisory_xact_lock($1::int, k)) FROM unnest($2::int[]) AS k
 -- One index probe per (category, cell) pair the batch may join: in a dense city a cell holds
 -- dozens of open issues of other categories, and none of them is read. The pairs are
 -- distinct and an issue has one (category, cell), so no row comes twice (no DISTINCT: it
--- sorted every candidate with its text).
+-- sorted every candidate with its text). Each pair comes with the box around the search
+-- circles that need it ($5-$8): a cell is larger than most reaches, and the rows outside
+-- every circle are dropped here instead of being sent, decoded and scored.
 SELECT i.id, i.lat, i.lon, i.category, COALESCE(i.kind, 'other') AS kind,
        i.representative_text, extract(epoch FROM i.last_reported)::float8 AS last_t,
        i.report_count
-  FROM unnest($2::text[], $3::bigint[]) AS k (category, cell)
+  FROM unnest($2::text[], $3::bigint[], $5::float8[], $6::float8[], $7::float8[],
+              $8::float8[]) AS k (category, cell, lat_lo, lat_hi, lon_lo, lon_hi)
   JOIN issues i ON i.tenant_id = $1 AND i.category = k.category AND i.cell = k.cell
  WHERE civicpulse_is_open(i.status) AND i.last_reported >= $4
+   AND i.lat BETWEEN k.lat_lo AND k.lat_hi AND i.lon BETWEEN k.lon_lo AND k.lon_hi
 
 -- name: not_duplicates_for
 SELECT report_id, issue_id FROM not_duplicates
