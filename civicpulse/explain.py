@@ -48,7 +48,7 @@ async def _candidates(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
     lat, lon, category = await _issue_place(conn, t)
     report = grouping.Report("explain", lat, lon, category, "", "", _now().timestamp(), 1)
     search = grouping.search_for([report], {}, ())
-    return (t, *candidate_args(search.pairs, _now() - dt.timedelta(days=30)))
+    return (t, *candidate_args(search, _now() - dt.timedelta(days=30)))
 
 
 async def _nearby(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:

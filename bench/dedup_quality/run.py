@@ -8,9 +8,9 @@ decisions (`civicpulse.engine.grouping.group_batch`) over it the way the group s
 (claims of --batch reports in time order; between claims, issues are carried forward as
 candidates with the aggregates the database would hold: mean location, last report time,
 count, founding text; candidates limited to the (category, cell) pairs the claim's reports
-may join and to the claim's look-back, as open_issue_candidates returns them), runs the
-"today's platforms" baseline rule, and any labelled parameter variants, and scores them all
-with pairwise and B-cubed precision/recall/F1, overall and per category kind.
+may join and to the nearest few of each report in reach, as open_issue_candidates returns
+them), runs the "today's platforms" baseline rule and the model at other thresholds, and
+scores them all with pairwise and B-cubed precision/recall/F1, overall and per category kind.
 """
 
 from __future__ import annotations
@@ -63,15 +63,30 @@ def run_engine(reports: list[Report], batch: int, threshold: float) -> dict[str,
     serial = 0
     for start in range(0, len(ordered), batch):
         claim = ordered[start : start + batch]
-        # As group_claim: the (category, cell) pairs each report may join, each with the box
-        # around the circles that need it, and the earliest look-back.
+        # As open_issue_candidates: per report, the NEAREST open issues (planar distance) of
+        # the categories it may join inside the box of its reach, within the look-back.
         search = grouping.search_for(claim, {}, HAZARD_CATEGORIES)
-        candidates = [
-            c
-            for key, (lat_lo, lat_hi, lon_lo, lon_hi) in search.pairs.items()
-            for c in (issues[i] for i in index.get(key, ()))
-            if c.last_t >= search.since and lat_lo <= c.lat <= lat_hi and lon_lo <= c.lon <= lon_hi
-        ]
+        in_reach: dict[int, dict[str, Candidate]] = defaultdict(dict)
+        for p in search.probes:
+            lat_lo, lat_hi, lon_lo, lon_hi = p.box
+            for i in index.get((p.category, p.cell), ()):
+                c = issues[i]
+                if (
+                    c.last_t >= search.since
+                    and lat_lo <= c.lat <= lat_hi
+                    and lon_lo <= c.lon <= lon_hi
+                ):
+                    in_reach[p.report][i] = c
+        chosen: dict[str, Candidate] = {}
+        for n, found in in_reach.items():
+            r = claim[n]
+            coslat = math.cos(math.radians(r.lat))
+            ranked = sorted(
+                found.values(),
+                key=lambda c: (c.lat - r.lat) ** 2 + ((c.lon - r.lon) * coslat) ** 2,
+            )
+            chosen.update((c.id, c) for c in ranked[: grouping.NEAREST])
+        candidates = list(chosen.values())
         decisions = grouping.group_batch(claim, candidates, {}, set(), threshold)
         by_id = {r.id: r for r in claim}
         fresh: dict[str, str] = {}

@@ -50,6 +50,7 @@ from bench.dedup_quality.context import (
     machine_context,
     print_context,
 )
+from civicpulse import workflow
 from civicpulse.config import Settings
 from civicpulse.db import issues as issues_repo
 from civicpulse.db.pool import create_pool, tenant_transaction
@@ -77,6 +78,7 @@ STEPS = (
     "add_to_issue_aggregates",
     "refresh_issue_aggregates",
     "append_events",
+    "apply_to_issues",
 )
 
 
@@ -87,9 +89,10 @@ class StepClock:
 
     def install(self) -> None:
         for name in STEPS:
-            original = getattr(issues_repo, name, None)
+            module: Any = workflow if name == "apply_to_issues" else issues_repo
+            original = getattr(module, name, None)
             if original is not None:
-                setattr(issues_repo, name, self._wrap(name, original))
+                setattr(module, name, self._wrap(name, original))
 
     def _wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         async def timed(*args: Any, **kwargs: Any) -> Any:
@@ -407,12 +410,12 @@ async def explain_candidates(
         _, kinds = await issues_repo.grouping_settings(conn, tenant_id)
         hazards = [code for code, kind in kinds.items() if kind == "hazard"]
         search = grouping.search_for(reports, {}, hazards)
-        pairs = search.pairs
+        pairs = {(p.category, p.cell) for p in search.probes}
         cells = {cell for _, cell in pairs}
         rows = await conn.fetch(
             "EXPLAIN (ANALYZE, BUFFERS) " + q("open_issue_candidates"),
             tenant_id,
-            *issues_repo.candidate_args(pairs, datetime.fromtimestamp(search.since, UTC)),
+            *issues_repo.candidate_args(search, datetime.fromtimestamp(search.since, UTC)),
         )
         plan = "\n".join(r[0] for r in rows)
         role = await conn.fetchval("SELECT current_user")
@@ -809,7 +812,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": ctx,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "engine": {
-            "CATEGORY_DEFAULTS": grouping.CATEGORY_DEFAULTS,
+            "rules_version": grouping.RULES_VERSION,
+            "reach_m": {c: t.radius_m for c, t in grouping.MODEL.categories.items()},
+            "lookback_s": grouping.CATEGORY_LOOKBACK_S,
             "cell_degrees": geo.CELL_DEGREES,
             "region_cells": geo.REGION_CELLS,
         },

@@ -44,7 +44,8 @@ SCHEMA_INDEXES = {
     "issues_open_cell": "CREATE INDEX issues_open_cell ON issues (tenant_id, cell) "
     "INCLUDE (last_reported) WHERE civicpulse_is_open(status)",
     "issues_open_category_cell": "CREATE INDEX issues_open_category_cell ON issues "
-    "(tenant_id, category, cell) INCLUDE (last_reported) WHERE civicpulse_is_open(status)",
+    "(tenant_id, category, cell) INCLUDE (last_reported, lat, lon, id) "
+    "WHERE civicpulse_is_open(status)",
     "issues_list": "CREATE INDEX issues_list ON issues (tenant_id, opened_at DESC, id DESC)",
     "issues_resolution_due": "CREATE INDEX issues_resolution_due ON issues (tenant_id, "
     "resolution_due_at) WHERE resolution_due_at IS NOT NULL AND civicpulse_is_open(status)",

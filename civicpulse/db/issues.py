@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from civicpulse.db.queries import q
-from civicpulse.engine import geo
-from civicpulse.engine.grouping import Candidate, Report
+from civicpulse.engine.grouping import NEAREST, Candidate, Report, Search
 
 
 async def load_classified_reports(
@@ -51,14 +50,11 @@ async def lock_regions(conn: asyncpg.Connection, tenant_id: int, keys: Sequence[
 
 
 async def open_issue_candidates(
-    conn: asyncpg.Connection,
-    tenant_id: int,
-    pairs: Mapping[tuple[str, int], geo.Box],
-    since: datetime,
+    conn: asyncpg.Connection, tenant_id: int, search: Search, since: datetime
 ) -> list[Candidate]:
-    """Open issues in the given (category, cell) pairs and inside each pair's box, last
-    reported since `since`."""
-    rows = await conn.fetch(q("open_issue_candidates"), tenant_id, *candidate_args(pairs, since))
+    """The NEAREST open issues in reach of each report (by its probes), last reported
+    since `since`; an issue near several reports comes once."""
+    rows = await conn.fetch(q("open_issue_candidates"), tenant_id, *candidate_args(search, since))
     return [
         Candidate(
             str(r["id"]),
@@ -74,15 +70,18 @@ async def open_issue_candidates(
     ]
 
 
-def candidate_args(pairs: Mapping[tuple[str, int], geo.Box], since: datetime) -> list[Any]:
-    """open_issue_candidates' parameters after the tenant, in the pairs' sorted order."""
-    keys = sorted(pairs)
-    boxes = [pairs[k] for k in keys]
+def candidate_args(search: Search, since: datetime) -> list[Any]:
+    """open_issue_candidates' parameters after the tenant."""
+    probes = search.probes
     return [
-        [category for category, _ in keys],
-        [cell for _, cell in keys],
+        [p.report for p in probes],
+        [p.category for p in probes],
+        [p.cell for p in probes],
+        [p.lat for p in probes],
+        [p.lon for p in probes],
+        *([p.box[i] for p in probes] for i in range(4)),
         since,
-        *([box[i] for box in boxes] for i in range(4)),
+        NEAREST,
     ]
 
 

@@ -65,7 +65,7 @@ async def group_claim(ctx: GroupContext, claim: Claim) -> int:
         search = grouping.search_for(reports, overrides, hazards)
         await issues_repo.lock_regions(conn, tenant_id, sorted(search.regions))
         candidates = await issues_repo.open_issue_candidates(
-            conn, tenant_id, search.pairs, datetime.fromtimestamp(search.since, UTC)
+            conn, tenant_id, search, datetime.fromtimestamp(search.since, UTC)
         )
         not_dup = await issues_repo.not_duplicates_for(conn, tenant_id, [r.id for r in reports])
         decisions = await loop.run_in_executor(

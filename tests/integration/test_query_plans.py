@@ -19,7 +19,7 @@ from civicpulse.db.pool import create_pool
 from civicpulse.db.queries import q
 from civicpulse.db.tenants import hash_key
 from civicpulse.db.workflow import workflow_params
-from civicpulse.engine import geo
+from civicpulse.engine import geo, grouping
 from tests.support import TenantKeys, make_tenant
 
 TENANTS = 4
@@ -155,11 +155,20 @@ async def test_hot_queries_use_their_indexes(
         nodes = await explain(app_pool, tenant, q(name), *args)
         assert_uses(nodes, index)
     # The candidate lookup of the grouping stage.
-    box = (-90.0, 90.0, -180.0, 180.0)
-    pairs = {(category, cell): box for category in ("road_defect", "streetlight") for cell in cells}
+    reports = [
+        grouping.Report(f"r{n}", 34.05, -118.25, category, "infrastructure", "x", 0.0, 2)
+        for n, category in enumerate(("road_defect", "streetlight"))
+    ]
+    search = grouping.search_for(reports, {}, ())
     since = datetime.now(UTC) - timedelta(days=30)
-    nodes = await explain(app_pool, t, q("open_issue_candidates"), t, *candidate_args(pairs, since))
+    nodes = await explain(
+        app_pool, t, q("open_issue_candidates"), t, *candidate_args(search, since)
+    )
     assert_uses(nodes, "issues_open_category_cell")
+    # The ranking reads the index alone; the heap is read by primary key for the chosen few.
+    kinds = {n.get("Index Name"): n["Node Type"] for n in nodes if n.get("Index Name")}
+    assert kinds["issues_open_category_cell"] == "Index Only Scan", kinds
+    assert "issues_pkey" in kinds, kinds
 
     # The SECURITY DEFINER functions run as the owner: explain their bodies as the owner.
     conn = await asyncpg.connect(db_url)

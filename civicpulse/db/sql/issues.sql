@@ -20,20 +20,35 @@ SELECT code, kind, group_radius_m, group_lookback_hours * 3600 AS lookback_s
 SELECT count(pg_advisory_xact_lock($1::int, k)) FROM unnest($2::int[]) AS k
 
 -- name: open_issue_candidates
--- One index probe per (category, cell) pair the batch may join: in a dense city a cell holds
--- dozens of open issues of other categories, and none of them is read. The pairs are
--- distinct and an issue has one (category, cell), so no row comes twice (no DISTINCT: it
--- sorted every candidate with its text). Each pair comes with the box around the search
--- circles that need it ($5-$8): a cell is larger than most reaches, and the rows outside
--- every circle are dropped here instead of being sent, decoded and scored.
+-- The $12 nearest open issues in reach of each report. One probe per (report, category,
+-- cell) the report may join: in a dense city a cell holds dozens of open issues of other
+-- categories, and none of them is read. `near` reads only issues_open_category_cell (an
+-- index-only scan: the index carries id, lat, lon and last_reported) and ranks the issues in
+-- each report's box by planar distance; the heap is read for the chosen few only. In a city
+-- with a million open issues a report can have dozens in reach, and this keeps the rows
+-- sent, decoded and scored per report flat.
+WITH probe AS (
+    SELECT *
+      FROM unnest($2::int[], $3::text[], $4::bigint[], $5::float8[], $6::float8[],
+                  $7::float8[], $8::float8[], $9::float8[], $10::float8[])
+           AS p (report, category, cell, lat, lon, lat_lo, lat_hi, lon_lo, lon_hi)
+), near AS (
+    SELECT i.id,
+           row_number() OVER (
+               PARTITION BY p.report
+               ORDER BY (i.lat - p.lat) ^ 2 + ((i.lon - p.lon) * cos(radians(p.lat))) ^ 2
+           ) AS rank
+      FROM probe p
+      JOIN issues i ON i.tenant_id = $1 AND i.category = p.category AND i.cell = p.cell
+     WHERE civicpulse_is_open(i.status) AND i.last_reported >= $11
+       AND i.lat BETWEEN p.lat_lo AND p.lat_hi AND i.lon BETWEEN p.lon_lo AND p.lon_hi
+)
 SELECT i.id, i.lat, i.lon, i.category, COALESCE(i.kind, 'other') AS kind,
        i.representative_text, extract(epoch FROM i.last_reported)::float8 AS last_t,
        i.report_count
-  FROM unnest($2::text[], $3::bigint[], $5::float8[], $6::float8[], $7::float8[],
-              $8::float8[]) AS k (category, cell, lat_lo, lat_hi, lon_lo, lon_hi)
-  JOIN issues i ON i.tenant_id = $1 AND i.category = k.category AND i.cell = k.cell
- WHERE civicpulse_is_open(i.status) AND i.last_reported >= $4
-   AND i.lat BETWEEN k.lat_lo AND k.lat_hi AND i.lon BETWEEN k.lon_lo AND k.lon_hi
+  FROM issues i
+ WHERE i.tenant_id = $1
+   AND i.id = ANY (ARRAY(SELECT DISTINCT n.id FROM near n WHERE n.rank <= $12))
 
 -- name: not_duplicates_for
 SELECT report_id, issue_id FROM not_duplicates
