@@ -7,6 +7,7 @@ import hashlib
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -118,7 +119,10 @@ def machine_context(admin_url: str) -> dict[str, object]:
         "'synchronous_commit', 'fsync', 'wal_level', 'max_wal_size', "
         "'commit_delay', 'full_page_writes')",
     )
-    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    wrk_version = "not installed"
+    if shutil.which("wrk"):
+        wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+        wrk_version = ((wrk.stdout + wrk.stderr).splitlines() or ["-"])[0]
     return {
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "cpu_model": _first("/proc/cpuinfo", "model name"),
@@ -128,7 +132,7 @@ def machine_context(admin_url: str) -> dict[str, object]:
         "python": platform.python_version(),
         "postgresql": psql(pg, "SELECT version()").split(" on ")[0],
         "postgresql_settings": settings,
-        "wrk": (wrk.stdout + wrk.stderr).splitlines()[0] if (wrk.stdout + wrk.stderr) else "-",
+        "wrk": wrk_version,
         "packages": ", ".join(
             f"{m} {_version(m)}"
             for m in (
