@@ -47,7 +47,7 @@ if __package__ in (None, ""):
 import asyncpg
 
 from bench.indexes import reports_data as data
-from bench.ingest.common import RESULTS, db_url, percentile, print_context
+from bench.ingest.common import RESULTS, db_url, percentile
 from civicpulse.db import issues as issues_repo
 
 SET_TENANT = "SELECT set_config('civicpulse.tenant_id', $1, true)"
@@ -891,23 +891,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=50, help="rows per insert statement (50)")
     p.add_argument("--out", default=str(RESULTS / "reports_indexes"))
     args = p.parse_args(argv)
-    ctx = data.context()
-    print_context(ctx)
-    started = time.perf_counter()
-    meta = asyncio.run(data.ensure(args))
-    results = asyncio.run(run(args, meta))
-    result = {
-        "command": "python -m bench.indexes.reports "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "context": ctx,
-        "args": vars(args),
-        "data": meta,
-        "results": results,
-        "wall_s": round(time.perf_counter() - started, 1),
-    }
-    write(Path(args.out), result)
-    print(f"wrote {args.out}.md, .json and .png ({result['wall_s']} s)")
-    return 0
+    return data.run_and_write("bench.indexes.reports", args, argv, run, write)
 
 
 if __name__ == "__main__":

@@ -30,18 +30,21 @@ remembers the parameters so that `--reuse` can skip all of it.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import json
 import math
 import random
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from bench.ingest.common import PG_ADMIN_URL, db_url, psql, reset_database
+from bench.ingest.common import PG_ADMIN_URL, db_url, print_context, psql, reset_database
 from bench.ingest.data import LA311, load_la311, report_body
 
 MEAN_EXTRA = 1.0  # reports of an API issue: 1 + floor(Exp(mean MEAN_EXTRA))
@@ -493,3 +496,29 @@ def context() -> dict[str, Any]:
     )
     ctx["load_1_5_15"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     return ctx
+
+
+def run_and_write(
+    prog: str,
+    args: Any,
+    argv: list[str] | None,
+    run: Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]],
+    write: Callable[[Path, dict[str, Any]], None],
+) -> int:
+    """A benchmark's main after its arguments: context, data, run, result files."""
+    ctx = context()
+    print_context(ctx)
+    started = time.perf_counter()
+    meta = asyncio.run(ensure(args))
+    results = asyncio.run(run(args, meta))
+    result = {
+        "command": f"python -m {prog} " + " ".join(sys.argv[1:] if argv is None else argv),
+        "context": ctx,
+        "args": vars(args),
+        "data": meta,
+        "results": results,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    write(Path(args.out), result)
+    print(f"wrote {args.out}.md, .json and .png ({result['wall_s']} s)")
+    return 0

@@ -33,7 +33,6 @@ Results: bench/results/partitioning.{md,json,png}.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import random
@@ -52,7 +51,7 @@ import asyncpg
 
 from bench.indexes import reports as ix
 from bench.indexes import reports_data as data
-from bench.ingest.common import RESULTS, db_url, percentile, print_context
+from bench.ingest.common import RESULTS, db_url, percentile
 
 LAYOUTS = {
     "single": ("rp_single", "one table (as shipped)"),
@@ -813,23 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=50, help="rows per insert statement (50)")
     p.add_argument("--out", default=str(RESULTS / "partitioning"))
     args = p.parse_args(argv)
-    ctx = data.context()
-    print_context(ctx)
-    started = time.perf_counter()
-    meta = asyncio.run(data.ensure(args))
-    results = asyncio.run(run(args, meta))
-    result = {
-        "command": "python -m bench.partitioning.run "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "context": ctx,
-        "args": vars(args),
-        "data": meta,
-        "results": results,
-        "wall_s": round(time.perf_counter() - started, 1),
-    }
-    write(Path(args.out), result)
-    print(f"wrote {args.out}.md, .json and .png ({result['wall_s']} s)")
-    return 0
+    return data.run_and_write("bench.partitioning.run", args, argv, run, write)
 
 
 if __name__ == "__main__":
