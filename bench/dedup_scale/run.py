@@ -53,6 +53,7 @@ from bench.dedup_quality.context import (
 from civicpulse import workflow
 from civicpulse.config import Settings
 from civicpulse.db import issues as issues_repo
+from civicpulse.db import workflow as workflow_repo
 from civicpulse.db.pool import create_pool, tenant_transaction
 from civicpulse.db.queries import q
 from civicpulse.engine import geo, grouping
@@ -79,6 +80,11 @@ STEPS = (
     "refresh_issue_aggregates",
     "append_events",
     "apply_to_issues",
+    # Inside apply_to_issues (the workflow for the issues a claim opens or changes):
+    "workflow.lock_issue_workflow",
+    "workflow.save_issues_workflow",
+    "workflow.replace_timers",
+    "workflow.append_workflow_events",
 )
 
 
@@ -90,9 +96,12 @@ class StepClock:
     def install(self) -> None:
         for name in STEPS:
             module: Any = workflow if name == "apply_to_issues" else issues_repo
-            original = getattr(module, name, None)
+            attr = name
+            if name.startswith("workflow."):
+                module, attr = workflow_repo, name.removeprefix("workflow.")
+            original = getattr(module, attr, None)
             if original is not None:
-                setattr(module, name, self._wrap(name, original))
+                setattr(module, attr, self._wrap(name, original))
 
     def _wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         async def timed(*args: Any, **kwargs: Any) -> Any:

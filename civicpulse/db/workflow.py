@@ -112,8 +112,14 @@ async def replace_timers(
 ) -> None:
     """(issue_id, cycle, target, kind, fire_at or None) rows, for any number of issues."""
     if timers:
-        cols = list(zip(*timers, strict=True))
-        await conn.execute(q("replace_timers"), tenant_id, *[list(c) for c in cols])
+        await conn.execute(q("replace_timers"), tenant_id, *timer_args(timers))
+
+
+def timer_args(timers: Sequence[tuple[Any, int, str, str, Any]]) -> list[list[Any]]:
+    """replace_timers' parameters after the tenant: the rows as columns, then the distinct
+    issue ids."""
+    cols = [list(c) for c in zip(*timers, strict=True)]
+    return [*cols, list(dict.fromkeys(cols[0]))]
 
 
 async def fire_sla_timers(conn: asyncpg.Connection, actor: str, limit: int) -> list[asyncpg.Record]:

@@ -18,7 +18,7 @@ from civicpulse.db.issues import candidate_args
 from civicpulse.db.pool import create_pool
 from civicpulse.db.queries import q
 from civicpulse.db.tenants import hash_key
-from civicpulse.db.workflow import workflow_params
+from civicpulse.db.workflow import timer_args, workflow_params
 from civicpulse.engine import geo, grouping
 from tests.support import TenantKeys, make_tenant
 
@@ -250,9 +250,7 @@ async def test_workflow_queries_use_their_indexes(
     finally:
         await conn.close()
     rows = [(i, 1, "resolution", "breach", None) for i in some]
-    nodes = await explain(
-        app_pool, t, q("replace_timers"), t, *[list(c) for c in zip(*rows, strict=True)]
-    )
+    nodes = await explain(app_pool, t, q("replace_timers"), t, *timer_args(rows))
     assert {"sla_timers_pkey", "sla_timers_due"} & {n.get("Index Name") for n in nodes}
     assert "sla_timers" not in {
         n.get("Relation Name") for n in nodes if n["Node Type"] == "Seq Scan"

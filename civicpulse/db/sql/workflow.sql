@@ -125,11 +125,14 @@ WITH wanted AS (
     SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::timestamptz[])
            AS w (issue_id, cycle, target, kind, fire_at)
 ), dropped AS (
-    -- The ANY() lets the primary key find the issues' timers (the planner cannot see
-    -- how many rows unnest gives, and joined on it alone it scanned the table per row).
+    -- ANY() over the distinct issue ids ($7) lets the primary key find the issues' timers:
+    -- the planner cannot see how many rows unnest gives (joined on it alone it scanned the
+    -- table per row), and given $2, where each issue comes once per timer, it judged a
+    -- tenant with 38,000 timers cheaper to read whole (measured: 109 ms per grouping claim
+    -- at a million open issues).
     DELETE FROM sla_timers t
      USING wanted w
-     WHERE t.tenant_id = $1 AND t.issue_id = ANY($2::uuid[]) AND t.issue_id = w.issue_id
+     WHERE t.tenant_id = $1 AND t.issue_id = ANY($7::uuid[]) AND t.issue_id = w.issue_id
        AND t.target = w.target AND t.kind = w.kind AND t.fired_at IS NULL
        AND (w.fire_at IS NULL OR t.cycle <> w.cycle)
 )
