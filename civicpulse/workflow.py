@@ -403,7 +403,11 @@ async def save_many(
     """Write plans for rows the caller holds locked, pipelined (grouping batches)."""
     plans = [p for p in plans if p.bump or p.events or p.before.clock is None]
     await repo.save_issues_workflow(conn, [save_args(tenant_id, p) for p in plans], at)
-    await repo.replace_timers(conn, tenant_id, [t for p in plans for t in timer_rows(p)])
+    # A clock that has just started has no timers yet: its rows are only inserted.
+    started = [t for p in plans if p.before.clock is None for t in timer_rows(p)]
+    moved = [t for p in plans if p.before.clock is not None for t in timer_rows(p)]
+    await repo.insert_timers(conn, tenant_id, started)
+    await repo.replace_timers(conn, tenant_id, moved)
     await repo.append_workflow_events(conn, tenant_id, [e for p in plans for e in p.events])
 
 

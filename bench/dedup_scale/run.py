@@ -83,6 +83,7 @@ STEPS = (
     # Inside apply_to_issues (the workflow for the issues a claim opens or changes):
     "workflow.lock_issue_workflow",
     "workflow.save_issues_workflow",
+    "workflow.insert_timers",
     "workflow.replace_timers",
     "workflow.append_workflow_events",
 )

@@ -115,6 +115,15 @@ async def replace_timers(
         await conn.execute(q("replace_timers"), tenant_id, *timer_args(timers))
 
 
+async def insert_timers(
+    conn: asyncpg.Connection, tenant_id: int, timers: Sequence[tuple[Any, int, str, str, Any]]
+) -> None:
+    """The first timers of issues whose clock just started (rows as for replace_timers)."""
+    if timers:
+        cols = [list(c) for c in zip(*timers, strict=True)]
+        await conn.execute(q("insert_timers"), tenant_id, *cols)
+
+
 def timer_args(timers: Sequence[tuple[Any, int, str, str, Any]]) -> list[list[Any]]:
     """replace_timers' parameters after the tenant: the rows as columns, then the distinct
     issue ids."""

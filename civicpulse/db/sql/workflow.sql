@@ -143,6 +143,15 @@ ON CONFLICT (tenant_id, issue_id, cycle, target, kind) DO UPDATE
    SET fire_at = EXCLUDED.fire_at
  WHERE sla_timers.fired_at IS NULL
 
+-- name: insert_timers
+-- The first timers of issues whose clock has just started (new issues): they have none to
+-- replace, so this is a plain insert, without replace_timers' delete.
+INSERT INTO sla_timers (tenant_id, issue_id, cycle, target, kind, fire_at)
+SELECT $1, w.issue_id, w.cycle, w.target, w.kind, w.fire_at
+  FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::timestamptz[])
+       AS w (issue_id, cycle, target, kind, fire_at)
+ WHERE w.fire_at IS NOT NULL
+
 -- name: fire_sla_timers
 SELECT tenant_id, issue_id, kind, target, cycle, fire_at
   FROM civicpulse_fire_sla_timers($1, $2)
