@@ -158,10 +158,15 @@ class Report:
     warnings: list[str] = field(default_factory=list)
 
 
-def _walk(plan: dict[str, Any], depth: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
-    yield depth, plan
+def _walk(
+    plan: dict[str, Any], depth: int = 0, limited: bool = False
+) -> Iterator[tuple[int, dict[str, Any], bool]]:
+    """Every node with its depth and whether a Limit above it may stop it early (its row
+    estimate is then for a full run, and an early stop is not a misestimate)."""
+    yield depth, plan, limited
+    below = limited or plan["Node Type"] == "Limit"
     for child in plan.get("Plans", []):
-        yield from _walk(child, depth + 1)
+        yield from _walk(child, depth + 1, below)
 
 
 def build_report(
@@ -175,7 +180,7 @@ def build_report(
         raw.get("Planning Time"),
         raw.get("Execution Time"),
     )
-    for depth, n in _walk(raw["Plan"]):
+    for depth, n, limited in _walk(raw["Plan"]):
         node = Node(
             depth=depth,
             kind=n["Node Type"],
@@ -195,7 +200,7 @@ def build_report(
             rows = sizes.get(node.relation, 0)
             if rows >= LARGE_TABLE_ROWS:
                 report.warnings.append(f"sequential scan of {node.relation} (~{rows:,.0f} rows)")
-        if analyzed and node.actual_rows is not None:
+        if analyzed and node.actual_rows is not None and not limited:
             actual = node.actual_rows * (node.loops or 1)
             estimated = node.plan_rows * (node.loops or 1)
             high, low = max(actual, estimated, 1), max(min(actual, estimated), 1)

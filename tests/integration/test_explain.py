@@ -112,6 +112,30 @@ def test_misestimates_and_big_sequential_scans_are_flagged() -> None:
     assert "WARNING: sequential scan of reports" in explain.render_text([report])
 
 
+def test_a_scan_a_limit_stops_early_is_not_called_a_misestimate() -> None:
+    scan = {
+        "Node Type": "Index Scan",
+        "Relation Name": "reports",
+        "Index Name": "reports_pkey",
+        "Plan Rows": 1_000_000,
+        "Actual Rows": 50,
+        "Actual Loops": 1,
+    }
+    raw = {
+        "Plan": {
+            "Node Type": "Limit",
+            "Plan Rows": 50,
+            "Actual Rows": 50,
+            "Actual Loops": 1,
+            "Plans": [scan],
+        }
+    }
+    assert explain.build_report(explain.HOT_QUERIES[0], "t", raw, True, {}).warnings == []
+    # The same scan without the Limit read 50 rows where a million were expected.
+    alone = explain.build_report(explain.HOT_QUERIES[0], "t", {"Plan": scan}, True, {})
+    assert any("20,000x off" in w for w in alone.warnings)
+
+
 async def test_db_stats_lists_sizes_usage_and_unused_indexes(
     db_url: str, tenant_a: TenantKeys
 ) -> None:
