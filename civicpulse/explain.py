@@ -48,7 +48,7 @@ async def _candidates(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
     lat, lon, category = await _issue_place(conn, t)
     report = grouping.Report("explain", lat, lon, category, "", "", _now().timestamp(), 1)
     search = grouping.search_for([report], {}, ())
-    return (t, *candidate_args(search, _now() - dt.timedelta(days=30)))
+    return (t, *candidate_args(search))
 
 
 async def _nearby(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
@@ -158,13 +158,19 @@ class Report:
     warnings: list[str] = field(default_factory=list)
 
 
+# Nodes that read all their input before giving a row: a Limit above them cannot stop what
+# lies below them early.
+BLOCKING = frozenset({"Sort", "Incremental Sort", "Hash", "Aggregate", "SetOp", "WindowAgg"})
+
+
 def _walk(
     plan: dict[str, Any], depth: int = 0, limited: bool = False
 ) -> Iterator[tuple[int, dict[str, Any], bool]]:
     """Every node with its depth and whether a Limit above it may stop it early (its row
-    estimate is then for a full run, and an early stop is not a misestimate)."""
+    estimate is then for a full run, so fewer rows than estimated is no misestimate)."""
     yield depth, plan, limited
-    below = limited or plan["Node Type"] == "Limit"
+    kind = plan["Node Type"]
+    below = (limited or kind == "Limit") and kind not in BLOCKING
     for child in plan.get("Plans", []):
         yield from _walk(child, depth + 1, below)
 
@@ -200,9 +206,11 @@ def build_report(
             rows = sizes.get(node.relation, 0)
             if rows >= LARGE_TABLE_ROWS:
                 report.warnings.append(f"sequential scan of {node.relation} (~{rows:,.0f} rows)")
-        if analyzed and node.actual_rows is not None and not limited:
+        if analyzed and node.actual_rows is not None:
             actual = node.actual_rows * (node.loops or 1)
             estimated = node.plan_rows * (node.loops or 1)
+            if limited and actual < estimated:
+                continue
             high, low = max(actual, estimated, 1), max(min(actual, estimated), 1)
             if high / low > MISESTIMATE:
                 report.warnings.append(

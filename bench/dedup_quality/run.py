@@ -71,11 +71,7 @@ def run_engine(reports: list[Report], batch: int, threshold: float) -> dict[str,
             lat_lo, lat_hi, lon_lo, lon_hi = p.box
             for i in index.get((p.category, p.cell), ()):
                 c = issues[i]
-                if (
-                    c.last_t >= search.since
-                    and lat_lo <= c.lat <= lat_hi
-                    and lon_lo <= c.lon <= lon_hi
-                ):
+                if c.last_t >= p.since and lat_lo <= c.lat <= lat_hi and lon_lo <= c.lon <= lon_hi:
                     in_reach[p.report][i] = c
         chosen: dict[str, Candidate] = {}
         for n, found in in_reach.items():

@@ -425,7 +425,7 @@ async def explain_candidates(
         rows = await conn.fetch(
             "EXPLAIN (ANALYZE, BUFFERS) " + q("open_issue_candidates"),
             tenant_id,
-            *issues_repo.candidate_args(search, datetime.fromtimestamp(search.since, UTC)),
+            *issues_repo.candidate_args(search),
         )
         plan = "\n".join(r[0] for r in rows)
         role = await conn.fetchval("SELECT current_user")

@@ -315,16 +315,16 @@ async def run_candidates(
         returned: list[int] = []
         for r in range(rounds + 1):
             for i, t in enumerate(tenants):
-                search, since, _ = batches[t]
-                args = (t, *issues_repo.candidate_args(search, since))
+                search, _, _ = batches[t]
+                args = (t, *issues_repo.candidate_args(search))
                 took, n = await timed_tenant(app, t, sql, args)
                 if r:
                     ms.append(took)
                     returned.append(n)
                     if i < 3:
                         ms_large.append(took)
-        search, since, _ = batches[tenants[0]]
-        args = (tenants[0], *issues_repo.candidate_args(search, since))
+        search, _, _ = batches[tenants[0]]
+        args = (tenants[0], *issues_repo.candidate_args(search))
         plan = await plan_indexes(app, tenants[0], sql, args)
         out[name] = {
             **summary(ms),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -50,11 +50,11 @@ async def lock_regions(conn: asyncpg.Connection, tenant_id: int, keys: Sequence[
 
 
 async def open_issue_candidates(
-    conn: asyncpg.Connection, tenant_id: int, search: Search, since: datetime
+    conn: asyncpg.Connection, tenant_id: int, search: Search
 ) -> list[Candidate]:
-    """The NEAREST open issues in reach of each report (by its probes), last reported
-    since `since`; an issue near several reports comes once."""
-    rows = await conn.fetch(q("open_issue_candidates"), tenant_id, *candidate_args(search, since))
+    """The NEAREST open issues in reach and look-back of each report (by its probes); an
+    issue near several reports comes once."""
+    rows = await conn.fetch(q("open_issue_candidates"), tenant_id, *candidate_args(search))
     return [
         Candidate(
             str(r["id"]),
@@ -70,7 +70,7 @@ async def open_issue_candidates(
     ]
 
 
-def candidate_args(search: Search, since: datetime) -> list[Any]:
+def candidate_args(search: Search) -> list[Any]:
     """open_issue_candidates' parameters after the tenant."""
     probes = search.probes
     return [
@@ -80,7 +80,7 @@ def candidate_args(search: Search, since: datetime) -> list[Any]:
         [p.lat for p in probes],
         [p.lon for p in probes],
         *([p.box[i] for p in probes] for i in range(4)),
-        since,
+        [datetime.fromtimestamp(p.since, UTC) for p in probes],
         NEAREST,
     ]
 

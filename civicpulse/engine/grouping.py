@@ -174,10 +174,11 @@ class TextFeatures(NamedTuple):
     houses: frozenset[int]
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=4_096)
 def text_features(text: str) -> TextFeatures:
-    """A text's word set, trigram set and house numbers, computed once per worker process
-    (a claim compares each candidate's founding text with several reports)."""
+    """A text's word set, trigram set and house numbers, computed once per text while it is
+    recent (a claim compares each candidate's founding text with several reports; an entry
+    takes about 20 kB, so the cache stays under about 100 MB per worker)."""
     return TextFeatures(tokens(text), trigrams(text), house_numbers(text))
 
 
@@ -216,7 +217,9 @@ def features(
     """The pair's features: the shared ones (in Model's field order, bias first) and the
     ones weighed by the report's category (distance, shrunk squared distance, log gap).
     bench/dedup_quality/fit.py fits the model on exactly these."""
-    n = min(cand.report_count, COUNT_CAP)
+    # An issue whose last report was split out keeps its place with no reports: it counts
+    # as one, never as a centroid so certain that distance stops mattering.
+    n = max(1, min(cand.report_count, COUNT_CAP))
     d100 = d / 100.0
     log_gap = math.log1p(gap_s / HOUR)
     shared = (
@@ -363,7 +366,8 @@ NEAREST = 5
 
 
 class Probe(NamedTuple):
-    """One (report, category, cell) lookup: the report's place and the box of its reach."""
+    """One (report, category, cell) lookup: the report's place, the box of its reach and its
+    look-back (an issue last reported before `since` cannot take one of its places)."""
 
     report: int  # index of the report in the batch
     category: str
@@ -371,6 +375,7 @@ class Probe(NamedTuple):
     lat: float
     lon: float
     box: geo.Box
+    since: float  # Unix seconds
 
 
 class Search(NamedTuple):
@@ -398,7 +403,10 @@ def search_for(
         joinable = sorted({*hazards, r.category}) if r.kind == "hazard" else [r.category]
         box = geo.bbox(r.lat, r.lon, params.radius_m)
         for cell in geo.cells_within(r.lat, r.lon, params.radius_m):
-            probes.extend(Probe(n, category, cell, r.lat, r.lon, box) for category in joinable)
+            probes.extend(
+                Probe(n, category, cell, r.lat, r.lon, box, r.t - params.lookback_s)
+                for category in joinable
+            )
         regions.update(geo.region_keys(r.lat, r.lon, params.radius_m))
         since = min(since, r.t - params.lookback_s)
     return Search(probes, regions, since)

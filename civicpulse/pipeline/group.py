@@ -64,9 +64,7 @@ async def group_claim(ctx: GroupContext, claim: Claim) -> int:
         hazards = [code for code, kind in kinds.items() if kind == "hazard"]
         search = grouping.search_for(reports, overrides, hazards)
         await issues_repo.lock_regions(conn, tenant_id, sorted(search.regions))
-        candidates = await issues_repo.open_issue_candidates(
-            conn, tenant_id, search, datetime.fromtimestamp(search.since, UTC)
-        )
+        candidates = await issues_repo.open_issue_candidates(conn, tenant_id, search)
         not_dup = await issues_repo.not_duplicates_for(conn, tenant_id, [r.id for r in reports])
         decisions = await loop.run_in_executor(
             ctx.executor, grouping.group_batch, reports, candidates, overrides, not_dup

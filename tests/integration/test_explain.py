@@ -134,6 +134,15 @@ def test_a_scan_a_limit_stops_early_is_not_called_a_misestimate() -> None:
     # The same scan without the Limit read 50 rows where a million were expected.
     alone = explain.build_report(explain.HOT_QUERIES[0], "t", {"Plan": scan}, True, {})
     assert any("20,000x off" in w for w in alone.warnings)
+    # Under a Sort the scan runs to the end whatever the Limit: its misestimate is real.
+    sort = {"Node Type": "Sort", "Plan Rows": 1_000_000, "Actual Rows": 50, "Actual Loops": 1}
+    sorted_raw = {"Plan": {**raw["Plan"], "Plans": [{**sort, "Plans": [scan]}]}}
+    warnings = explain.build_report(explain.HOT_QUERIES[0], "t", sorted_raw, True, {}).warnings
+    assert any(w.startswith("Index Scan on reports") for w in warnings)
+    # More rows than estimated is never an early stop.
+    under = {**scan, "Plan Rows": 10, "Actual Rows": 5_000}
+    more = {"Plan": {**raw["Plan"], "Plans": [under]}}
+    assert explain.build_report(explain.HOT_QUERIES[0], "t", more, True, {}).warnings
 
 
 async def test_db_stats_lists_sizes_usage_and_unused_indexes(

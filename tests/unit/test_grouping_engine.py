@@ -154,3 +154,18 @@ def test_differing_house_numbers_keep_close_reports_apart_and_shared_ones_join()
     assert decision.created
     scored = grouping.score(other, cand, grouping.params_for("graffiti", "appearance", {}))
     assert scored is not None and scored.house == -1 and scored.total < grouping.THRESHOLD
+
+
+def test_an_issue_left_without_reports_counts_as_one_report() -> None:
+    # A split can take an issue's only report away; distance must still count for it.
+    lat, lon = offset(34.05, -118.25, 100, 0)
+    r = report("r", lat, lon, t=3600, category="flooding", kind="hazard", text="Flooded street")
+    params = grouping.params_for("flooding", "hazard", {})
+    scores = [
+        grouping.score(
+            r, Candidate("i", 34.05, -118.25, "flooding", "hazard", "Flooded", 0, n), params
+        )
+        for n in (0, 1)
+    ]
+    assert scores[0] is not None and scores[1] is not None
+    assert scores[0].total == scores[1].total

@@ -20,8 +20,9 @@ SELECT code, kind, group_radius_m, group_lookback_hours * 3600 AS lookback_s
 SELECT count(pg_advisory_xact_lock($1::int, k)) FROM unnest($2::int[]) AS k
 
 -- name: open_issue_candidates
--- The $12 nearest open issues in reach of each report. One probe per (report, category,
--- cell) the report may join: in a dense city a cell holds dozens of open issues of other
+-- The $12 nearest open issues in reach and look-back of each report. One probe per (report,
+-- category, cell) the report may join, with the report's own look-back ($11: an issue too old
+-- for this report must not take one of its places): in a dense city a cell holds dozens of open issues of other
 -- categories, and none of them is read. `near` reads only issues_open_category_cell (an
 -- index-only scan: the index carries id, lat, lon and last_reported) and ranks the issues in
 -- each report's box by planar distance; the heap is read for the chosen few only. In a city
@@ -30,8 +31,8 @@ SELECT count(pg_advisory_xact_lock($1::int, k)) FROM unnest($2::int[]) AS k
 WITH probe AS (
     SELECT *
       FROM unnest($2::int[], $3::text[], $4::bigint[], $5::float8[], $6::float8[],
-                  $7::float8[], $8::float8[], $9::float8[], $10::float8[])
-           AS p (report, category, cell, lat, lon, lat_lo, lat_hi, lon_lo, lon_hi)
+                  $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::timestamptz[])
+           AS p (report, category, cell, lat, lon, lat_lo, lat_hi, lon_lo, lon_hi, since)
 ), near AS (
     SELECT i.id,
            row_number() OVER (
@@ -40,7 +41,7 @@ WITH probe AS (
            ) AS rank
       FROM probe p
       JOIN issues i ON i.tenant_id = $1 AND i.category = p.category AND i.cell = p.cell
-     WHERE civicpulse_is_open(i.status) AND i.last_reported >= $11
+     WHERE civicpulse_is_open(i.status) AND i.last_reported >= p.since
        AND i.lat BETWEEN p.lat_lo AND p.lat_hi AND i.lon BETWEEN p.lon_lo AND p.lon_hi
 )
 SELECT i.id, i.lat, i.lon, i.category, COALESCE(i.kind, 'other') AS kind,

@@ -1,0 +1,76 @@
+"""The grouping candidate lookup against PostgreSQL: what open_issue_candidates hands the
+engine for a batch (the nearest few in each report's own reach and look-back)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from civicpulse.config import Settings
+from civicpulse.db import issues as issues_repo
+from civicpulse.db.pool import create_pool, tenant_transaction
+from civicpulse.engine import geo, grouping
+from civicpulse.engine.grouping import Report
+from civicpulse.ids import uuid7
+from tests.support import TenantKeys
+
+HOUR = 3600.0
+LAT, LON = 34.05, -118.25
+
+
+def north(metres: float) -> tuple[float, float]:
+    return LAT + metres / geo.METRES_PER_DEGREE, LON
+
+
+def east(metres: float) -> tuple[float, float]:
+    return LAT, LON + metres / (geo.METRES_PER_DEGREE * math.cos(math.radians(LAT)))
+
+
+@pytest.fixture
+async def app_pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(Settings(), db_url, min_size=1, max_size=2)
+    yield pool
+    await pool.close()
+
+
+async def open_issues(
+    conn: asyncpg.Connection, tenant: int, rows: list[tuple[str, tuple[float, float], float]]
+) -> list[str]:
+    """Open issues (category, place, last reported at) as grouping would have opened them."""
+    founders = [
+        (str(uuid7()), Report("x", lat, lon, category, "", "Loud music all night", t, 2))
+        for category, (lat, lon), t in rows
+    ]
+    await issues_repo.insert_issues(conn, tenant, founders)
+    return [issue for issue, _ in founders]
+
+
+async def test_each_report_looks_back_its_own_way_and_sees_its_nearest_in_reach(
+    app_pool: asyncpg.Pool, tenant_a: TenantKeys
+) -> None:
+    now = time.time()
+    noise_lookback = grouping.params_for("noise", "nuisance", {}).lookback_s
+    async with tenant_transaction(app_pool, tenant_a.id) as conn:
+        # Five noise issues closer than the fresh one, but too old for a noise report.
+        stale = await open_issues(
+            conn,
+            tenant_a.id,
+            [("noise", north(10 + 5 * k), now - noise_lookback - HOUR) for k in range(5)],
+        )
+        (fresh,) = await open_issues(conn, tenant_a.id, [("noise", east(40), now - HOUR)])
+        # More nearby road defects than a report may take: only the nearest come back.
+        roads = await open_issues(
+            conn, tenant_a.id, [("road_defect", east(-15 * (k + 1)), now - HOUR) for k in range(8)]
+        )
+        noise = Report("n", LAT, LON, "noise", "nuisance", "Loud music", now, 2)
+        # A road defect in the same batch has a 30-day look-back: the batch's earliest.
+        road = Report("r", LAT, LON, "road_defect", "infrastructure", "Pothole", now, 2)
+        search = grouping.search_for([noise, road], {}, ())
+        found = {c.id for c in await issues_repo.open_issue_candidates(conn, tenant_a.id, search)}
+    assert fresh in found
+    assert not found & set(stale)
+    assert found & set(roads) == set(roads[: grouping.NEAREST])
