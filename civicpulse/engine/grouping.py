@@ -59,8 +59,19 @@ MAX_RADIUS_M = 1000.0
 COUNT_CAP = 20
 
 _WORD = re.compile(r"[a-z0-9]+")
-# A house number: digits (and an optional unit letter) before a street word, "1234 W Main".
-_HOUSE = re.compile(r"\b(\d{2,5})[a-z]?\s+(?:[nsew]\.?\s+)?[a-z]")
+# A house number: digits (and an optional unit letter) before a street's name, "1234 W Main",
+# "836 42nd Ave"; not a quantity ("for 10 days", "12 inches of water").
+_HOUSE = re.compile(r"\b(\d{2,5})[a-z]?\s+(?:[nsew]\.?\s+)?([a-z0-9][a-z0-9'-]*)")
+# fmt: off
+_NOT_A_STREET = frozenset({
+    "am", "pm", "and", "or", "to", "of", "more", "plus", "times", "people", "persons", "cars",
+    "vehicles", "trucks", "bags", "boxes", "items", "minute", "minutes", "min", "mins", "hour",
+    "hours", "hr", "hrs", "day", "days", "week", "weeks", "month", "months", "year", "years",
+    "inch", "inches", "in", "foot", "feet", "ft", "yard", "yards", "meter", "meters", "metre",
+    "metres", "m", "cm", "mm", "km", "mile", "miles", "mph", "lb", "lbs", "pound", "pounds",
+    "gallon", "gallons", "percent", "degrees",
+})
+# fmt: on
 
 
 class Terms(msgspec.Struct, frozen=True):
@@ -201,7 +212,11 @@ def category_relation(a_cat: str, a_kind: str, b_cat: str, b_kind: str) -> float
 
 
 def house_numbers(text: str) -> frozenset[int]:
-    return frozenset(int(n) for n in _HOUSE.findall(text.lower()))
+    return frozenset(
+        int(number)
+        for number, word in _HOUSE.findall(text.lower())
+        if word not in _NOT_A_STREET and not word.isdigit()
+    )
 
 
 def house_agreement(a: str, b: str) -> int:

@@ -169,3 +169,10 @@ def test_an_issue_left_without_reports_counts_as_one_report() -> None:
     ]
     assert scores[0] is not None and scores[1] is not None
     assert scores[0].total == scores[1].total
+
+
+def test_house_numbers_are_addresses_not_quantities() -> None:
+    assert grouping.house_numbers("Streetlight out at 1200 Oak St for 10 days") == {1200}
+    assert grouping.house_numbers("in front of 836 42nd Ave, 12 inches of water") == {836}
+    assert grouping.house_numbers("AT 109 PLYMOUTH: CAR PARKED FOR 3 WEEKS") == {109}
+    assert grouping.house_agreement("Light out for 10 days", "Light out at 1200 Oak St") == 0
