@@ -1,5 +1,8 @@
 -- 0008: the grouping candidate lookup ranks the open issues in each report's reach and reads
 -- the heap only for the nearest few (civicpulse/db/sql/issues.sql, open_issue_candidates).
+-- The index is rebuilt inside the migration's transaction, which blocks writes to issues
+-- while it builds (seconds for a million open issues: it holds open issues only); run the
+-- migration in a quiet period on a large database.
 
 -- Serves open_issue_candidates: (tenant_id, category, cell) finds the issues of a category in
 -- a cell; id, lat, lon and last_reported are carried so the ranking step is an index-only
