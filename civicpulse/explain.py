@@ -209,10 +209,9 @@ def build_report(
         if analyzed and node.actual_rows is not None:
             actual = node.actual_rows * (node.loops or 1)
             estimated = node.plan_rows * (node.loops or 1)
-            if limited and actual < estimated:
-                continue
+            stopped_early = limited and actual < estimated
             high, low = max(actual, estimated, 1), max(min(actual, estimated), 1)
-            if high / low > MISESTIMATE:
+            if high / low > MISESTIMATE and not stopped_early:
                 report.warnings.append(
                     f"{node.kind}{' on ' + node.relation if node.relation else ''}: "
                     f"estimated {estimated:,.0f} rows, actual {actual:,.0f} "

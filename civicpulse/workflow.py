@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal, get_args
 
 import asyncpg
 import msgspec
@@ -25,7 +25,7 @@ from civicpulse.engine.business_time import Calendar
 
 _json = msgspec.json.Encoder()
 
-STATUSES = (
+Status = Literal[
     "new",
     "triaged",
     "assigned",
@@ -36,7 +36,8 @@ STATUSES = (
     "reopened",
     "duplicate",
     "rejected",
-)
+]
+STATUSES: tuple[str, ...] = get_args(Status)
 _WORKING = frozenset({"triaged", "assigned", "in_progress", "waiting", "resolved", "rejected"})
 # Allowed transitions. `duplicate` is reached only by merging (POST .../merge).
 TRANSITIONS: Mapping[str, frozenset[str]] = {

@@ -17,6 +17,7 @@ import pytest
 
 from civicpulse.config import Settings
 from civicpulse.db import migrate
+from civicpulse.db.pool import create_pool
 from tests.support import ROOT, TenantKeys, make_tenant, reachable, test_settings, with_database
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -82,6 +83,14 @@ async def db_url(admin_url: str, template_db: str) -> AsyncIterator[str]:
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     return test_settings(db_url)
+
+
+@pytest.fixture
+async def app_pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool that connects as the service does (the app role, under row-level security)."""
+    pool = await create_pool(Settings(), db_url, min_size=1, max_size=2)
+    yield pool
+    await pool.close()
 
 
 @pytest.fixture

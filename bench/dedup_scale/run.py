@@ -432,7 +432,8 @@ async def explain_candidates(
     return (
         f"-- as role {role}, {len(reports)} reports, {len(pairs)} (category, cell) pairs in "
         f"{len(cells)} cells, "
-        f"since {datetime.fromtimestamp(search.since, UTC):%Y-%m-%d %H:%M} UTC\n{plan}"
+        f"since {datetime.fromtimestamp(min(p.since for p in search.probes), UTC):%Y-%m-%d %H:%M}"
+        f" UTC\n{plan}"
     )
 
 

@@ -255,7 +255,8 @@ async def candidate_batches(
         ]
         # As pipeline/group.py: one probe per (report, joinable category, cell).
         search = grouping.search_for(reports, {}, hazards)
-        out[t] = (search, dt.datetime.fromtimestamp(search.since, dt.UTC), len(rows))
+        since = min(p.since for p in search.probes)
+        out[t] = (search, dt.datetime.fromtimestamp(since, dt.UTC), len(rows))
     return out
 
 

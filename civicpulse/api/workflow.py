@@ -39,18 +39,7 @@ PAGE_MAX = 500
 
 
 class TransitionIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    to: Literal[
-        "triaged",
-        "assigned",
-        "in_progress",
-        "waiting",
-        "resolved",
-        "closed",
-        "reopened",
-        "rejected",
-        "new",
-        "duplicate",
-    ]
+    to: workflow.Status
     note: Note | None = None
     version: int | None = None
 

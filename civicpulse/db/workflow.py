@@ -120,14 +120,17 @@ async def insert_timers(
 ) -> None:
     """The first timers of issues whose clock just started (rows as for replace_timers)."""
     if timers:
-        cols = [list(c) for c in zip(*timers, strict=True)]
-        await conn.execute(q("insert_timers"), tenant_id, *cols)
+        await conn.execute(q("insert_timers"), tenant_id, *_columns(timers))
+
+
+def _columns(timers: Sequence[tuple[Any, int, str, str, Any]]) -> list[list[Any]]:
+    return [list(c) for c in zip(*timers, strict=True)]
 
 
 def timer_args(timers: Sequence[tuple[Any, int, str, str, Any]]) -> list[list[Any]]:
     """replace_timers' parameters after the tenant: the rows as columns, then the distinct
     issue ids."""
-    cols = [list(c) for c in zip(*timers, strict=True)]
+    cols = _columns(timers)
     return [*cols, list(dict.fromkeys(cols[0]))]
 
 

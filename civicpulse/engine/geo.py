@@ -61,7 +61,3 @@ def region_keys(lat: float, lon: float, radius_m: float) -> set[int]:
         (c // COLUMNS // REGION_CELLS) * 100_000 + (c % COLUMNS) // REGION_CELLS
         for c in cells_within(lat, lon, radius_m)
     }
-
-
-def union(a: Box, b: Box) -> Box:
-    return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])

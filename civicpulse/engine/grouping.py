@@ -244,7 +244,7 @@ def features(
         1.0 if house > 0 else 0.0,
         1.0 if house < 0 else 0.0,
         log_gap,
-        math.log(max(1, n)),
+        math.log(n),
     )
     return shared, (d100, d100 * d100 * n / (n + 1.0), log_gap)
 
@@ -395,11 +395,10 @@ class Probe(NamedTuple):
 
 class Search(NamedTuple):
     """Where a batch looks for candidates: one probe per (report, joinable category, cell),
-    the coarse regions to lock, and the earliest look-back."""
+    and the coarse regions to lock."""
 
     probes: list[Probe]
     regions: set[int]
-    since: float
 
 
 def search_for(
@@ -407,12 +406,11 @@ def search_for(
     overrides: dict[str, tuple[float | None, float | None]],
     hazard_categories: Iterable[str],
 ) -> Search:
-    """The pairs each report may join (its own category; every hazard category for a
-    hazard, since hazards merge across categories) within its reach and look-back."""
+    """A probe for every cell within each report's reach and every category it may join (its
+    own; every hazard category for a hazard, since hazards merge across categories)."""
     hazards = sorted(set(hazard_categories))
     probes: list[Probe] = []
     regions: set[int] = set()
-    since = min((r.t for r in reports), default=0.0)
     for n, r in enumerate(reports):
         params = params_for(r.category, r.kind, overrides)
         joinable = sorted({*hazards, r.category}) if r.kind == "hazard" else [r.category]
@@ -423,8 +421,7 @@ def search_for(
                 for category in joinable
             )
         regions.update(geo.region_keys(r.lat, r.lon, params.radius_m))
-        since = min(since, r.t - params.lookback_s)
-    return Search(probes, regions, since)
+    return Search(probes, regions)
 
 
 def search_radius(

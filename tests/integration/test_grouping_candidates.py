@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
-from civicpulse.config import Settings
 from civicpulse.db import issues as issues_repo
-from civicpulse.db.pool import create_pool, tenant_transaction
+from civicpulse.db.pool import tenant_transaction
 from civicpulse.engine import geo, grouping
 from civicpulse.engine.grouping import Report
 from civicpulse.ids import uuid7
@@ -28,13 +25,6 @@ def north(metres: float) -> tuple[float, float]:
 
 def east(metres: float) -> tuple[float, float]:
     return LAT, LON + metres / (geo.METRES_PER_DEGREE * math.cos(math.radians(LAT)))
-
-
-@pytest.fixture
-async def app_pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(Settings(), db_url, min_size=1, max_size=2)
-    yield pool
-    await pool.close()
 
 
 async def open_issues(

@@ -13,10 +13,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from civicpulse.config import Settings
 from civicpulse.db import analytics
 from civicpulse.db.issues import candidate_args
-from civicpulse.db.pool import create_pool
 from civicpulse.db.queries import q
 from civicpulse.db.tenants import hash_key
 from civicpulse.db.workflow import timer_args, workflow_params
@@ -119,13 +117,6 @@ def assert_uses(nodes: list[dict[str, Any]], index: str | tuple[str, ...]) -> No
     seq = {n.get("Relation Name") for n in nodes if n["Node Type"] == "Seq Scan"}
     assert wanted & used, f"{index} not used; plan uses {used or 'no index'}"
     assert not seq & {"reports", "issues"}, f"sequential scan of {seq}"
-
-
-@pytest.fixture
-async def app_pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(Settings(), db_url, min_size=1, max_size=2)
-    yield pool
-    await pool.close()
 
 
 async def test_hot_queries_use_their_indexes(

@@ -22,8 +22,8 @@ SELECT count(pg_advisory_xact_lock($1::int, k)) FROM unnest($2::int[]) AS k
 -- name: open_issue_candidates
 -- The $12 nearest open issues in reach and look-back of each report. One probe per (report,
 -- category, cell) the report may join, with the report's own look-back ($11: an issue too old
--- for this report must not take one of its places): in a dense city a cell holds dozens of open issues of other
--- categories, and none of them is read. `near` reads only issues_open_category_cell (an
+-- for this report must not take one of its places). In a dense city a cell holds dozens of
+-- open issues of other categories, and none of them is read. `near` reads only issues_open_category_cell (an
 -- index-only scan: the index carries id, lat, lon and last_reported) and ranks the issues in
 -- each report's box by planar distance; the heap is read for the chosen few only. In a city
 -- with a million open issues a report can have dozens in reach, and this keeps the rows
