@@ -29,6 +29,7 @@ from civicpulse.api import categories, dashboard, issues, ops, reports
 from civicpulse.api import config as config_api
 from civicpulse.api import errors as api_errors
 from civicpulse.api import metrics as metrics_api
+from civicpulse.api import places as places_api
 from civicpulse.api import workflow as workflow_api
 from civicpulse.api.auth import Authenticator
 from civicpulse.api.direct import DirectRoutes
@@ -41,6 +42,7 @@ from civicpulse.llm.client import ChatClient, CircuitBreaker
 from civicpulse.metrics import Metrics
 from civicpulse.pipeline import aggregator, claimer, classify, group, pressure, scheduler, writer
 from civicpulse.pipeline.models import ModelStore
+from civicpulse.pipeline.places import PlaceStore
 
 log = structlog.get_logger(__name__)
 
@@ -167,6 +169,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 retrain_after=settings.retrain_after_labels,
                 check_every=settings.retrain_check_seconds,
             ),
+            places=PlaceStore(pool),
             metrics=metrics,
             owner=owner,
             llm=None if http is None else llm_client(settings, http, metrics),
@@ -208,6 +211,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                         busy=busy,
                         busy_interval=settings.pipeline_busy_interval,
                         busy_batch=settings.pipeline_busy_batch,
+                        order_wait=timedelta(seconds=settings.group_order_wait_seconds),
                     ),
                     name=f"claimer-{state_name}",
                 )
@@ -281,6 +285,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *issues.routes,
             *workflow_api.routes,
             *config_api.routes,
+            *places_api.routes,
             *metrics_api.routes,
             *dashboard.routes,
         ],

@@ -138,14 +138,16 @@ def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
         await migrate.migrate(dsn, settings.schema_dir)
         conn = await _owner(dsn)
         try:
-            return await tenants.create_tenant(conn, args.slug, args.name, args.timezone)
+            return await tenants.create_tenant(
+                conn, args.slug, args.name, args.timezone, args.template
+            )
         finally:
             await conn.close()
 
     tenant = asyncio.run(run(resolve_dsn(settings)))
     print(
         f"created tenant {tenant.slug} (id {tenant.id}, {tenant.timezone}) "
-        "with the default taxonomy"
+        f"with the {args.template} template"
     )
     return 0
 
@@ -312,10 +314,37 @@ def cmd_classifier_train(settings: Settings, args: argparse.Namespace) -> int:
 
     model, elapsed = asyncio.run(run(resolve_dsn(settings)))
     print(
-        f"trained model v{model.version} for {args.tenant} from {model.labels} labels and "
-        f"the taxonomy in {elapsed:.2f}s (digest {model.digest}); the service uses it within "
-        f"{settings.retrain_check_seconds:.0f}s"
+        f"trained model v{model.version} for {args.tenant} from {model.labels} labels, "
+        f"the taxonomy and the default vocabulary in {elapsed:.2f}s (digest {model.digest}); "
+        "the service classifies with it from its next batch"
     )
+    return 0
+
+
+def cmd_places_import(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse.db import places as places_repo
+    from civicpulse.db.pool import tenant_transaction
+    from civicpulse.placefile import read_places
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise CivicPulseError(f"no such file: {path}", field="file")
+    found, errors = read_places(path)
+    for line, field, message in errors[: args.max_errors]:
+        print(f"{path}:{line}: {field}: {message}", file=sys.stderr)
+    if errors:
+        print(f"{len(errors)} rows rejected; nothing imported", file=sys.stderr)
+        return 1
+
+    async def run(dsn: str) -> tuple[int, int]:
+        async with (
+            _tenant_pool(settings, dsn, args.tenant) as (pool, tenant, _),
+            tenant_transaction(pool, tenant.id) as conn,
+        ):
+            return await places_repo.upsert_places(conn, tenant.id, found)
+
+    created, updated = asyncio.run(run(resolve_dsn(settings)))
+    print(f"read {len(found)} places: {created} created, {updated} replaced")
     return 0
 
 
@@ -439,12 +468,17 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = tenant.add_subparsers(dest="tenant_command", required=True, metavar="ACTION")
     create = tsub.add_parser(
         "create",
-        help="create a tenant with the default taxonomy",
-        description="Create a tenant with the default civic taxonomy.",
+        help="create a tenant from a template",
+        description="Create a tenant from a template: 'city' (the civic taxonomy; problems "
+        "told apart by place on the map) or 'facility' (hotels, campuses, offices: building "
+        "trades, building-wide categories such as lifts and wifi, rooms told apart by number).",
     )
     create.add_argument("slug", help="URL name: lower-case letters, digits and '-'")
     create.add_argument("--name", required=True, help="display name")
     create.add_argument("--timezone", default="UTC", help="IANA time zone (default UTC)")
+    create.add_argument(
+        "--template", choices=["city", "facility"], default="city", help="default: city"
+    )
     create.set_defaults(func=cmd_tenant_create)
     tlist = tsub.add_parser("list", help="list tenants", description="List tenants.")
     tlist.set_defaults(func=cmd_tenant_list)
@@ -478,6 +512,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--tenant", required=True, help="tenant slug")
     train.set_defaults(func=cmd_classifier_train)
+
+    places = sub.add_parser(
+        "places", help="manage a tenant's places", description="Manage a tenant's places."
+    )
+    psub = places.add_subparsers(dest="places_command", required=True, metavar="ACTION")
+    pimport = psub.add_parser(
+        "import",
+        help="create or replace places from a CSV or JSON file",
+        description="Create or replace a tenant's places (sites, buildings, floors, rooms, "
+        "units, spaces, assets) from a file, all or nothing. CSV: a header with code, kind, "
+        "name and optionally aliases ('|'-separated), parent, lat, lon. JSON: an array of "
+        "objects with the same fields (aliases as a list), as POST /v1/tenants/{slug}/places "
+        "takes. A row's parent may come later in the file.",
+    )
+    pimport.add_argument("file", help="a .csv or .json file")
+    pimport.add_argument("--tenant", required=True, help="tenant slug")
+    pimport.add_argument(
+        "--max-errors", type=int, default=20, help="row errors to print (default 20)"
+    )
+    pimport.set_defaults(func=cmd_places_import)
 
     rollups = sub.add_parser(
         "rollups",

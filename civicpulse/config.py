@@ -54,6 +54,9 @@ class Settings:
     pipeline_lease_seconds: float = 60.0
     pipeline_poll_seconds: float = 1.0
     pipeline_queue_size: int = 8
+    # Grouping follows submission order: a report still waiting for classification holds back
+    # its tenant's later reports for at most this long (then they are grouped without it).
+    group_order_wait_seconds: float = 60.0
     process_pool_workers: int = 0  # 0: one per CPU
     # Intake first: while the writers commit more than this many rows per second, each
     # pipeline stage claims at most pipeline_busy_batch reports per pipeline_busy_interval

@@ -47,8 +47,8 @@ def _now() -> dt.datetime:
 async def _candidates(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
     lat, lon, category = await _issue_place(conn, t)
     report = grouping.Report("explain", lat, lon, category, "", "", _now().timestamp(), 1)
-    search = grouping.search_for([report], {}, ())
-    return (t, *candidate_args(search))
+    search = grouping.search_for([report], {})
+    return (t, *candidate_args(search, grouping.NEAREST))
 
 
 async def _nearby(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 from starlette.requests import Request
 
+from civicpulse.db import places as places_repo
 from civicpulse.db import tenants as tenants_repo
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.errors import Forbidden, NotFound, Unauthenticated
@@ -30,6 +31,8 @@ class TenantContext:
     timezone: str
     # Accepted category references (code or service_code) -> canonical code.
     category_codes: dict[str, str]
+    # The tenant's registered place codes (a report may name one).
+    place_codes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +75,14 @@ class Authenticator:
             return None
         async with tenant_transaction(self.pool, tenant.id) as conn:
             categories = await tenants_repo.list_categories(conn, tenant.id)
+            place_codes = await places_repo.place_codes(conn, tenant.id)
         codes: dict[str, str] = {}
         for c in categories:
             codes[c.code] = c.code
             codes[c.service_code] = c.code
-        return TenantContext(tenant.id, tenant.slug, tenant.name, tenant.timezone, codes)
+        return TenantContext(
+            tenant.id, tenant.slug, tenant.name, tenant.timezone, codes, place_codes
+        )
 
     async def require(self, request: Request, slug: str, scope: str) -> Principal:
         """Authenticate the request for `slug` with at least `scope`."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -39,6 +39,9 @@ class CategoryIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         list[Annotated[str, Meta(min_length=1, max_length=60)]], Meta(max_length=100)
     ] = []
     kind: str = "other"
+    # local: a problem at one spot, room or unit; building: of the whole building (a lift,
+    # the wifi): grouped across its rooms and floors.
+    scope: Literal["local", "building"] = "local"
     active: bool = True
 
 
@@ -49,6 +52,7 @@ class CategoryOut(msgspec.Struct, frozen=True, kw_only=True):
     description: str
     keywords: list[str]
     kind: str
+    scope: str
     active: bool
 
 
@@ -69,6 +73,7 @@ async def list_categories(request: Request) -> Response:
             description=r["description"],
             keywords=list(r["keywords"]),
             kind=r["kind"],
+            scope=r["scope"],
             active=r["active"],
         )
         for r in rows
@@ -87,7 +92,13 @@ async def put_category(request: Request) -> Response:
     if item.kind not in KINDS:
         raise ValidationFailed(f"kind must be one of {', '.join(KINDS)}", field="kind")
     category = tenants_repo.Category(
-        code, item.service_code, item.name, item.description, tuple(item.keywords), item.kind
+        code,
+        item.service_code,
+        item.name,
+        item.description,
+        tuple(item.keywords),
+        item.kind,
+        item.scope,
     )
     async with tenant_transaction(state.pool, principal.tenant.id) as conn:
         created = await tenants_repo.upsert_category(
@@ -101,6 +112,7 @@ async def put_category(request: Request) -> Response:
         description=item.description,
         keywords=list(item.keywords),
         kind=item.kind,
+        scope=item.scope,
         active=item.active,
     )
     return Response(

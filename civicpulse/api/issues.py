@@ -16,6 +16,7 @@ from starlette.routing import Route
 from civicpulse import workflow
 from civicpulse.api.auth import SCOPE_RANK
 from civicpulse.api.body import decode, read_json
+from civicpulse.api.reports import place_out
 from civicpulse.api.state import AppState
 from civicpulse.db import issues as issues_repo
 from civicpulse.db.pool import tenant_transaction
@@ -78,6 +79,9 @@ def issue_out(row: Any) -> dict[str, Any]:
         "lat": row["lat"],
         "lon": row["lon"],
         "report_count": row["report_count"],
+        "subtype": row["subtype"],
+        "scope": row["scope"],
+        "place": place_out(row["place_ref"]),
         "first_reported": row["first_reported"],
         "last_reported": row["last_reported"],
         "opened_at": row["opened_at"],
@@ -106,6 +110,17 @@ def issue_out(row: Any) -> dict[str, Any]:
     }
 
 
+def _grouping(raw: str | None, staff: bool) -> dict[str, Any] | None:
+    """A report's grouping record: the rule, the link's scores, and for staff the best issue
+    it did not join with the feature that kept it out ("why_not")."""
+    if raw is None:
+        return None
+    record: dict[str, Any] = msgspec.json.decode(raw)
+    if not staff:
+        record.pop("why_not", None)
+    return record
+
+
 async def get_issue(request: Request) -> Response:
     """An issue with its reports; staff also get its event log."""
     state: AppState = request.state.app
@@ -129,10 +144,12 @@ async def get_issue(request: Request) -> Response:
             "lon": r["lon"],
             "address": r["address"],
             "category": r["category"],
+            "subtype": r["subtype"],
             "severity": r["severity"],
+            "place": place_out(r["place_ref"], r["place"]),
             "submitted_at": r["submitted_at"],
             "channel": r["channel"],
-            "grouping": None if r["grouping"] is None else msgspec.json.decode(r["grouping"]),
+            "grouping": _grouping(r["grouping"], staff),
         }
         for r in reports
     ]

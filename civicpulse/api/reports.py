@@ -25,11 +25,13 @@ from civicpulse.domain.reports import (
     ItemError,
     Links,
     NewReport,
+    PlaceOut,
     ReportCorrection,
     ReportIn,
     ReportOut,
     WriteOutcome,
 )
+from civicpulse.engine.places import Where
 from civicpulse.errors import CivicPulseError, Conflict, NotFound, ValidationFailed
 from civicpulse.ids import uuid7
 
@@ -75,6 +77,8 @@ def to_new_report(
             raise ValidationFailed(
                 f"unknown category {report.category!r} for this tenant", field="category"
             )
+    if report.place is not None and report.place not in tenant.place_codes:
+        raise ValidationFailed(f"unknown place {report.place!r} for this tenant", field="place")
     return NewReport(
         tenant_id=tenant.id,
         id=str(uuid7()),
@@ -90,6 +94,7 @@ def to_new_report(
         media_urls=_json.encode(report.media_urls).decode(),
         idempotency_key=key,
         body_hash=body_hash,
+        place=report.place,
     )
 
 
@@ -335,6 +340,23 @@ async def list_reports(request: Request) -> Response:
     return _respond(200, ReportPage(items=items, next_cursor=next_cursor))
 
 
+def place_out(raw: Any, requested: str | None = None) -> PlaceOut | None:
+    """A stored place (JSON of engine.places.Where) as the API shows it."""
+    if raw is None and requested is None:
+        return None
+    where = msgspec.json.decode(raw, type=Where) if raw is not None else Where()
+    return PlaceOut(
+        code=where.code,
+        label=where.label,
+        building=where.building,
+        floor=where.floor,
+        unit=where.unit,
+        space=where.space,
+        asset=where.asset,
+        requested=requested,
+    )
+
+
 def _report_out(slug: str, row: Any) -> ReportOut:
     classification = None
     if row["classification"] is not None:
@@ -346,6 +368,9 @@ def _report_out(slug: str, row: Any) -> ReportOut:
             prompt_version=c.get("prompt_version"),
             latency_ms=c.get("latency_ms"),
             fallback_reason=c.get("fallback_reason"),
+            alternatives=(
+                None if row["alternatives"] is None else msgspec.json.decode(row["alternatives"])
+            ),
         )
     rid = str(row["id"])
     return ReportOut(
@@ -357,6 +382,7 @@ def _report_out(slug: str, row: Any) -> ReportOut:
         address=row["address"],
         requested_category=row["requested_category"],
         category=row["category"],
+        subtype=row["subtype"],
         severity=row["severity"],
         classification=classification,
         summary=row["summary"],
@@ -364,6 +390,7 @@ def _report_out(slug: str, row: Any) -> ReportOut:
         language=row["language"],
         needs_review=row["needs_review"],
         issue_id=None if row["issue_id"] is None else str(row["issue_id"]),
+        place=place_out(row["place_ref"], row["place"]),
         channel=row["channel"],
         submitted_at=row["submitted_at"],
         received_at=row["received_at"],

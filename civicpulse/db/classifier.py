@@ -24,6 +24,11 @@ async def latest_model(conn: asyncpg.Connection, tenant_id: int) -> StoredModel 
     return None if row is None else StoredModel(**dict(row))
 
 
+async def latest_model_version(conn: asyncpg.Connection, tenant_id: int) -> int:
+    """The newest stored model version (0 when there is none)."""
+    return int(await conn.fetchval(q("latest_model_version"), tenant_id) or 0)
+
+
 async def insert_model(
     conn: asyncpg.Connection,
     tenant_id: int,

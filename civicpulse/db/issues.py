@@ -8,15 +8,33 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from civicpulse.db.queries import q
-from civicpulse.engine.grouping import NEAREST, Candidate, Report, Search
+from civicpulse.engine import textmodel
+from civicpulse.engine.grouping import Candidate, Report, Search
+from civicpulse.engine.places import NOWHERE, Where
+
+_where = msgspec.json.Decoder(Where)
+_mix = msgspec.json.Decoder(list[tuple[str, float]])
+_json = msgspec.json.Encoder()
+
+
+def _place(raw: str | None) -> Where:
+    return NOWHERE if raw is None else _where.decode(raw)
+
+
+def _alternatives(raw: str | None) -> tuple[tuple[str, float], ...]:
+    return () if raw is None else tuple(_mix.decode(raw))
 
 
 async def load_classified_reports(
     conn: asyncpg.Connection, tenant_id: int, ids: Sequence[uuid.UUID], owner: str
 ) -> list[Report]:
+    """The claim's reports in submission order, with their scope: the subtype's when the
+    vocabulary gives it one (no heat in the whole building), else the category's."""
     rows = await conn.fetch(q("load_classified_reports"), tenant_id, list(ids), owner)
+    scopes = textmodel.subtype_scopes()
     return [
         Report(
             str(r["id"]),
@@ -27,6 +45,10 @@ async def load_classified_reports(
             r["text"],
             r["t"],
             r["severity"],
+            r["subtype"],
+            scopes.get((r["category"] or "other", r["subtype"] or ""), r["scope"]),
+            _place(r["place_ref"]),
+            _alternatives(r["alternatives"]),
         )
         for r in rows
     ]
@@ -34,15 +56,14 @@ async def load_classified_reports(
 
 async def grouping_settings(
     conn: asyncpg.Connection, tenant_id: int
-) -> tuple[dict[str, tuple[float | None, float | None]], dict[str, str]]:
-    """Per-category radius/look-back overrides, and every category's kind."""
+) -> dict[str, tuple[float | None, float | None]]:
+    """Per-category radius/look-back overrides."""
     rows = await conn.fetch(q("grouping_settings"), tenant_id)
-    overrides = {
+    return {
         r["code"]: (r["group_radius_m"], r["lookback_s"])
         for r in rows
         if r["group_radius_m"] is not None or r["lookback_s"] is not None
     }
-    return overrides, {r["code"]: r["kind"] for r in rows}
 
 
 async def lock_regions(conn: asyncpg.Connection, tenant_id: int, keys: Sequence[int]) -> None:
@@ -50,11 +71,11 @@ async def lock_regions(conn: asyncpg.Connection, tenant_id: int, keys: Sequence[
 
 
 async def open_issue_candidates(
-    conn: asyncpg.Connection, tenant_id: int, search: Search
+    conn: asyncpg.Connection, tenant_id: int, search: Search, nearest: int
 ) -> list[Candidate]:
-    """The NEAREST open issues in reach and look-back of each report (by its probes); an
-    issue near several reports comes once."""
-    rows = await conn.fetch(q("open_issue_candidates"), tenant_id, *candidate_args(search))
+    """The `nearest` open issues in reach and look-back of each report (by its probes), and
+    those at each report's own place; an issue near several reports comes once."""
+    rows = await conn.fetch(q("open_issue_candidates"), tenant_id, *candidate_args(search, nearest))
     return [
         Candidate(
             str(r["id"]),
@@ -65,14 +86,19 @@ async def open_issue_candidates(
             r["representative_text"],
             r["last_t"],
             r["report_count"],
+            r["subtype"],
+            r["scope"],
+            _place(r["place_ref"]),
+            _alternatives(r["alternatives"]),
         )
         for r in rows
     ]
 
 
-def candidate_args(search: Search) -> list[Any]:
+def candidate_args(search: Search, nearest: int) -> list[Any]:
     """open_issue_candidates' parameters after the tenant."""
     probes = search.probes
+    placed = [(p, category) for p in search.place_probes for category in p.categories]
     return [
         [p.report for p in probes],
         [p.category for p in probes],
@@ -81,7 +107,11 @@ def candidate_args(search: Search) -> list[Any]:
         [p.lon for p in probes],
         *([p.box[i] for p in probes] for i in range(4)),
         [datetime.fromtimestamp(p.since, UTC) for p in probes],
-        NEAREST,
+        nearest,
+        [p.key for p, _ in placed],
+        [c for _, c in placed],
+        *([p.box[i] for p, _ in placed] for i in range(4)),
+        [datetime.fromtimestamp(p.since, UTC) for p, _ in placed],
     ]
 
 
@@ -93,19 +123,34 @@ async def not_duplicates_for(
 
 
 async def insert_issues(
-    conn: asyncpg.Connection, tenant_id: int, issues: Sequence[tuple[str, Report]]
+    conn: asyncpg.Connection, tenant_id: int, issues: Sequence[tuple[str, Report, Where]]
 ) -> None:
-    """New issues, one per (issue id, founding report)."""
+    """New issues, one per (issue id, founding report, the issue's place)."""
     await conn.execute(
         q("insert_issues"),
         tenant_id,
-        [i for i, _ in issues],
-        [r.category for _, r in issues],
-        [r.kind for _, r in issues],
-        [r.text for _, r in issues],
-        [r.lat for _, r in issues],
-        [r.lon for _, r in issues],
-        [r.t for _, r in issues],
+        [i for i, _, _ in issues],
+        [r.category for _, r, _ in issues],
+        [r.kind for _, r, _ in issues],
+        [r.text for _, r, _ in issues],
+        [r.lat for _, r, _ in issues],
+        [r.lon for _, r, _ in issues],
+        [r.t for _, r, _ in issues],
+        [r.scope for _, r, _ in issues],
+        [r.subtype for _, r, _ in issues],
+        [_json.encode(r.alternatives).decode() if r.alternatives else None for _, r, _ in issues],
+        [_json.encode(w).decode() if w.known else None for _, _, w in issues],
+    )
+
+
+async def set_issue_places(
+    conn: asyncpg.Connection, tenant_id: int, places: Sequence[tuple[str, Where]]
+) -> None:
+    await conn.execute(
+        q("set_issue_places"),
+        tenant_id,
+        [i for i, _ in places],
+        [_json.encode(w).decode() for _, w in places],
     )
 
 

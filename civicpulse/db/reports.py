@@ -49,6 +49,7 @@ async def insert_reports(
             [r.media_urls for r in to_insert],
             [r.idempotency_key for r in to_insert],
             [r.body_hash for r in to_insert],
+            [r.place for r in to_insert],
         )
     }
 
@@ -92,6 +93,15 @@ async def claim_reports(
     return [(r["tenant_id"], r["id"]) for r in rows]
 
 
+async def claim_grouping(
+    conn: asyncpg.Connection, owner: str, lease: timedelta, limit: int, wait: timedelta
+) -> list[tuple[int, uuid.UUID]]:
+    """Lease classified reports in submission order, at most one claim per tenant at a time;
+    a report still unclassified holds back its tenant's later ones for up to `wait`."""
+    rows = await conn.fetch(q("claim_grouping"), owner, lease, limit, wait)
+    return [(r["tenant_id"], r["id"]) for r in rows]
+
+
 async def load_claimed_reports(
     conn: asyncpg.Connection, tenant_id: int, ids: Sequence[uuid.UUID], owner: str
 ) -> list[asyncpg.Record]:
@@ -112,6 +122,9 @@ class Classified(NamedTuple):
     hazards: tuple[str, ...]
     language: str
     needs_review: bool
+    subtype: str | None = None
+    alternatives: str | None = None  # JSON [[category, probability], ...]
+    place_ref: str | None = None  # JSON of civicpulse.engine.places.Where
 
 
 async def finish_classified(
@@ -130,6 +143,9 @@ async def finish_classified(
         [r.language for r in results],
         [r.needs_review for r in results],
         owner,
+        [r.subtype for r in results],
+        [r.alternatives for r in results],
+        [r.place_ref for r in results],
     )
     return int(status.split()[-1])
 

@@ -7,15 +7,26 @@ import json
 import secrets
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import asyncpg
 
 from civicpulse.db import workflow as workflow_repo
 from civicpulse.db.pool import set_tenant
 from civicpulse.db.queries import q
+from civicpulse.engine.grouping import FACILITY_NEAREST
 from civicpulse.errors import Conflict, NotFound
 
 SCOPES = ("submit", "staff", "admin")
+# A new tenant's taxonomy and grouping settings: a city, or a building operator (hotels,
+# campuses, offices) whose problems are told apart by room, unit and floor.
+TEMPLATES: dict[str, tuple[str, dict[str, object]]] = {
+    "city": ("taxonomy.json", {}),
+    "facility": (
+        "taxonomy_facility.json",
+        {"grouping": {"rooms_by_number": True, "nearest": FACILITY_NEAREST}},
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +45,7 @@ class Category:
     description: str
     keywords: tuple[str, ...]
     kind: str
+    scope: str = "local"
 
 
 def hash_key(key: str) -> bytes:
@@ -47,9 +59,10 @@ def new_key() -> tuple[str, str]:
     return f"cp_{prefix}_{secrets.token_urlsafe(24)}", prefix
 
 
-def default_taxonomy() -> list[Category]:
-    """The civic taxonomy a new tenant starts with."""
-    raw = json.loads(resources.files("civicpulse.data").joinpath("taxonomy.json").read_text())
+def default_taxonomy(template: str = "city") -> list[Category]:
+    """The taxonomy a new tenant of this template starts with."""
+    path = TEMPLATES[template][0]
+    raw = json.loads(resources.files("civicpulse.data").joinpath(path).read_text())
     return [
         Category(
             code=item["code"],
@@ -58,6 +71,7 @@ def default_taxonomy() -> list[Category]:
             description=item["description"],
             keywords=tuple(item["keywords"]),
             kind=item["kind"],
+            scope=item.get("scope", "local"),
         )
         for item in raw
     ]
@@ -68,11 +82,17 @@ async def tenant_by_slug(conn: asyncpg.Connection, slug: str) -> Tenant | None:
     return None if row is None else Tenant(**dict(row))
 
 
-async def create_tenant(conn: asyncpg.Connection, slug: str, name: str, timezone: str) -> Tenant:
-    """Create a tenant with the default taxonomy (owner connection)."""
+async def create_tenant(
+    conn: asyncpg.Connection, slug: str, name: str, timezone: str, template: str = "city"
+) -> Tenant:
+    """Create a tenant with its template's taxonomy and settings (owner connection)."""
+    if template not in TEMPLATES:
+        raise Conflict(f"template must be one of {', '.join(TEMPLATES)}", field="template")
     async with conn.transaction():
         try:
-            row = await conn.fetchrow(q("create_tenant"), slug, name, timezone)
+            row = await conn.fetchrow(
+                q("create_tenant"), slug, name, timezone, json.dumps(TEMPLATES[template][1])
+            )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"tenant {slug!r} already exists", field="slug") from exc
         except asyncpg.CheckViolationError as exc:
@@ -80,7 +100,7 @@ async def create_tenant(conn: asyncpg.Connection, slug: str, name: str, timezone
         assert row is not None
         tenant = Tenant(**dict(row))
         await set_tenant(conn, tenant.id)
-        await insert_categories(conn, tenant.id, default_taxonomy())
+        await insert_categories(conn, tenant.id, default_taxonomy(template))
         await insert_sla_defaults(conn, tenant.id, timezone)
     return tenant
 
@@ -111,6 +131,13 @@ async def insert_sla_defaults(conn: asyncpg.Connection, tenant_id: int, timezone
         )
 
 
+async def tenant_config(conn: asyncpg.Connection, tenant_id: int) -> dict[str, Any]:
+    """The tenant's settings (grouping, severity scale); {} when none are set."""
+    raw = await conn.fetchval(q("tenant_config"), tenant_id)
+    value = json.loads(raw) if isinstance(raw, str) else raw
+    return value if isinstance(value, dict) else {}
+
+
 async def list_tenants(conn: asyncpg.Connection) -> list[Tenant]:
     return [Tenant(**dict(row)) for row in await conn.fetch(q("list_tenants"))]
 
@@ -127,6 +154,7 @@ async def insert_categories(
         [c.description for c in categories],
         ["|".join(c.keywords) for c in categories],
         [c.kind for c in categories],
+        [c.scope for c in categories],
     )
 
 
@@ -140,6 +168,7 @@ async def list_categories(conn: asyncpg.Connection, tenant_id: int) -> list[Cate
             description=r["description"],
             keywords=tuple(r["keywords"]),
             kind=r["kind"],
+            scope=r["scope"],
         )
         for r in rows
     ]
@@ -194,6 +223,7 @@ async def upsert_category(
                 category.description,
                 list(category.keywords),
                 category.kind,
+                category.scope,
                 active,
             )
         )

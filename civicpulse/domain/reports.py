@@ -16,6 +16,7 @@ Code = Annotated[str, Meta(min_length=1, max_length=64)]
 AwareDatetime = Annotated[dt.datetime, Meta(tz=True)]
 Url = Annotated[str, Meta(min_length=1, max_length=2000, pattern=r"^https?://")]
 Channel = Literal["api", "web", "mobile", "phone", "email", "sms", "kiosk", "staff", "import"]
+PlaceCode = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
 class Reporter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -37,6 +38,8 @@ class ReportIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     reporter: Reporter | None = None
     attributes: Annotated[dict[str, Any], Meta(max_length=50)] = {}
     media_urls: Annotated[list[Url], Meta(max_length=10)] = []
+    # A place the tenant registered (a room picked in the app, a QR code on the door).
+    place: PlaceCode | None = None
 
 
 class Links(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,6 +79,23 @@ class Classification(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     prompt_version: str | None = None
     latency_ms: float | None = None
     fallback_reason: str | None = None
+    # The most likely categories and their probabilities, best first (grouping looks for
+    # issues in these too when the classifier was unsure).
+    alternatives: list[tuple[str, float]] | None = None
+
+
+class PlaceOut(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Where a report or issue is: the registered place it resolved to (code), a label for
+    people, and each level known (registered codes, or what the text said, "~412")."""
+
+    code: str | None = None
+    label: str = ""
+    building: str | None = None
+    floor: str | None = None
+    unit: str | None = None
+    space: str | None = None
+    asset: str | None = None
+    requested: str | None = None  # the code the client sent
 
 
 class ReportOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,6 +109,7 @@ class ReportOut(msgspec.Struct, frozen=True, kw_only=True):
     address: str | None
     requested_category: str | None
     category: str | None
+    subtype: str | None
     severity: int | None
     classification: Classification | None
     summary: str | None
@@ -96,6 +117,7 @@ class ReportOut(msgspec.Struct, frozen=True, kw_only=True):
     language: str | None
     needs_review: bool
     issue_id: str | None
+    place: PlaceOut | None
     channel: str
     submitted_at: dt.datetime
     received_at: dt.datetime
@@ -130,6 +152,7 @@ class NewReport(msgspec.Struct, frozen=True, kw_only=True):
     media_urls: str
     idempotency_key: str | None
     body_hash: bytes | None
+    place: str | None = None
 
 
 class WriteOutcome(msgspec.Struct, frozen=True):

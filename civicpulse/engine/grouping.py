@@ -1,16 +1,24 @@
 """Duplicate grouping: which open issue, if any, a new report belongs to.
 
-Pure and batch-oriented (what the process pool runs). Candidates are open issues near the
-report (the caller fetched them by geo cell). Each is scored by a logistic model
-(civicpulse/data/grouping_model.json, fitted by bench/dedup_quality/fit.py on a labelled set
-built from real 311 records) on the distance to the issue's centroid (per category, and
-sharper the more reports the centroid averages), the time since its last report, the text
-similarity with its founding report, whether the two name the same house number, the
-category relation and the report count. The report joins the most probable issue at or
-above the threshold probability, or opens a new one. Reports of one batch are decided in
-time order, and a new issue opened by one report is a candidate for the next, so a burst
-about one problem ends up in one issue. Every decision carries its scores and the rule that
-decided it.
+Pure and batch-oriented (what the process pool runs). Reports of one tenant arrive in
+submission order and are decided in that order; a new issue opened by one report is a
+candidate for the next, so a burst about one problem ends up in one issue, and the same
+stream gives the same issues however the work was split into claims.
+
+Candidates are the open issues a report may join: those of its category, of the next
+categories the classifier found likely (a report the classifier was unsure about is not
+locked out of the issue it belongs to), and for a hazard every hazard category; within the
+report's reach and look-back; the nearest few, and every one at the report's own place (room,
+unit, space or asset). Places decide first: two different buildings, rooms, units or assets
+are never one problem (for a building-wide problem, such as a lift, the wifi or the heating
+plant, only the building and the asset count). Every other pair is scored by a logistic model
+(civicpulse/data/grouping_model.json, fitted by bench/judgement/fit.py on labelled streams)
+on the distance to the issue's centroid (per category, sharper the more reports it averages),
+the time since its last report, the category agreement, the subtype (a pothole is not a
+cracked sidewalk), the text similarity with the founding report, house numbers, the place
+and the report count. The report joins the most probable issue at or above the threshold, or
+opens a new one; then the best issue it did not join is kept with the feature that kept it
+out ("why not"). Every decision carries its scores and the rule that decided it.
 """
 
 from __future__ import annotations
@@ -19,16 +27,17 @@ import functools
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import msgspec
 
-from civicpulse.engine import geo
+from civicpulse.engine import geo, places
+from civicpulse.engine.places import NOWHERE, Where
 from civicpulse.engine.textmodel import STOPWORDS
 
-RULES_VERSION = "group-v2"
+RULES_VERSION = "group-v3"
 HOUR = 3600.0
 DAY = 24 * HOUR
 
@@ -51,12 +60,28 @@ CATEGORY_LOOKBACK_S: dict[str, float] = {
     "parks": 30 * DAY,
     "hazard": 3 * DAY,
     "other": 21 * DAY,
+    # Facilities: outages and alarms are over within a day or two; rooms' faults last.
+    "lifts": 7 * DAY,
+    "network": 2 * DAY,
+    "fire_safety": 2 * DAY,
+    "cleaning": 2 * DAY,
+    "security": 1 * DAY,
 }
 KIND_LOOKBACK_S: dict[str, float] = {"hazard": 3 * DAY, "utilities": 21 * DAY}
 FALLBACK_LOOKBACK_S = 21 * DAY
 MAX_RADIUS_M = 1000.0
 # The report count feature saturates here, so a model's reach (radius_m) is a true bound.
 COUNT_CAP = 20
+# A report also looks for issues of its next categories when the classifier gave them at
+# least this probability (at most ALTERNATIVES categories in all).
+ALTERNATIVE_MIN = 0.15
+ALTERNATIVES = 3
+# Candidates per report: the nearest open issues in reach (and every one at its own place).
+# In a dense city this keeps the work per report flat however many open issues lie in reach;
+# inside a building, where every issue is "near", a tenant sets more (the facility template
+# sets FACILITY_NEAREST).
+NEAREST = 5
+FACILITY_NEAREST = 25
 
 _WORD = re.compile(r"[a-z0-9]+")
 # A house number: digits (and an optional unit letter) before a street's name, "1234 W Main",
@@ -80,7 +105,33 @@ class Terms(msgspec.Struct, frozen=True):
     distance: float  # per 100 m from the issue's centroid
     distance_sq: float  # per (100 m)^2, times n/(n+1): a centroid of n pins is surer
     log_gap: float  # per log(1 + hours since the issue's last report)
-    radius_m: float  # beyond this no report can score the threshold (see bench fit.py)
+    radius_m: float  # beyond this no report can score the threshold (bench/judgement/fit.py)
+    # A local problem where only one of the two says which room or space, or neither does:
+    # nothing for a street problem, a warning for a TV in a hotel.
+    place_one_sided: float = 0.0
+    place_unknown: float = 0.0
+    # Subtypes weigh differently per category: two subtypes of litter at one spot (a full bin,
+    # a dead animal) are two problems; a leak and a drain may be one.
+    subtype_match: float = 0.0
+    subtype_conflict: float = 0.0
+
+
+# The pair features every category shares, in the model file's order.
+SHARED_FEATURES = (
+    "bias",
+    "same_category",  # the report's and the issue's categories are the same
+    "agree",  # P(same category) from both sides' classifier probabilities
+    "text",  # text similarity with the issue's founding report
+    "house_match",  # both name a house number and they agree
+    "house_conflict",  # both name house numbers and none agree
+    "subtype_match",  # both have a subtype and it is the same (pothole, pothole)
+    "subtype_conflict",  # both have subtypes and they differ (pothole, sidewalk)
+    "place_same",  # the same room, unit, space or asset (or building, for building-wide)
+    "floor_conflict",  # a local problem: different floors named
+    "space_conflict",  # a local problem: different shared spaces named
+    "log_gap",  # log(1 + hours since the issue's last report)
+    "log_count",  # log(min(report_count, COUNT_CAP))
+)
 
 
 class Model(msgspec.Struct, frozen=True):
@@ -88,22 +139,20 @@ class Model(msgspec.Struct, frozen=True):
 
     version: str
     threshold: float
-    bias: float
-    cross_category: float  # a hazard filed under another hazard category
-    text: float  # text_similarity with the issue's founding report
-    house_match: float  # both name a house number and they agree
-    house_conflict: float  # both name house numbers and none agree
-    log_gap: float
-    log_count: float  # log(min(report_count, COUNT_CAP))
+    shared: dict[str, float]
+    # Mean feature values of true pairs: "why not" names the feature that most separates a
+    # pair from a typical duplicate.
+    reference: dict[str, float]
     categories: dict[str, Terms]
     kinds: dict[str, Terms]  # for tenant categories the model has not seen
     fallback: Terms
-    trained: str  # how the coefficients were fitted (command, data, seed)
+    trained: str  # how the coefficients were fitted (command, data, seeds)
 
 
 MODEL_FILE = Path(__file__).resolve().parent.parent / "data" / "grouping_model.json"
 MODEL: Model = msgspec.json.decode(MODEL_FILE.read_bytes(), type=Model)
 THRESHOLD = MODEL.threshold
+_SHARED_WEIGHTS: tuple[float, ...] = tuple(MODEL.shared.get(n, 0.0) for n in SHARED_FEATURES)
 
 
 class Params(NamedTuple):
@@ -120,6 +169,11 @@ class Report(NamedTuple):
     text: str
     t: float  # submitted_at, Unix seconds
     severity: int
+    subtype: str | None = None
+    scope: str = "local"
+    place: Where = NOWHERE
+    # The classifier's most likely categories and their probabilities, best first.
+    alternatives: tuple[tuple[str, float], ...] = ()
 
 
 class Candidate(NamedTuple):
@@ -131,15 +185,29 @@ class Candidate(NamedTuple):
     text: str
     last_t: float
     report_count: int
+    subtype: str | None = None
+    scope: str = "local"
+    place: Where = NOWHERE
+    alternatives: tuple[tuple[str, float], ...] = ()
 
 
 class Scores(NamedTuple):
     distance_m: float
     gap_hours: float
-    category: float  # 1 same category, 0.5 another hazard category
+    category: float  # P(same category) from both sides' classifier probabilities
     text: float
     house: int  # 1 house numbers agree, -1 they differ, 0 not both named
+    subtype: int  # 1 same subtype, -1 different, 0 not both known
+    place: int  # 1 same place, -1 different places, 0 unknown
     total: float  # the model's probability that the report is about this issue
+
+
+class WhyNot(NamedTuple):
+    """The best issue a report did not join, and why."""
+
+    issue: str
+    scores: Scores
+    reason: str
 
 
 class Decision(NamedTuple):
@@ -148,10 +216,28 @@ class Decision(NamedTuple):
     created: bool
     scores: Scores | None
     rule: str
+    why_not: WhyNot | None = None
+    place: Where = NOWHERE  # the issue's place after this report
 
 
 def terms_for(category: str, kind: str) -> Terms:
     return MODEL.categories.get(category) or MODEL.kinds.get(kind) or MODEL.fallback
+
+
+def own_weights(t: Terms) -> tuple[float, ...]:
+    return (
+        t.distance,
+        t.distance_sq,
+        t.log_gap,
+        t.place_one_sided,
+        t.place_unknown,
+        t.subtype_match,
+        t.subtype_conflict,
+    )
+
+
+def lookback_for(category: str, kind: str) -> float:
+    return CATEGORY_LOOKBACK_S.get(category) or KIND_LOOKBACK_S.get(kind) or FALLBACK_LOOKBACK_S
 
 
 def params_for(
@@ -160,10 +246,9 @@ def params_for(
     """Where and how far back a report of this category looks for issues: the model's reach
     (or the tenant's radius, when smaller) and the category's look-back (or the tenant's)."""
     radius = terms_for(category, kind).radius_m
-    lookback = CATEGORY_LOOKBACK_S.get(category) or KIND_LOOKBACK_S.get(kind) or FALLBACK_LOOKBACK_S
     custom_radius, custom_lookback = overrides.get(category, (None, None))
     radius = min(radius, custom_radius) if custom_radius else radius
-    return Params(min(MAX_RADIUS_M, radius), custom_lookback or lookback)
+    return Params(min(MAX_RADIUS_M, radius), custom_lookback or lookback_for(category, kind))
 
 
 def tokens(text: str) -> frozenset[str]:
@@ -204,13 +289,6 @@ def text_similarity(a: str, b: str) -> float:
     return max(words, grams)
 
 
-def category_relation(a_cat: str, a_kind: str, b_cat: str, b_kind: str) -> float:
-    if a_cat == b_cat:
-        return 1.0
-    # Across categories only hazards merge (a gas smell reported as "other" by one caller).
-    return 0.5 if a_kind == b_kind == "hazard" else 0.0
-
-
 def house_numbers(text: str) -> frozenset[int]:
     return frozenset(
         int(number)
@@ -226,71 +304,169 @@ def house_agreement(a: str, b: str) -> int:
     return 1 if ha & hb else -1
 
 
-def features(
-    report: Report, cand: Candidate, d: float, gap_s: float, text: float, house: int
-) -> tuple[tuple[float, ...], tuple[float, float, float]]:
-    """The pair's features: the shared ones (in Model's field order, bias first) and the
-    ones weighed by the report's category (distance, shrunk squared distance, log gap).
-    bench/dedup_quality/fit.py fits the model on exactly these."""
+def mix(category: str, alternatives: Sequence[tuple[str, float]]) -> dict[str, float]:
+    """A side's category probabilities: the classifier's alternatives, or certainty."""
+    return dict(alternatives) if alternatives else {category: 1.0}
+
+
+def agreement(report: Report, cand: Candidate) -> float:
+    """P(both are of the same category), from each side's classifier probabilities."""
+    a, b = mix(report.category, report.alternatives), mix(cand.category, cand.alternatives)
+    return sum(p * b.get(c, 0.0) for c, p in a.items())
+
+
+def joinable(report: Report) -> list[str]:
+    """The categories of issues this report may join: its own, and the next ones the
+    classifier found likely (a gas smell it could not tell from a fire alarm)."""
+    out = [report.category]
+    out += [c for c, p in report.alternatives if p >= ALTERNATIVE_MIN and c not in out]
+    return out[:ALTERNATIVES]
+
+
+def place_keys(where: Where) -> tuple[str, ...]:
+    """Keys an issue at this place is found by (most specific first)."""
+    return tuple(k for k in (where.asset, where.unit, where.space) if k)
+
+
+def issue_place_key(where: Where, scope: str) -> str | None:
+    """The key an issue is indexed by: its asset, room, unit or space, or for a
+    building-wide problem its building."""
+    if scope == "building":
+        return where.asset or where.building
+    return where.asset or where.unit or where.space
+
+
+def report_place_keys(where: Where) -> tuple[str, ...]:
+    """Keys a report looks issues up by: its own place and its building."""
+    return tuple(k for k in (where.asset, where.unit, where.space, where.building) if k)
+
+
+# The features weighed per category, in Terms' order.
+OWN_FEATURES = (
+    "distance",
+    "distance_sq",
+    "log_gap",
+    "place_one_sided",
+    "place_unknown",
+    "subtype_match",
+    "subtype_conflict",
+)
+
+
+class Pair(NamedTuple):
+    shared: tuple[float, ...]
+    own: tuple[float, ...]  # OWN_FEATURES
+    relation: places.Relation
+    scores: Scores
+
+
+def pair(report: Report, cand: Candidate, d: float) -> Pair:
+    """Features and scores of one (report, issue) pair."""
+    scope = "building" if "building" in (report.scope, cand.scope) else "local"
+    relation = places.compare(report.place, cand.place, scope)
+    gap_s = max(0.0, report.t - cand.last_t)
+    text = text_similarity(report.text, cand.text)
+    house = house_agreement(report.text, cand.text)
+    subtype = (
+        0
+        if report.subtype is None or cand.subtype is None
+        else (1 if report.subtype == cand.subtype else -1)
+    )
+    known = (bool(place_keys(report.place)), bool(place_keys(cand.place)))
     # An issue whose last report was split out keeps its place with no reports: it counts
     # as one, never as a centroid so certain that distance stops mattering.
     n = max(1, min(cand.report_count, COUNT_CAP))
     d100 = d / 100.0
     log_gap = math.log1p(gap_s / HOUR)
+    agree = agreement(report, cand)
     shared = (
         1.0,
-        1.0 if report.category != cand.category else 0.0,
+        1.0 if report.category == cand.category else 0.0,
+        agree,
         text,
         1.0 if house > 0 else 0.0,
         1.0 if house < 0 else 0.0,
+        1.0 if subtype > 0 else 0.0,
+        1.0 if subtype < 0 else 0.0,
+        1.0 if relation.value > 0 else 0.0,
+        1.0 if relation.floor < 0 else 0.0,
+        1.0 if relation.space < 0 else 0.0,
         log_gap,
         math.log(n),
     )
-    return shared, (d100, d100 * d100 * n / (n + 1.0), log_gap)
-
-
-SHARED_FEATURES = (
-    "bias",
-    "cross_category",
-    "text",
-    "house_match",
-    "house_conflict",
-    "log_gap",
-    "log_count",
-)
-_SHARED_WEIGHTS: tuple[float, ...] = tuple(float(getattr(MODEL, n)) for n in SHARED_FEATURES)
-
-
-def logit(
-    report: Report, cand: Candidate, d: float, gap_s: float, text: float, house: int
-) -> float:
-    """The model's log-odds for one pair."""
-    shared, own = features(report, cand, d, gap_s, text, house)
-    t = terms_for(report.category, report.kind)
-    return (
-        sum(w * x for w, x in zip(_SHARED_WEIGHTS, shared, strict=True))
-        + t.distance * own[0]
-        + t.distance_sq * own[1]
-        + t.log_gap * own[2]
+    own = (
+        d100,
+        d100 * d100 * n / (n + 1.0),
+        log_gap,
+        1.0 if scope == "local" and known[0] != known[1] else 0.0,
+        1.0 if scope == "local" and not any(known) else 0.0,
+        1.0 if subtype > 0 else 0.0,
+        1.0 if subtype < 0 else 0.0,
     )
-
-
-def score(report: Report, cand: Candidate, params: Params) -> Scores | None:
-    """Scores of one pair, or None when the pair is out of reach."""
-    relation = category_relation(report.category, report.kind, cand.category, cand.kind)
-    if relation == 0.0:
-        return None
-    d = geo.distance_m(report.lat, report.lon, cand.lat, cand.lon)
-    if d > params.radius_m:
-        return None
-    gap = max(0.0, report.t - cand.last_t)
-    if abs(report.t - cand.last_t) > params.lookback_s:
-        return None
-    text = text_similarity(report.text, cand.text)
-    house = house_agreement(report.text, cand.text)
-    z = logit(report, cand, d, gap, text, house)
+    t = terms_for(report.category, report.kind)
+    z = sum(w * x for w, x in zip(_SHARED_WEIGHTS, shared, strict=True)) + sum(
+        w * x for w, x in zip(own_weights(t), own, strict=True)
+    )
     p = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
-    return Scores(round(d, 1), round(gap / HOUR, 2), relation, round(text, 3), house, round(p, 4))
+    scores = Scores(
+        round(d, 1),
+        round(gap_s / HOUR, 2),
+        round(agree, 3),
+        round(text, 3),
+        house,
+        subtype,
+        relation.value,
+        round(p, 4),
+    )
+    return Pair(shared, own, relation, scores)
+
+
+_REASONS = {
+    "same_category": "filed under another category",
+    "agree": "another category",
+    "text": "different wording",
+    "house_match": "no house number in common",
+    "house_conflict": "different house numbers",
+    "subtype_match": "no subtype in common",
+    "subtype_conflict": "a different problem (subtype)",
+    "place_same": "not the same place",
+    "place_one_sided": "only one says which room",
+    "place_unknown": "neither says which room",
+    "floor_conflict": "different floors",
+    "space_conflict": "different spaces",
+    "log_gap": "too long since its last report",
+    "log_count": "few reports",
+}
+
+
+def deciding_feature(report: Report, p: Pair) -> str:
+    """What most separates a pair from a typical duplicate (the model's reference pair)."""
+    if p.relation.value < 0 and p.relation.reason:
+        return p.relation.reason
+    t = terms_for(report.category, report.kind)
+    gaps: dict[str, float] = {}
+    for name, w, x in zip(SHARED_FEATURES, _SHARED_WEIGHTS, p.shared, strict=True):
+        if name != "bias":
+            gaps[name] = w * (x - MODEL.reference.get(name, 0.0))
+    own = {
+        name: w * (x - MODEL.reference.get(name, 0.0))
+        for name, w, x in zip(OWN_FEATURES, own_weights(t), p.own, strict=True)
+    }
+    gaps["distance"] = own.pop("distance") + own.pop("distance_sq")
+    for name, gap in own.items():
+        gaps[name] = gaps.get(name, 0.0) + gap
+    name = min(gaps, key=lambda k: gaps[k])
+    if name == "distance":
+        return f"{p.scores.distance_m:.0f} m from the issue"
+    if name == "log_gap":
+        return f"{p.scores.gap_hours:.0f} h since its last report"
+    if name == "text":
+        return f"different wording (similarity {p.scores.text:.2f})"
+    return _REASONS.get(name, name)
+
+
+def _key(where: Where, scope: str) -> str | None:
+    return issue_place_key(where, scope)
 
 
 def group_batch(
@@ -299,63 +475,108 @@ def group_batch(
     overrides: dict[str, tuple[float | None, float | None]],
     not_duplicate: set[tuple[str, str]],
     threshold: float = THRESHOLD,
+    nearest: int = NEAREST,
 ) -> list[Decision]:
-    """Decide every report of one tenant's batch, in time order."""
-    # Candidates by (cell, category): a report reads only the categories it may join.
-    by_cell: dict[tuple[int, str], list[Candidate]] = defaultdict(list)
+    """Decide every report of one tenant's batch, in the order given (submission order)."""
+    by_category: dict[str, list[str]] = defaultdict(list)
+    by_key: dict[str, list[str]] = defaultdict(list)
+    live: dict[str, Candidate] = {}
+
+    def add(c: Candidate) -> None:
+        live[c.id] = c
+        by_category[c.category].append(c.id)
+        key = _key(c.place, c.scope)
+        if key:
+            by_key[key].append(c.id)
+
     for c in candidates:
-        by_cell[(geo.cell_of(c.lat, c.lon), c.category)].append(c)
-    hazards = {c.category for c in candidates if c.kind == "hazard"}
-    hazards.update(r.category for r in reports if r.kind == "hazard")
-    live: dict[str, Candidate] = {c.id: c for c in candidates}
+        add(c)
     decisions: list[Decision] = []
     opened = 0
-    for report in sorted(reports, key=lambda r: r.t):
+    for report in reports:
         params = params_for(report.category, report.kind, overrides)
-        joinable = hazards if report.kind == "hazard" else (report.category,)
-        best: tuple[Scores, Candidate] | None = None
-        seen: set[str] = set()
-        for cell in geo.cells_within(report.lat, report.lon, params.radius_m):
-            for stale in (c for category in joinable for c in by_cell.get((cell, category), ())):
-                if stale.id in seen:
+        categories = set(joinable(report))
+        in_reach: list[tuple[float, str]] = []
+        for category in categories:
+            for cid in by_category.get(category, ()):
+                cand = live[cid]
+                if abs(report.t - cand.last_t) > params.lookback_s:
                     continue
-                seen.add(stale.id)
-                cand = live[stale.id]
-                if (report.id, cand.id) in not_duplicate:
-                    continue
-                s = score(report, cand, params)
-                if (
-                    s is not None
-                    and s.total >= threshold
-                    and (best is None or s.total > best[0].total)
-                ):
-                    best = (s, cand)
+                d = geo.distance_m(report.lat, report.lon, cand.lat, cand.lon)
+                if d <= params.radius_m:
+                    in_reach.append((d, cid))
+        in_reach.sort()
+        keys = set(report_place_keys(report.place))
+        considered = [
+            (d, cid)
+            for rank, (d, cid) in enumerate(in_reach)
+            if rank < nearest or (keys and _key(live[cid].place, live[cid].scope) in keys)
+        ]
+        best: tuple[Pair, Candidate] | None = None
+        runner_up: tuple[Pair, Candidate] | None = None
+        for d, cid in considered:
+            cand = live[cid]
+            if (report.id, cand.id) in not_duplicate:
+                continue
+            p = pair(report, cand, d)
+            eligible = p.relation.value >= 0 and p.scores.total >= threshold
+            if eligible and (best is None or p.scores.total > best[0].scores.total):
+                best = (p, cand)
+            elif not eligible and (runner_up is None or p.scores.total > runner_up[0].scores.total):
+                runner_up = (p, cand)
         if best is not None:
-            s, cand = best
+            p, cand = best
+            n = cand.report_count + 1
+            joined = places.merge(cand.place, report.place)
+            if cand.scope == "building":
+                joined = places.building_wide(joined)
+            updated = cand._replace(
+                lat=cand.lat + (report.lat - cand.lat) / n,
+                lon=cand.lon + (report.lon - cand.lon) / n,
+                last_t=max(cand.last_t, report.t),
+                report_count=n,
+                place=joined,
+            )
+            if _key(joined, cand.scope) != _key(cand.place, cand.scope):
+                key = _key(joined, cand.scope)
+                if key:
+                    by_key[key].append(cand.id)
+            live[cand.id] = updated
             decisions.append(
                 Decision(
                     report.id,
                     cand.id,
                     False,
-                    s,
-                    f"{RULES_VERSION}: p {s.total:.2f} >= {threshold}",
+                    p.scores,
+                    f"{RULES_VERSION}: p {p.scores.total:.2f} >= {threshold}",
+                    None,
+                    joined,
                 )
-            )
-            n = cand.report_count + 1
-            live[cand.id] = cand._replace(
-                lat=cand.lat + (report.lat - cand.lat) / n,
-                lon=cand.lon + (report.lon - cand.lon) / n,
-                last_t=max(cand.last_t, report.t),
-                report_count=n,
             )
             continue
         issue = f"new:{opened}"
         opened += 1
-        fresh = Candidate(
-            issue, report.lat, report.lon, report.category, report.kind, report.text, report.t, 1
+        where = places.building_wide(report.place) if report.scope == "building" else report.place
+        add(
+            Candidate(
+                issue,
+                report.lat,
+                report.lon,
+                report.category,
+                report.kind,
+                report.text,
+                report.t,
+                1,
+                report.subtype,
+                report.scope,
+                where,
+                report.alternatives,
+            )
         )
-        live[issue] = fresh
-        by_cell[(geo.cell_of(fresh.lat, fresh.lon), fresh.category)].append(fresh)
+        why = None
+        if runner_up is not None:
+            p, cand = runner_up
+            why = WhyNot(cand.id, p.scores, deciding_feature(report, p))
         decisions.append(
             Decision(
                 report.id,
@@ -363,21 +584,11 @@ def group_batch(
                 True,
                 None,
                 f"{RULES_VERSION}: no open issue at p >= {threshold}",
+                why,
+                where,
             )
         )
     return decisions
-
-
-def priority(severity: int, report_count: int) -> int:
-    """1 (low) to 5 (urgent): severity, raised by how many people reported it."""
-    boost = 0 if report_count < 3 else 1 if report_count < 10 else 2
-    return max(1, min(5, severity + boost))
-
-
-# Candidates per report: the nearest open issues in reach. On the labelled set 4 already give
-# the same decisions as no limit (bench/dedup_quality); in a dense city it keeps the work per
-# report flat however many open issues lie within reach.
-NEAREST = 5
 
 
 class Probe(NamedTuple):
@@ -393,35 +604,48 @@ class Probe(NamedTuple):
     since: float  # Unix seconds
 
 
+class PlaceProbe(NamedTuple):
+    """One (report, place key) lookup: every open issue at the report's own place, in its
+    joinable categories, reach and look-back, whatever the nearest few are."""
+
+    report: int
+    key: str
+    categories: tuple[str, ...]
+    box: geo.Box
+    since: float
+
+
 class Search(NamedTuple):
     """Where a batch looks for candidates: one probe per (report, joinable category, cell),
-    and the coarse regions to lock."""
+    one per (report, place key), and the coarse regions to lock."""
 
     probes: list[Probe]
     regions: set[int]
+    place_probes: list[PlaceProbe]
 
 
 def search_for(
-    reports: list[Report],
-    overrides: dict[str, tuple[float | None, float | None]],
-    hazard_categories: Iterable[str],
+    reports: list[Report], overrides: dict[str, tuple[float | None, float | None]]
 ) -> Search:
-    """A probe for every cell within each report's reach and every category it may join (its
-    own; every hazard category for a hazard, since hazards merge across categories)."""
-    hazards = sorted(set(hazard_categories))
+    """A probe for every cell within each report's reach and every category it may join, and
+    one for each of its place keys."""
     probes: list[Probe] = []
+    place_probes: list[PlaceProbe] = []
     regions: set[int] = set()
     for n, r in enumerate(reports):
         params = params_for(r.category, r.kind, overrides)
-        joinable = sorted({*hazards, r.category}) if r.kind == "hazard" else [r.category]
+        categories = sorted(set(joinable(r)))
         box = geo.bbox(r.lat, r.lon, params.radius_m)
+        since = r.t - params.lookback_s
         for cell in geo.cells_within(r.lat, r.lon, params.radius_m):
             probes.extend(
-                Probe(n, category, cell, r.lat, r.lon, box, r.t - params.lookback_s)
-                for category in joinable
+                Probe(n, category, cell, r.lat, r.lon, box, since) for category in categories
             )
+        place_probes.extend(
+            PlaceProbe(n, key, tuple(categories), box, since) for key in report_place_keys(r.place)
+        )
         regions.update(geo.region_keys(r.lat, r.lon, params.radius_m))
-    return Search(probes, regions)
+    return Search(probes, regions, place_probes)
 
 
 def search_radius(

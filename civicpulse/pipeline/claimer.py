@@ -45,10 +45,13 @@ async def run(
     busy: Callable[[], bool] = lambda: False,
     busy_interval: float = 1.0,
     busy_batch: int = 50,
+    order_wait: timedelta = timedelta(seconds=60),
 ) -> None:
     """Claim until stopped; sleep until woken (new commits) or the poll interval passes.
     While `busy()` (an intake burst), claim at most `busy_batch` reports per `busy_interval`
-    (small batches: a large one would hold the database, and intake's latency, for longer)."""
+    (small batches: a large one would hold the database, and intake's latency, for longer).
+    Classified reports are claimed for grouping in submission order, one claim per tenant at
+    a time (`order_wait`: how long an unclassified report holds its tenant's later ones)."""
     while not stop.is_set():
         if busy():
             with contextlib.suppress(TimeoutError):
@@ -60,7 +63,12 @@ async def run(
         size = busy_batch if busy() else batch
         try:
             async with pool.acquire() as conn:
-                claimed = await reports_repo.claim_reports(conn, state, owner, lease, size)
+                if state == "classified":
+                    claimed = await reports_repo.claim_grouping(
+                        conn, owner, lease, size, order_wait
+                    )
+                else:
+                    claimed = await reports_repo.claim_reports(conn, state, owner, lease, size)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("claim_failed", error=repr(exc))
             claimed = []

@@ -1,11 +1,14 @@
-"""The classify stage: category, severity, hazards, summary and language for each report.
+"""The classify stage: what each report is about and where.
 
-Reads a claim's reports under the tenant's RLS setting. The local classifier (per-tenant
-model, process pool) runs for every batch: it is the answer when no LLM is configured and
-the fallback when the LLM fails, times out, is switched off by its breaker, or answers
-invalidly twice; fallbacks are flagged for review. LLM calls for one claim run concurrently
-within the client's concurrency limit. Results are stored only while this process still
-holds the lease; a failed batch keeps its lease and is claimed again when it expires.
+Category, subtype, severity, hazards, summary and language, and the place (building, floor,
+room or unit, space, asset) from the report's place code, text and address. Reads a claim's
+reports under the tenant's RLS setting. The local classifier (per-tenant model, process pool)
+runs for every batch: it is the answer when no LLM is configured and the fallback when the
+LLM fails, times out, is switched off by its breaker, or answers invalidly twice; fallbacks
+are flagged for review. Its subtype and next-best categories are kept either way (grouping
+uses them). LLM calls for one claim run concurrently within the client's concurrency limit.
+Results are stored only while this process still holds the lease; a failed batch keeps its
+lease and is claimed again when it expires.
 """
 
 from __future__ import annotations
@@ -22,22 +25,25 @@ import msgspec
 import structlog
 
 from civicpulse.db import classifier as classifier_repo
+from civicpulse.db import places as places_repo
 from civicpulse.db import reports as reports_repo
 from civicpulse.db import tenants as tenants_repo
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.db.reports import Classified
-from civicpulse.engine import rules, textmodel
+from civicpulse.engine import places, rules, textmodel
 from civicpulse.llm import classifier as llm_classifier
 from civicpulse.llm.client import ChatClient, LLMError
 from civicpulse.metrics import Metrics
 from civicpulse.pipeline.claimer import Claim
 from civicpulse.pipeline.models import ModelStore
+from civicpulse.pipeline.places import PlaceStore
 from civicpulse.pipeline.stage import run_claims
 
 log = structlog.get_logger(__name__)
 STAGE = "classify"
-# Without an LLM, a local answer this unsure goes to the review queue.
-REVIEW_BELOW = 0.25
+# A local answer less likely right than this goes to the review queue (its confidence is
+# calibrated: bench/judgement reports how often answers at each confidence are right).
+REVIEW_BELOW = 0.5
 _json = msgspec.json.Encoder()
 
 
@@ -46,6 +52,7 @@ class ClassifyContext:
     pool: asyncpg.Pool
     executor: Executor
     models: ModelStore
+    places: PlaceStore
     metrics: Metrics
     owner: str
     llm: ChatClient | None = None
@@ -65,19 +72,22 @@ async def classify_claim(ctx: ClassifyContext, claim: Claim) -> int:
     async with tenant_transaction(ctx.pool, tenant_id) as conn:
         categories = await tenants_repo.list_categories(conn, tenant_id)
         rows = await reports_repo.load_claimed_reports(conn, tenant_id, claim.ids, ctx.owner)
-        tenant = await classifier_repo.tenant_by_id(conn, tenant_id) if ctx.llm else None
-    if not rows:
+        tenant = await classifier_repo.tenant_by_id(conn, tenant_id)
+        model_version = await classifier_repo.latest_model_version(conn, tenant_id)
+        place_version = await places_repo.place_version(conn, tenant_id)
+    if not rows or tenant is None:
         return 0
-    model = await ctx.models.get(tenant_id, categories)
+    model = await ctx.models.get(tenant_id, categories, model_version)
     names = {c.code: c.name for c in categories}
-    items = [(r["text"], r["requested_category"]) for r in rows]
+    items = [(r["text"], r["address"], r["requested_category"]) for r in rows]
     local = await _local(ctx, model.digest, model.blob, items, names)
     local_model = f"{textmodel.MODEL_FORMAT}@v{model.version}"
+    where = await _places(ctx, tenant_id, place_version, rows, _config(tenant["config"]))
 
-    if ctx.llm is None or tenant is None:
+    if ctx.llm is None:
         results = [
-            _from_local(row["id"], pred, decided, local_model, None)
-            for row, (pred, decided) in zip(rows, local, strict=True)
+            _from_local(row["id"], pred, decided, local_model, None, place)
+            for row, (pred, decided), place in zip(rows, local, where, strict=True)
         ]
     else:
         prompt = llm_classifier.TenantPrompt(
@@ -88,8 +98,8 @@ async def classify_claim(ctx: ClassifyContext, claim: Claim) -> int:
         results = list(
             await asyncio.gather(
                 *[
-                    _with_llm(ctx.llm, prompt, row, pred, decided, local_model)
-                    for row, (pred, decided) in zip(rows, local, strict=True)
+                    _with_llm(ctx.llm, prompt, row, pred, decided, local_model, place)
+                    for row, (pred, decided), place in zip(rows, local, where, strict=True)
                 ]
             )
         )
@@ -99,11 +109,34 @@ async def classify_claim(ctx: ClassifyContext, claim: Claim) -> int:
         return await reports_repo.finish_classified(conn, tenant_id, results, ctx.owner)
 
 
+async def _places(
+    ctx: ClassifyContext, tenant_id: int, version: int, rows: list[Any], config: dict[str, Any]
+) -> list[str]:
+    """Where each report is (JSON), resolved in a worker against the tenant's places."""
+    found = await ctx.places.get(tenant_id, version)
+    items = [(r["text"], r["address"], r["place"], r["lat"], r["lon"]) for r in rows]
+    bare = bool(config.get("grouping", {}).get("rooms_by_number", False))
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(
+            ctx.executor, places.resolve_batch, found.digest, None, items, bare
+        )
+    except places.PlacesMissing:  # this worker has not seen these places yet
+        return await loop.run_in_executor(
+            ctx.executor, places.resolve_batch, found.digest, found.blob, items, bare
+        )
+
+
+def _config(raw: Any) -> dict[str, Any]:
+    value = msgspec.json.decode(raw) if isinstance(raw, str | bytes) else (raw or {})
+    return value if isinstance(value, dict) else {}
+
+
 async def _local(
     ctx: ClassifyContext,
     digest: str,
     blob: bytes,
-    items: list[tuple[str, str | None]],
+    items: list[tuple[str, str | None, str | None]],
     names: dict[str, str],
 ) -> list[tuple[textmodel.Prediction, str]]:
     loop = asyncio.get_running_loop()
@@ -118,8 +151,7 @@ async def _local(
 
 
 def _severity_scale(config: Any) -> dict[int, str]:
-    raw = msgspec.json.decode(config) if isinstance(config, str | bytes) else (config or {})
-    scale = raw.get("severity_scale") if isinstance(raw, dict) else None
+    scale = _config(config).get("severity_scale")
     if isinstance(scale, dict) and scale:
         return {int(k): str(v) for k, v in scale.items()}
     return llm_classifier.DEFAULT_SEVERITY_SCALE
@@ -131,6 +163,7 @@ def _from_local(
     decided_by: str,
     model: str,
     fallback_reason: str | None,
+    place: str | None,
 ) -> Classified:
     record: dict[str, Any] = {
         "decided_by": decided_by,
@@ -149,6 +182,9 @@ def _from_local(
         pred.hazards,
         pred.language,
         review,
+        pred.subtype,
+        _json.encode(pred.alternatives).decode(),
+        place,
     )
 
 
@@ -159,6 +195,7 @@ async def _with_llm(
     local: textmodel.Prediction,
     local_decided: str,
     local_model: str,
+    place: str | None,
 ) -> Classified:
     started = time.perf_counter()
     try:
@@ -166,7 +203,7 @@ async def _with_llm(
             client, prompt, row["text"], row["address"], row["requested_category"]
         )
     except (LLMError, llm_classifier.InvalidAnswer) as exc:
-        return _from_local(row["id"], local, "local", local_model, str(exc)[:300])
+        return _from_local(row["id"], local, "local", local_model, str(exc)[:300], place)
     answer = outcome.answer
     # Safety floor: hazard words the rules know (gas, live wire...) never rate below them.
     hazards = sorted(set(answer.hazards) | set(local.hazards))
@@ -190,4 +227,20 @@ async def _with_llm(
         tuple(hazards),
         answer.language[:8],
         False,
+        # The local model's subtype and mix, around the LLM's category: grouping still looks
+        # at the next likely categories when the two disagree.
+        local.subtype if local.category == answer.category else None,
+        _json.encode(_around(answer.category, answer.confidence, local.alternatives)).decode(),
+        place,
     )
+
+
+def _around(
+    category: str, confidence: float, local: tuple[tuple[str, float], ...]
+) -> list[tuple[str, float]]:
+    """The LLM's category with its confidence, then the local model's others, scaled to the
+    rest of the probability."""
+    rest = [(c, p) for c, p in local if c != category]
+    total = sum(p for _, p in rest) or 1.0
+    share = max(0.0, 1.0 - confidence)
+    return [(category, round(confidence, 4))] + [(c, round(share * p / total, 4)) for c, p in rest]

@@ -1,10 +1,12 @@
 """The group stage: attach each classified report to an open issue, or open a new one.
 
 One transaction per claim (one tenant): lock the coarse regions the batch searches, fetch
-the open issues in the batch's geo cells, let the process pool decide (engine.grouping),
-then insert new issues, link the reports, recompute the touched issues' aggregates and log
-the events. The region locks make grouping race-safe across processes: a second process
-grouping a report about the same place waits, then sees the issue the first one opened.
+the open issues in reach of the batch's reports and at their places, let the process pool
+decide (engine.grouping), then insert new issues, link the reports, recompute the touched
+issues' aggregates and log the events. Claims come in submission order, one per tenant at a
+time (civicpulse_claim_grouping), so a tenant's reports are decided in the order they
+arrived whatever order classification finished in. The region locks keep grouping race-safe
+across processes even if a lease runs out mid-claim.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import structlog
 
 from civicpulse import workflow
 from civicpulse.db import issues as issues_repo
+from civicpulse.db import tenants as tenants_repo
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.engine import grouping
+from civicpulse.engine.places import Where
 from civicpulse.ids import uuid7
 from civicpulse.metrics import Metrics
 from civicpulse.pipeline.claimer import Claim
@@ -60,35 +64,57 @@ async def group_claim(ctx: GroupContext, claim: Claim) -> int:
         reports = await issues_repo.load_classified_reports(conn, tenant_id, claim.ids, ctx.owner)
         if not reports:
             return 0
-        overrides, kinds = await issues_repo.grouping_settings(conn, tenant_id)
-        hazards = [code for code, kind in kinds.items() if kind == "hazard"]
-        search = grouping.search_for(reports, overrides, hazards)
+        overrides = await issues_repo.grouping_settings(conn, tenant_id)
+        config = await tenants_repo.tenant_config(conn, tenant_id)
+        nearest = int(config.get("grouping", {}).get("nearest", grouping.NEAREST))
+        search = grouping.search_for(reports, overrides)
         await issues_repo.lock_regions(conn, tenant_id, sorted(search.regions))
-        candidates = await issues_repo.open_issue_candidates(conn, tenant_id, search)
+        candidates = await issues_repo.open_issue_candidates(conn, tenant_id, search, nearest)
         not_dup = await issues_repo.not_duplicates_for(conn, tenant_id, [r.id for r in reports])
         decisions = await loop.run_in_executor(
-            ctx.executor, grouping.group_batch, reports, candidates, overrides, not_dup
+            ctx.executor,
+            grouping.group_batch,
+            reports,
+            candidates,
+            overrides,
+            not_dup,
+            grouping.THRESHOLD,
+            nearest,
         )
 
         by_id = {r.id: r for r in reports}
+        # Each issue's place after the batch: a later report may complete what the first
+        # one said ("the TV", then "the TV in 412").
+        final: dict[str, Where] = {d.issue: d.place for d in decisions}
         new_ids: dict[str, str] = {}
-        founders: list[tuple[str, grouping.Report]] = []
+        founders: list[tuple[str, grouping.Report, Where]] = []
         for d in decisions:
             if d.created:
                 new_ids[d.issue] = str(uuid7())
-                founders.append((new_ids[d.issue], by_id[d.report_id]))
+                founders.append((new_ids[d.issue], by_id[d.report_id], final[d.issue]))
         if founders:
             await issues_repo.insert_issues(conn, tenant_id, founders)
+        known = {c.id: c.place for c in candidates}
+        moved = {i: w for i, w in final.items() if i in known and w != known[i]}
+        if moved:
+            await issues_repo.set_issue_places(conn, tenant_id, sorted(moved.items()))
         links = []
         events = []
         for d in decisions:
             issue_id = new_ids.get(d.issue, d.issue)
-            record = {
+            record: dict[str, object] = {
                 "rule": d.rule,
                 "created": d.created,
                 "by": ctx.owner,
                 "scores": None if d.scores is None else d.scores._asdict(),
             }
+            if d.why_not is not None:
+                # The best issue it did not join: staff see why it stands alone.
+                record["why_not"] = {
+                    "issue_id": new_ids.get(d.why_not.issue, d.why_not.issue),
+                    "reason": d.why_not.reason,
+                    "scores": d.why_not.scores._asdict(),
+                }
             payload = _json.encode(record).decode()
             links.append((d.report_id, issue_id, payload))
             events.append(

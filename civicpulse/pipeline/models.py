@@ -1,8 +1,11 @@
 """Per-tenant local classifier models: load, train when missing or stale, retrain on labels.
 
-A model is stale when the tenant's taxonomy changed since it was trained, or when at least
-`retrain_after` new labels (imports, staff corrections) arrived. Training runs in the process
-pool; the result is stored as a new version so every process ends up using the same model.
+A model is stale when the tenant's taxonomy changed since it was trained (or the model format
+or the default vocabulary did), or when at least `retrain_after` new labels (imports, staff
+corrections) arrived. Training runs in the process pool; the result is stored as a new version
+so every process ends up using the same model. The caller passes the newest stored version it
+read in its own transaction, so a model another process stored (`civicpulse classifier
+train`) is used from the next claim on.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from civicpulse.db.tenants import Category
 from civicpulse.engine import textmodel
 
 log = structlog.get_logger(__name__)
-MAX_TRAINING_LABELS = 50_000
+# The newest labels a model learns from: training stays within seconds (bench/judgement).
+MAX_TRAINING_LABELS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +46,8 @@ def taxonomy_entries(categories: list[Category]) -> list[textmodel.TaxonomyEntry
 
 
 def taxonomy_digest(categories: list[Category]) -> str:
-    h = hashlib.sha256()
+    """What a model was trained for: the taxonomy, the model format and the vocabulary."""
+    h = hashlib.sha256(f"{textmodel.MODEL_FORMAT}|{textmodel.vocabulary().version}".encode())
     for c in sorted(categories, key=lambda c: c.code):
         h.update(repr((c.code, c.name, c.description, c.keywords, c.kind)).encode())
     return h.hexdigest()[:16]
@@ -65,16 +70,30 @@ class ModelStore:
         self._checked: dict[int, float] = {}
         self._locks: dict[int, asyncio.Lock] = {}
 
-    async def get(self, tenant_id: int, categories: list[Category]) -> LoadedModel:
-        """The model to use now for this tenant (training one if needed)."""
+    async def get(
+        self, tenant_id: int, categories: list[Category], stored_version: int
+    ) -> LoadedModel:
+        """The model to use now for this tenant (training one if needed). `stored_version`
+        is the newest version in the database, as the caller just read it."""
         wanted = taxonomy_digest(categories)
+
+        def fresh(model: LoadedModel | None) -> bool:
+            due = time.monotonic() - self._checked.get(tenant_id, 0.0) >= self.check_every
+            return (
+                model is not None
+                and model.taxonomy_digest == wanted
+                and model.version >= stored_version
+                and not due
+            )
+
         current = self._models.get(tenant_id)
-        due = time.monotonic() - self._checked.get(tenant_id, 0.0) >= self.check_every
-        if current is not None and current.taxonomy_digest == wanted and not due:
+        if fresh(current):
+            assert current is not None
             return current
         async with self._locks.setdefault(tenant_id, asyncio.Lock()):
             current = self._models.get(tenant_id)
-            if current is not None and current.taxonomy_digest == wanted and not due:
+            if fresh(current):
+                assert current is not None
                 return current  # another task refreshed it while we waited
             model = await self._refresh(tenant_id, categories, wanted)
             self._models[tenant_id] = model
@@ -109,6 +128,9 @@ class ModelStore:
         started = time.perf_counter()
         async with tenant_transaction(self.pool, tenant_id) as conn:
             labelled = await classifier_repo.labelled_reports(conn, tenant_id, MAX_TRAINING_LABELS)
+            # Staleness counts labels that arrived since: every label the tenant has now,
+            # not only the ones used (a tenant with more than the cap would retrain forever).
+            known = await classifier_repo.count_labels(conn, tenant_id)
         loop = asyncio.get_running_loop()
         blob, digest = await loop.run_in_executor(
             self.executor, textmodel.train, taxonomy_entries(categories), labelled
@@ -119,8 +141,8 @@ class ModelStore:
             version = await classifier_repo.insert_model(
                 conn,
                 tenant_id,
-                labels=len(labelled),
-                features=len(model.centroids),
+                labels=known,
+                features=len(model.weights),
                 digest=digest,
                 taxonomy_digest=wanted,
                 model=blob,
@@ -141,10 +163,10 @@ class ModelStore:
             version=version,
             reason=reason,
             labels=len(labelled),
-            features=len(model.centroids),
+            features=len(model.weights),
             seconds=round(time.perf_counter() - started, 3),
         )
-        loaded = LoadedModel(version, digest, wanted, len(labelled), blob)
+        loaded = LoadedModel(version, digest, wanted, known, blob)
         self._models[tenant_id] = loaded
         self._checked[tenant_id] = time.monotonic()
         return loaded

@@ -49,7 +49,9 @@ async def test_local_classifier_decides_within_a_second_without_an_llm(
         )
     assert report["category"] == "water_sewer"
     assert report["classification"]["decided_by"] == "local"
-    assert report["classification"]["model"] == "tfidf-v1@v1"
+    assert report["classification"]["model"] == "linear-v2@v1"
+    assert report["subtype"] == "leak"
+    assert report["classification"]["alternatives"][0][0] == "water_sewer"
     assert report["language"] == "en"
     assert report["summary"].startswith("Water and sewer: ")
     assert (gas["category"], gas["severity"], gas["hazards"]) == ("hazard", 5, ["gas"])
@@ -138,7 +140,7 @@ async def test_staff_correction_is_logged_and_becomes_a_label_that_retrains(
         # Three new labels reach the threshold: the next report retrains the model.
         again = await submit_and_wait(client, tenant_a, odd)
     assert again["category"] == "noise"
-    assert again["classification"]["model"] == "tfidf-v1@v2"
+    assert again["classification"]["model"] == "linear-v2@v2"
     conn = await asyncpg.connect(db_url)
     try:
         assert await conn.fetchval("SELECT max(labels) FROM classifier_models") == 3

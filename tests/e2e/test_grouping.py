@@ -136,7 +136,7 @@ async def test_report_count_feeds_priority_and_severity_is_the_maximum(
         ).json()
     assert issue["report_count"] == 4
     assert issue["severity"] == 5  # the sparking report
-    assert issue["priority"] == 5
+    assert issue["priority"] == 1  # the most urgent, as in the SLA policies and the rules
     assert "events" not in issue  # residents see reports, not the staff log
     assert issue["hazards"] == ["live_wire"]
 

@@ -19,6 +19,7 @@ from civicpulse.db.queries import q
 from civicpulse.db.tenants import hash_key
 from civicpulse.db.workflow import timer_args, workflow_params
 from civicpulse.engine import geo, grouping
+from civicpulse.engine.places import Where
 from tests.support import TenantKeys, make_tenant
 
 TENANTS = 4
@@ -37,14 +38,16 @@ async def seeded(db_url: str) -> AsyncIterator[list[TenantKeys]]:
             await conn.execute(
                 """
                 INSERT INTO issues (tenant_id, id, status, category, kind, lat, lon, cell,
-                                    report_count, first_reported, last_reported)
+                                    report_count, first_reported, last_reported, place_ref)
                 SELECT $1, gen_random_uuid(),
                        CASE WHEN g % 5 = 0 THEN 'new' ELSE 'closed' END,
                        (ARRAY['road_defect', 'graffiti', 'streetlight', 'litter_dumping',
                               'bulky_items', 'trees', 'noise', 'parks'])[1 + g % 8],
                        'infrastructure', 34 + (g % 7) * 0.004, -118.5 + (g / 7 % 7) * 0.004,
                        civicpulse_cell(34 + (g % 7) * 0.004, -118.5 + (g / 7 % 7) * 0.004),
-                       1, now() - interval '2 days', now() - (g % 20) * interval '1 day'
+                       1, now() - interval '2 days', now() - (g % 20) * interval '1 day',
+                       -- A quarter know their room (a facility's issues).
+                       CASE WHEN g % 4 = 0 THEN jsonb_build_object('unit', '~' || g % 300) END
                   FROM generate_series(1, $2) AS g""",
                 t.id,
                 ISSUES_PER_TENANT,
@@ -146,17 +149,31 @@ async def test_hot_queries_use_their_indexes(
     for name, index, tenant, args in cases:
         nodes = await explain(app_pool, tenant, q(name), *args)
         assert_uses(nodes, index)
-    # The candidate lookup of the grouping stage.
+    # The candidate lookup of the grouping stage: nearest by cell, and by place key.
     reports = [
-        grouping.Report(f"r{n}", 34.05, -118.25, category, "infrastructure", "x", time.time(), 2)
+        grouping.Report(
+            f"r{n}",
+            34.05,
+            -118.25,
+            category,
+            "infrastructure",
+            "x",
+            time.time(),
+            2,
+            place=Where(unit=f"~{n * 4}"),
+        )
         for n, category in enumerate(("road_defect", "streetlight"))
     ]
-    search = grouping.search_for(reports, {}, ())
-    nodes = await explain(app_pool, t, q("open_issue_candidates"), t, *candidate_args(search))
+    search = grouping.search_for(reports, {})
+    nodes = await explain(
+        app_pool, t, q("open_issue_candidates"), t, *candidate_args(search, grouping.NEAREST)
+    )
     assert_uses(nodes, "issues_open_category_cell")
-    # The ranking reads the index alone; the heap is read by primary key for the chosen few.
+    # The ranking and the place lookup read their indexes alone; the heap is read by primary
+    # key for the chosen few.
     kinds = {n.get("Index Name"): n["Node Type"] for n in nodes if n.get("Index Name")}
     assert kinds["issues_open_category_cell"] == "Index Only Scan", kinds
+    assert kinds["issues_open_place"] == "Index Only Scan", kinds
     assert "issues_pkey" in kinds, kinds
 
     # The SECURITY DEFINER functions run as the owner: explain their bodies as the owner.
@@ -173,6 +190,36 @@ async def test_hot_queries_use_their_indexes(
             200,
         )
         assert_uses(list(plan_nodes(json.loads(raw)[0]["Plan"])), "reports_pending")
+        # civicpulse_claim_grouping's body: each tenant's reports waiting for classification,
+        # the tenants with a live grouping claim, and the ready prefix, all from the pending
+        # index.
+        raw = await conn.fetchval(
+            """
+            EXPLAIN (FORMAT JSON)
+            WITH waiting AS (
+                SELECT DISTINCT ON (w.tenant_id) w.tenant_id, w.received_at, w.id
+                  FROM reports w
+                 WHERE w.state = 'received' AND w.received_at > now() - $1::interval
+                 ORDER BY w.tenant_id, w.received_at, w.id
+            ), busy AS (
+                SELECT DISTINCT b.tenant_id FROM reports b
+                 WHERE b.state = 'classified' AND b.lease_until >= now()
+            )
+            SELECT p.tenant_id, p.id
+              FROM reports p
+              LEFT JOIN waiting w ON w.tenant_id = p.tenant_id
+             WHERE p.state = 'classified'
+               AND (p.lease_until IS NULL OR p.lease_until < now())
+               AND NOT EXISTS (SELECT 1 FROM busy b WHERE b.tenant_id = p.tenant_id)
+               AND (w.tenant_id IS NULL OR (p.received_at, p.id) < (w.received_at, w.id))
+             ORDER BY p.received_at, p.id
+             LIMIT 200
+               FOR UPDATE OF p SKIP LOCKED""",
+            timedelta(seconds=60),
+        )
+        grouping_claim = list(plan_nodes(json.loads(raw)[0]["Plan"]))
+        assert_uses(grouping_claim, "reports_pending")
+        assert not [n for n in grouping_claim if n["Node Type"] == "Seq Scan"], grouping_claim
         raw = await conn.fetchval(
             "EXPLAIN (FORMAT JSON) SELECT k.tenant_id, k.scope FROM api_keys k "
             "WHERE k.key_hash = $1 AND k.revoked_at IS NULL",

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from civicpulse.engine import geo, grouping
 from civicpulse.engine.grouping import Candidate, Report
+from civicpulse.engine.places import NOWHERE, Where
 
 DAY = 86_400.0
 
@@ -58,11 +59,21 @@ def test_nearby_reports_of_one_problem_share_an_issue() -> None:
     b = report(
         "b", *offset(34.05, -118.25, 15, 10), t=3600, text="Big pothole in the road on Main Street"
     )
-    decisions = grouping.group_batch([b, a], [], {}, set())
-    assert [d.report_id for d in decisions] == ["a", "b"]  # decided in time order
+    decisions = grouping.group_batch([a, b], [], {}, set())
+    assert [d.report_id for d in decisions] == ["a", "b"]
     assert decisions[0].created and not decisions[1].created
     assert decisions[1].issue == decisions[0].issue
     assert decisions[1].scores is not None and decisions[1].scores.total >= grouping.THRESHOLD
+
+
+def test_reports_are_decided_in_the_order_given_not_by_time() -> None:
+    # Submission order decides (a late-arriving report written earlier still comes second),
+    # so the same stream gives the same issues however claims split it.
+    a = report("a", 34.05, -118.25, t=3600)
+    b = report("b", *offset(34.05, -118.25, 15, 10), t=0)
+    decisions = grouping.group_batch([a, b], [], {}, set())
+    assert [d.report_id for d in decisions] == ["a", "b"]
+    assert decisions[0].created and not decisions[1].created
 
 
 def test_far_apart_other_category_or_too_late_open_new_issues() -> None:
@@ -116,28 +127,34 @@ def test_text_similarity_ranks_paraphrases_above_unrelated_text() -> None:
 @given(
     category=st.sampled_from([*sorted(grouping.MODEL.categories), "tenant_custom"]),
     beyond=st.floats(1, 2000),
-    text=st.floats(0, 1),
-    house=st.sampled_from([-1, 0, 1]),
     count=st.integers(1, 500),
     gap_h=st.floats(0, 24 * 30),
+    local=st.booleans(),
 )
 def test_nothing_beyond_a_categorys_reach_could_attach(
-    category: str, beyond: float, text: float, house: int, count: int, gap_h: float
+    category: str, beyond: float, count: int, gap_h: float, local: bool
 ) -> None:
-    # The group stage fetches candidates only within the reach, so the reach must be a true
-    # bound: past it no combination of the other features reaches the threshold.
+    # The group stage fetches candidates only within the reach (and at the report's own
+    # place), so the reach must be a true bound: past it even the best case (same text, house
+    # number, subtype and category, no time gap) stays under the threshold.
     kind = "infrastructure"
     t = grouping.terms_for(category, kind)
-    r = report("r", 34.05, -118.25, t=gap_h * 3600, category=category, kind=kind)
-    cand = Candidate("i", 34.05, -118.25, category, kind, "x", 0.0, count)
     d = t.radius_m + beyond
-    z = grouping.logit(r, cand, d, gap_h * 3600, text, house)
+    text = "Pothole outside 1200 Oak St"
+    where = NOWHERE if local else Where(unit="~412")
+    r = Report(
+        "r", *offset(34.05, -118.25, d, 0), category, kind, text, gap_h * 3600, 2, "pothole",
+        "local", where, ((category, 1.0),),
+    )  # fmt: skip
+    cand = Candidate(
+        "i", 34.05, -118.25, category, kind, text, 0.0, count, "pothole", "local", NOWHERE,
+        ((category, 1.0),),
+    )  # fmt: skip
     if d <= 2 * t.radius_m + 200:  # the decision also refuses anything past the radius
-        assert z < math.log(grouping.THRESHOLD / (1 - grouping.THRESHOLD))
+        assert grouping.pair(r, cand, d).scores.total < grouping.THRESHOLD
     params = grouping.params_for(category, kind, {})
     assert params.radius_m == t.radius_m
-    far = report("f", *offset(34.05, -118.25, d, 0), t=gap_h * 3600, category=category, kind=kind)
-    assert grouping.score(far, cand, params) is None
+    assert grouping.group_batch([r], [cand], {}, set())[0].created
 
 
 def test_differing_house_numbers_keep_close_reports_apart_and_shared_ones_join() -> None:
@@ -152,22 +169,21 @@ def test_differing_house_numbers_keep_close_reports_apart_and_shared_ones_join()
     assert not grouping.group_batch([same], [cand], {}, set())[0].created
     decision = grouping.group_batch([other], [cand], {}, set())[0]
     assert decision.created
-    scored = grouping.score(other, cand, grouping.params_for("graffiti", "appearance", {}))
-    assert scored is not None and scored.house == -1 and scored.total < grouping.THRESHOLD
+    scored = grouping.pair(other, cand, 30.0).scores
+    assert scored.house == -1 and scored.total < grouping.THRESHOLD
+    assert decision.why_not is not None and decision.why_not.issue == "i"
 
 
 def test_an_issue_left_without_reports_counts_as_one_report() -> None:
     # A split can take an issue's only report away; distance must still count for it.
     lat, lon = offset(34.05, -118.25, 100, 0)
     r = report("r", lat, lon, t=3600, category="flooding", kind="hazard", text="Flooded street")
-    params = grouping.params_for("flooding", "hazard", {})
     scores = [
-        grouping.score(
-            r, Candidate("i", 34.05, -118.25, "flooding", "hazard", "Flooded", 0, n), params
-        )
+        grouping.pair(
+            r, Candidate("i", 34.05, -118.25, "flooding", "hazard", "Flooded", 0, n), 100.0
+        ).scores
         for n in (0, 1)
     ]
-    assert scores[0] is not None and scores[1] is not None
     assert scores[0].total == scores[1].total
 
 

@@ -30,3 +30,8 @@ SELECT count(*) FROM reports WHERE tenant_id = $1 AND label_source IS NOT NULL
 
 -- name: tenant_by_id
 SELECT id, slug, name, timezone, config FROM tenants WHERE id = $1
+
+-- name: latest_model_version
+-- Checked on every claim, so a model trained by another process (`classifier train`) is used
+-- from the next claim on. The primary key (tenant_id, version) answers it backwards.
+SELECT max(version) FROM classifier_models WHERE tenant_id = $1

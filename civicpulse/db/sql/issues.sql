@@ -1,15 +1,18 @@
 -- Issues: grouping writes, aggregates, staff tools, resident lookups.
 
 -- name: load_classified_reports
+-- In submission order: grouping decides them in that order.
 SELECT r.id, r.lat, r.lon, r.category, COALESCE(c.kind, 'other') AS kind, r.text,
-       extract(epoch FROM r.submitted_at)::float8 AS t, COALESCE(r.severity, 2) AS severity
+       extract(epoch FROM r.submitted_at)::float8 AS t, COALESCE(r.severity, 2) AS severity,
+       r.subtype, COALESCE(c.scope, 'local') AS scope, r.place_ref, r.alternatives
   FROM reports r
   LEFT JOIN categories c ON c.tenant_id = r.tenant_id AND c.code = r.category
  WHERE r.tenant_id = $1 AND r.id = ANY($2::uuid[]) AND r.lease_owner = $3
    AND r.state = 'classified'
+ ORDER BY r.received_at, r.id
 
 -- name: grouping_settings
-SELECT code, kind, group_radius_m, group_lookback_hours * 3600 AS lookback_s
+SELECT code, kind, scope, group_radius_m, group_lookback_hours * 3600 AS lookback_s
   FROM categories
  WHERE tenant_id = $1
 
@@ -20,14 +23,17 @@ SELECT code, kind, group_radius_m, group_lookback_hours * 3600 AS lookback_s
 SELECT count(pg_advisory_xact_lock($1::int, k)) FROM unnest($2::int[]) AS k
 
 -- name: open_issue_candidates
--- The $12 nearest open issues in reach and look-back of each report. One probe per (report,
--- category, cell) the report may join, with the report's own look-back ($11: an issue too old
--- for this report must not take one of its places). In a dense city a cell holds dozens of
--- open issues of other categories, and none of them is read. `near` reads only issues_open_category_cell (an
--- index-only scan: the index carries id, lat, lon and last_reported) and ranks the issues in
--- each report's box by planar distance; the heap is read for the chosen few only. In a city
--- with a million open issues a report can have dozens in reach, and this keeps the rows
--- sent, decoded and scored per report flat.
+-- The $12 nearest open issues in reach and look-back of each report, and every open issue at
+-- the report's own place. One probe per (report, category, cell) the report may join, with
+-- the report's own look-back ($11: an issue too old for this report must not take one of its
+-- places). In a dense city a cell holds dozens of open issues of other categories, and none
+-- of them is read. `near` reads only issues_open_category_cell (an index-only scan: the index
+-- carries id, lat, lon and last_reported) and ranks the issues in each report's box by planar
+-- distance; `placed` reads only issues_open_place (index-only too) for the (place key,
+-- category) probes $13-$19. The heap is read for the chosen few only. In a city with a
+-- million open issues a report can have dozens in reach, and this keeps the rows sent,
+-- decoded and scored per report flat; inside a building, where every issue is near, the
+-- place probes find the one at the report's room however many others are nearer.
 WITH probe AS (
     SELECT *
       FROM unnest($2::int[], $3::text[], $4::bigint[], $5::float8[], $6::float8[],
@@ -43,13 +49,23 @@ WITH probe AS (
       JOIN issues i ON i.tenant_id = $1 AND i.category = p.category AND i.cell = p.cell
      WHERE civicpulse_is_open(i.status) AND i.last_reported >= p.since
        AND i.lat BETWEEN p.lat_lo AND p.lat_hi AND i.lon BETWEEN p.lon_lo AND p.lon_hi
+), placed AS (
+    SELECT i.id
+      FROM unnest($13::text[], $14::text[], $15::float8[], $16::float8[], $17::float8[],
+                  $18::float8[], $19::timestamptz[])
+           AS k (key, category, lat_lo, lat_hi, lon_lo, lon_hi, since)
+      JOIN issues i ON i.tenant_id = $1 AND i.place_key = k.key
+     WHERE civicpulse_is_open(i.status) AND i.place_key IS NOT NULL
+       AND i.category = k.category AND i.last_reported >= k.since
+       AND i.lat BETWEEN k.lat_lo AND k.lat_hi AND i.lon BETWEEN k.lon_lo AND k.lon_hi
 )
 SELECT i.id, i.lat, i.lon, i.category, COALESCE(i.kind, 'other') AS kind,
        i.representative_text, extract(epoch FROM i.last_reported)::float8 AS last_t,
-       i.report_count
+       i.report_count, i.subtype, i.scope, i.place_ref, i.alternatives
   FROM issues i
  WHERE i.tenant_id = $1
-   AND i.id = ANY (ARRAY(SELECT DISTINCT n.id FROM near n WHERE n.rank <= $12))
+   AND i.id = ANY (ARRAY(SELECT n.id FROM near n WHERE n.rank <= $12
+                         UNION SELECT pl.id FROM placed pl))
 
 -- name: not_duplicates_for
 SELECT report_id, issue_id FROM not_duplicates
@@ -59,11 +75,21 @@ SELECT report_id, issue_id FROM not_duplicates
 -- New issues start empty (count 0, no severity); add_to_issue_aggregates then folds in their
 -- founding reports like any other.
 INSERT INTO issues (tenant_id, id, category, kind, title, representative_text, lat, lon,
-                    cell, first_reported, last_reported, opened_at)
+                    cell, first_reported, last_reported, opened_at, scope, subtype,
+                    alternatives, place_ref)
 SELECT $1, u.id, u.category, u.kind, left(u.text, 120), u.text, u.lat, u.lon,
-       civicpulse_cell(u.lat, u.lon), to_timestamp(u.t), to_timestamp(u.t), now()
+       civicpulse_cell(u.lat, u.lon), to_timestamp(u.t), to_timestamp(u.t), now(), u.scope,
+       u.subtype, u.alternatives::jsonb, u.place_ref::jsonb
   FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::float8[],
-              $8::float8[]) AS u (id, category, kind, text, lat, lon, t)
+              $8::float8[], $9::text[], $10::text[], $11::text[], $12::text[])
+       AS u (id, category, kind, text, lat, lon, t, scope, subtype, alternatives, place_ref)
+
+-- name: set_issue_places
+-- Where an issue is, once a later report told more than its founding one did.
+UPDATE issues i
+   SET place_ref = u.place_ref::jsonb
+  FROM unnest($2::uuid[], $3::text[]) AS u (id, place_ref)
+ WHERE i.tenant_id = $1 AND i.id = u.id
 
 -- name: attach_reports
 -- Only reports this process still leases; the caller checks every row was updated.
@@ -94,9 +120,8 @@ UPDATE issues i
        hazards = ARRAY(SELECT DISTINCT h FROM unnest(i.hazards || a.hazards) AS h ORDER BY h),
        -- Staff-set priorities stay; rules run after this and may set it again.
        priority = CASE WHEN 'priority' = ANY(i.manual_fields) THEN i.priority
-                  ELSE LEAST(5, GREATEST(1, COALESCE(GREATEST(i.severity, a.severity), 2)
-                      + CASE WHEN i.report_count + a.n >= 10 THEN 2
-                             WHEN i.report_count + a.n >= 3 THEN 1 ELSE 0 END)) END,
+                  ELSE civicpulse_priority(GREATEST(i.severity, a.severity),
+                                           i.report_count + a.n::int) END,
        updated_at = now()
   FROM (SELECT r.issue_id, count(*) AS n, min(r.submitted_at) AS first_reported,
                max(r.submitted_at) AS last_reported, sum(r.lat) AS lat_sum,
@@ -122,8 +147,7 @@ UPDATE issues i
        severity = COALESCE(a.severity, i.severity),
        hazards = a.hazards,
        priority = CASE WHEN 'priority' = ANY(i.manual_fields) THEN i.priority
-                  ELSE LEAST(5, GREATEST(1, COALESCE(a.severity, i.severity, 2)
-                      + CASE WHEN a.n >= 10 THEN 2 WHEN a.n >= 3 THEN 1 ELSE 0 END)) END,
+                  ELSE civicpulse_priority(COALESCE(a.severity, i.severity), a.n::int) END,
        updated_at = now()
   FROM unnest($2::uuid[]) AS t (issue_id)
   CROSS JOIN LATERAL (
@@ -146,7 +170,8 @@ SELECT $1, u.issue_id, u.report_id, u.kind, $2, u.to_status, u.data::jsonb
 -- name: get_issue
 SELECT id, status, category, kind, severity, priority, title, representative_text, lat, lon,
        report_count, first_reported, last_reported, opened_at, closed_at, hazards, version,
-       updated_at, area, team, assignee, visibility, sla_policy, sla_cycle,
+       updated_at, area, team, assignee, visibility, sla_policy, sla_cycle, place_ref, scope,
+       subtype,
        acknowledged_at, resolved_at, response_due_at, resolution_due_at,
        response_target_s, resolution_target_s, response_business_s, resolution_business_s,
        sla_running_since IS NOT NULL AS sla_running
@@ -154,7 +179,8 @@ SELECT id, status, category, kind, severity, priority, title, representative_tex
  WHERE tenant_id = $1 AND id = $2
 
 -- name: issue_reports
-SELECT id, text, lat, lon, address, category, severity, submitted_at, grouping, channel
+SELECT id, text, lat, lon, address, category, subtype, severity, submitted_at, grouping,
+       channel, place, place_ref
   FROM reports
  WHERE tenant_id = $1 AND issue_id = $2
  ORDER BY submitted_at, id
@@ -196,9 +222,11 @@ ON CONFLICT DO NOTHING
 -- Split: a new issue founded by one report of another issue (nothing when the report is not
 -- part of that issue).
 INSERT INTO issues (tenant_id, id, category, kind, title, representative_text, lat, lon,
-                    cell, first_reported, last_reported, opened_at)
+                    cell, first_reported, last_reported, opened_at, scope, subtype,
+                    alternatives, place_ref)
 SELECT $1, $2, r.category, COALESCE(c.kind, 'other'), left(r.text, 120), r.text, r.lat, r.lon,
-       civicpulse_cell(r.lat, r.lon), r.submitted_at, r.submitted_at, now()
+       civicpulse_cell(r.lat, r.lon), r.submitted_at, r.submitted_at, now(),
+       COALESCE(c.scope, 'local'), r.subtype, r.alternatives, r.place_ref
   FROM reports r
   LEFT JOIN categories c ON c.tenant_id = r.tenant_id AND c.code = r.category
  WHERE r.tenant_id = $1 AND r.id = $3 AND r.issue_id = $4

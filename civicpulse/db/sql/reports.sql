@@ -6,16 +6,16 @@
 -- is resolved by find_idempotent_reports in the same transaction.
 INSERT INTO reports (
     tenant_id, id, text, lat, lon, address, requested_category, submitted_at, channel,
-    reporter, attributes, media_urls, idempotency_key, body_hash
+    reporter, attributes, media_urls, idempotency_key, body_hash, place
 )
 SELECT $1, u.id, u.text, u.lat, u.lon, u.address, u.requested_category,
        COALESCE(u.submitted_at, now()), u.channel, u.reporter::jsonb, u.attributes::jsonb,
-       u.media_urls::jsonb, u.idempotency_key, u.body_hash
+       u.media_urls::jsonb, u.idempotency_key, u.body_hash, u.place
   FROM unnest($2::uuid[], $3::text[], $4::float8[], $5::float8[], $6::text[], $7::text[],
               $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[],
-              $13::text[], $14::bytea[])
+              $13::text[], $14::bytea[], $15::text[])
        AS u (id, text, lat, lon, address, requested_category, submitted_at, channel,
-             reporter, attributes, media_urls, idempotency_key, body_hash)
+             reporter, attributes, media_urls, idempotency_key, body_hash, place)
 ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id
 
@@ -27,15 +27,20 @@ SELECT id, idempotency_key, body_hash, state
 -- name: get_report
 SELECT id, state, text, lat, lon, address, requested_category, category, severity,
        classification, issue_id, channel, submitted_at, received_at, processed_at,
-       attributes, media_urls, summary, hazards, language, needs_review
+       attributes, media_urls, summary, hazards, language, needs_review, place, place_ref,
+       subtype, alternatives
   FROM reports
  WHERE tenant_id = $1 AND id = $2
 
 -- name: claim_reports
 SELECT tenant_id, id FROM civicpulse_claim_reports($1, $2, $3, $4)
 
+-- name: claim_grouping
+-- Classified reports in submission order, one claim per tenant at a time (see schema 0009).
+SELECT tenant_id, id FROM civicpulse_claim_grouping($1, $2, $3, $4)
+
 -- name: load_claimed_reports
-SELECT id, text, address, requested_category
+SELECT id, text, address, requested_category, place, lat, lon
   FROM reports
  WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND lease_owner = $3 AND state = 'received'
 
@@ -51,13 +56,17 @@ UPDATE reports r
        hazards = string_to_array(u.hazards, ','),
        language = u.language,
        needs_review = u.needs_review,
+       subtype = u.subtype,
+       alternatives = u.alternatives::jsonb,
+       place_ref = u.place_ref::jsonb,
        processed_at = now(),
        lease_owner = NULL,
        lease_until = NULL,
        attempts = 0
   FROM unnest($2::uuid[], $3::text[], $4::int2[], $5::text[], $6::text[], $7::text[],
-              $8::text[], $9::bool[])
-       AS u (id, category, severity, classification, summary, hazards, language, needs_review)
+              $8::text[], $9::bool[], $11::text[], $12::text[], $13::text[])
+       AS u (id, category, severity, classification, summary, hazards, language, needs_review,
+             subtype, alternatives, place_ref)
  WHERE r.tenant_id = $1 AND r.id = u.id AND r.lease_owner = $10 AND r.state = 'received'
 
 -- name: count_reports
@@ -117,7 +126,8 @@ DELETE FROM import_stage a
 -- (tenant_id, id) serves both the filter and the order.
 SELECT id, state, text, lat, lon, address, requested_category, category, severity,
        classification, issue_id, channel, submitted_at, received_at, processed_at,
-       attributes, media_urls, summary, hazards, language, needs_review
+       attributes, media_urls, summary, hazards, language, needs_review, place, place_ref,
+       subtype, alternatives
   FROM reports
  WHERE tenant_id = $1
    AND ($2::text IS NULL OR state = $2)

@@ -4,28 +4,33 @@
 SELECT id, slug, name, timezone FROM tenants WHERE slug = $1
 
 -- name: create_tenant
-INSERT INTO tenants (slug, name, timezone) VALUES ($1, $2, $3)
+INSERT INTO tenants (slug, name, timezone, config) VALUES ($1, $2, $3, $4::jsonb)
 RETURNING id, slug, name, timezone
 
 -- name: list_tenants
 SELECT id, slug, name, timezone FROM tenants ORDER BY slug
 
+-- name: tenant_config
+SELECT config FROM tenants WHERE id = $1
+
 -- name: insert_categories
-INSERT INTO categories (tenant_id, code, service_code, name, description, keywords, kind)
+INSERT INTO categories (tenant_id, code, service_code, name, description, keywords, kind,
+                        scope)
 SELECT $1, u.code, u.service_code, u.name, u.description,
-       string_to_array(u.keywords, '|'), u.kind
-  FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-       AS u (code, service_code, name, description, keywords, kind)
+       string_to_array(u.keywords, '|'), u.kind, u.scope
+  FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+              $8::text[])
+       AS u (code, service_code, name, description, keywords, kind, scope)
 ON CONFLICT DO NOTHING
 
 -- name: list_categories
-SELECT code, service_code, name, description, keywords, kind
+SELECT code, service_code, name, description, keywords, kind, scope
   FROM categories
  WHERE tenant_id = $1 AND active
  ORDER BY code
 
 -- name: all_categories
-SELECT code, service_code, name, description, keywords, kind, active
+SELECT code, service_code, name, description, keywords, kind, scope, active
   FROM categories
  WHERE tenant_id = $1
  ORDER BY code
@@ -33,12 +38,12 @@ SELECT code, service_code, name, description, keywords, kind, active
 -- name: upsert_category
 -- Categories are never deleted (reports point at them): retiring one sets active = false.
 INSERT INTO categories (tenant_id, code, service_code, name, description, keywords, kind,
-                        active)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                        scope, active)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (tenant_id, code) DO UPDATE
    SET service_code = EXCLUDED.service_code, name = EXCLUDED.name,
        description = EXCLUDED.description, keywords = EXCLUDED.keywords,
-       kind = EXCLUDED.kind, active = EXCLUDED.active
+       kind = EXCLUDED.kind, scope = EXCLUDED.scope, active = EXCLUDED.active
 RETURNING (xmax = 0) AS created
 
 -- name: create_api_key

@@ -1,0 +1,42 @@
+-- Places: a tenant's sites, buildings, floors, rooms, units, spaces and assets.
+
+-- name: list_places
+SELECT code, kind, name, aliases, parent, lat, lon, geometry, updated_at
+  FROM places
+ WHERE tenant_id = $1
+ ORDER BY code
+
+-- name: get_place
+SELECT code, kind, name, aliases, parent, lat, lon, geometry, updated_at
+  FROM places
+ WHERE tenant_id = $1 AND code = $2
+
+-- name: upsert_places
+-- Create or replace many places at once (an import, or one PUT). The parent foreign key is
+-- checked at commit, so children may come before their parents.
+INSERT INTO places (tenant_id, code, kind, name, aliases, parent, lat, lon, geometry)
+SELECT $1, u.code, u.kind, u.name, string_to_array(u.aliases, '|'), u.parent, u.lat, u.lon,
+       u.geometry::jsonb
+  FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[],
+              $8::float8[], $9::text[])
+       AS u (code, kind, name, aliases, parent, lat, lon, geometry)
+ON CONFLICT (tenant_id, code) DO UPDATE
+   SET kind = EXCLUDED.kind, name = EXCLUDED.name, aliases = EXCLUDED.aliases,
+       parent = EXCLUDED.parent, lat = EXCLUDED.lat, lon = EXCLUDED.lon,
+       geometry = EXCLUDED.geometry, updated_at = now()
+RETURNING code, (xmax = 0) AS created
+
+-- name: delete_place
+DELETE FROM places WHERE tenant_id = $1 AND code = $2
+RETURNING code
+
+-- name: place_version
+SELECT version FROM place_versions WHERE tenant_id = $1
+
+-- name: place_codes
+SELECT code FROM places WHERE tenant_id = $1
+
+-- name: check_places
+-- The parent foreign key is deferred (an import may list children first); this checks it
+-- now, so a bad parent fails the statement that caused it, not some later commit.
+SET CONSTRAINTS ALL IMMEDIATE
