@@ -80,13 +80,15 @@ CREATE POLICY tenant_isolation ON place_versions
 GRANT SELECT, INSERT, UPDATE, DELETE ON places TO civicpulse_app;
 GRANT SELECT, INSERT, UPDATE ON place_versions TO civicpulse_app;
 
--- Reports: the place the client named, the place grouping resolved (from that code, the text
--- and the address), the classifier's subtype and its next-best categories.
+-- Reports: the place the client named, the place the classify stage resolved (from that code,
+-- the text and the address), and the classifier's subtype with the probabilities of its
+-- categories and of the category's subtypes.
 ALTER TABLE reports
     ADD COLUMN place        text,
     ADD COLUMN place_ref    jsonb,
     ADD COLUMN subtype      text,
-    ADD COLUMN alternatives jsonb;
+    ADD COLUMN alternatives jsonb,
+    ADD COLUMN subtypes     jsonb;
 -- Issues: where the problem is (the founding report's place, or the first one a later report
 -- gives), its scope, and the founding report's subtype and category mix. place_key is what
 -- a report at the same place finds the issue by: its asset, room, unit or space, or for a
@@ -95,7 +97,8 @@ ALTER TABLE issues
     ADD COLUMN place_ref    jsonb,
     ADD COLUMN scope        text NOT NULL DEFAULT 'local' CHECK (scope IN ('local', 'building')),
     ADD COLUMN subtype      text,
-    ADD COLUMN alternatives jsonb;
+    ADD COLUMN alternatives jsonb,
+    ADD COLUMN subtypes     jsonb;
 ALTER TABLE issues
     ADD COLUMN place_key text GENERATED ALWAYS AS (
         CASE WHEN scope = 'building'

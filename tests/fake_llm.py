@@ -43,6 +43,9 @@ class FakeLLM:
     times: list[float] = field(default_factory=list)
     base_url: str = ""
     delay: float = 0.0
+    # A delay per request, from its body (say, by the report's text): answers finish out of
+    # the order they were asked in.
+    delay_for: Callable[[dict[str, Any]], float] | None = None
     in_flight: int = 0
     peak: int = 0
 
@@ -55,6 +58,8 @@ class FakeLLM:
         try:
             if self.delay:
                 await asyncio.sleep(self.delay)
+            if self.delay_for is not None:
+                await asyncio.sleep(self.delay_for(await request.json()))
             return await self._answer(request)
         finally:
             self.in_flight -= 1

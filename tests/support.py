@@ -94,11 +94,13 @@ class TenantKeys:
         return {"Authorization": f"Bearer {getattr(self, scope)}"}
 
 
-async def make_tenant(db_url: str, slug: str | None = None) -> TenantKeys:
+async def make_tenant(db_url: str, slug: str | None = None, template: str = "city") -> TenantKeys:
     slug = slug or f"t-{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(db_url)
     try:
-        tenant = await tenants.create_tenant(conn, slug, slug.title(), "America/Los_Angeles")
+        tenant = await tenants.create_tenant(
+            conn, slug, slug.title(), "America/Los_Angeles", template
+        )
         keys = {s: await tenants.create_api_key(conn, slug, s) for s in tenants.SCOPES}
     finally:
         await conn.close()

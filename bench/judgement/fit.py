@@ -94,7 +94,7 @@ def _grow(cand: Candidate | None, r: Report) -> Candidate:
         where = places.building_wide(r.place) if r.scope == "building" else r.place
         return Candidate(
             r.id, r.lat, r.lon, r.category, r.kind, r.text, r.t, 1, r.subtype, r.scope,
-            where, r.alternatives,
+            where, r.alternatives, r.subtypes,
         )  # fmt: skip
     n = cand.report_count + 1
     where = places.merge(cand.place, r.place)

@@ -105,6 +105,7 @@ def as_report(tenant: Tenant, item: Item) -> Report:
         scope,
         where,
         pred.alternatives,
+        pred.subtypes,
     )
 
 
@@ -149,7 +150,7 @@ def run_engine(
             if d.created:
                 issues[issue] = Candidate(
                     issue, r.lat, r.lon, r.category, r.kind, r.text, r.t, 1, r.subtype,
-                    r.scope, d.place, r.alternatives,
+                    r.scope, d.place, r.alternatives, r.subtypes,
                 )  # fmt: skip
             else:
                 c = issues[issue]

@@ -16,7 +16,7 @@ from civicpulse.engine.grouping import Candidate, Report, Search
 from civicpulse.engine.places import NOWHERE, Where
 
 _where = msgspec.json.Decoder(Where)
-_mix = msgspec.json.Decoder(list[tuple[str, float]])
+_mixes = msgspec.json.Decoder(list[tuple[str, float]])
 _json = msgspec.json.Encoder()
 
 
@@ -24,8 +24,9 @@ def _place(raw: str | None) -> Where:
     return NOWHERE if raw is None else _where.decode(raw)
 
 
-def _alternatives(raw: str | None) -> tuple[tuple[str, float], ...]:
-    return () if raw is None else tuple(_mix.decode(raw))
+def _mix(raw: str | None) -> tuple[tuple[str, float], ...]:
+    """A stored probability mix ([[code, p], ...]) as the engine takes it."""
+    return () if raw is None else tuple(_mixes.decode(raw))
 
 
 async def load_classified_reports(
@@ -48,7 +49,8 @@ async def load_classified_reports(
             r["subtype"],
             scopes.get((r["category"] or "other", r["subtype"] or ""), r["scope"]),
             _place(r["place_ref"]),
-            _alternatives(r["alternatives"]),
+            _mix(r["alternatives"]),
+            _mix(r["subtypes"]),
         )
         for r in rows
     ]
@@ -89,7 +91,8 @@ async def open_issue_candidates(
             r["subtype"],
             r["scope"],
             _place(r["place_ref"]),
-            _alternatives(r["alternatives"]),
+            _mix(r["alternatives"]),
+            _mix(r["subtypes"]),
         )
         for r in rows
     ]
@@ -140,6 +143,7 @@ async def insert_issues(
         [r.subtype for _, r, _ in issues],
         [_json.encode(r.alternatives).decode() if r.alternatives else None for _, r, _ in issues],
         [_json.encode(w).decode() if w.known else None for _, _, w in issues],
+        [_json.encode(r.subtypes).decode() if r.subtypes else None for _, r, _ in issues],
     )
 
 

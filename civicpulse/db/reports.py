@@ -125,6 +125,7 @@ class Classified(NamedTuple):
     subtype: str | None = None
     alternatives: str | None = None  # JSON [[category, probability], ...]
     place_ref: str | None = None  # JSON of civicpulse.engine.places.Where
+    subtypes: str | None = None  # JSON [[subtype, probability], ...]
 
 
 async def finish_classified(
@@ -146,6 +147,7 @@ async def finish_classified(
         [r.subtype for r in results],
         [r.alternatives for r in results],
         [r.place_ref for r in results],
+        [r.subtypes for r in results],
     )
     return int(status.split()[-1])
 

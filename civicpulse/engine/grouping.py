@@ -124,8 +124,8 @@ SHARED_FEATURES = (
     "text",  # text similarity with the issue's founding report
     "house_match",  # both name a house number and they agree
     "house_conflict",  # both name house numbers and none agree
-    "subtype_match",  # both have a subtype and it is the same (pothole, pothole)
-    "subtype_conflict",  # both have subtypes and they differ (pothole, sidewalk)
+    "subtype_match",  # P(same subtype), when both sides have subtypes (pothole, pothole)
+    "subtype_conflict",  # 1 - P(same subtype), when both have them (pothole, sidewalk)
     "place_same",  # the same room, unit, space or asset (or building, for building-wide)
     "floor_conflict",  # a local problem: different floors named
     "space_conflict",  # a local problem: different shared spaces named
@@ -174,6 +174,8 @@ class Report(NamedTuple):
     place: Where = NOWHERE
     # The classifier's most likely categories and their probabilities, best first.
     alternatives: tuple[tuple[str, float], ...] = ()
+    # The classifier's subtypes of the category and their probabilities, best first.
+    subtypes: tuple[tuple[str, float], ...] = ()
 
 
 class Candidate(NamedTuple):
@@ -189,6 +191,7 @@ class Candidate(NamedTuple):
     scope: str = "local"
     place: Where = NOWHERE
     alternatives: tuple[tuple[str, float], ...] = ()
+    subtypes: tuple[tuple[str, float], ...] = ()
 
 
 class Scores(NamedTuple):
@@ -197,7 +200,7 @@ class Scores(NamedTuple):
     category: float  # P(same category) from both sides' classifier probabilities
     text: float
     house: int  # 1 house numbers agree, -1 they differ, 0 not both named
-    subtype: int  # 1 same subtype, -1 different, 0 not both known
+    subtype: float | None  # P(same subtype) from both sides' subtypes; None: not both known
     place: int  # 1 same place, -1 different places, 0 unknown
     total: float  # the model's probability that the report is about this issue
 
@@ -315,6 +318,26 @@ def agreement(report: Report, cand: Candidate) -> float:
     return sum(p * b.get(c, 0.0) for c, p in a.items())
 
 
+def subtype_agreement(report: Report, cand: Candidate) -> float | None:
+    """P(same subtype) from both sides' subtype probabilities (their best subtypes alone when
+    the mix is not known); None when one side has no subtype or the categories differ."""
+    if report.category != cand.category:
+        return None
+    a, b = _subtype_mix(report.subtypes, report.subtype), _subtype_mix(cand.subtypes, cand.subtype)
+    if not a or not b:
+        return None
+    other = dict(b)
+    return min(1.0, sum(p * other.get(s, 0.0) for s, p in a))
+
+
+def _subtype_mix(
+    mix: tuple[tuple[str, float], ...], best: str | None
+) -> tuple[tuple[str, float], ...]:
+    if mix:
+        return mix
+    return ((best, 1.0),) if best else ()
+
+
 def joinable(report: Report) -> list[str]:
     """The categories of issues this report may join: its own, and the next ones the
     classifier found likely (a gas smell it could not tell from a fire alarm)."""
@@ -367,11 +390,7 @@ def pair(report: Report, cand: Candidate, d: float) -> Pair:
     gap_s = max(0.0, report.t - cand.last_t)
     text = text_similarity(report.text, cand.text)
     house = house_agreement(report.text, cand.text)
-    subtype = (
-        0
-        if report.subtype is None or cand.subtype is None
-        else (1 if report.subtype == cand.subtype else -1)
-    )
+    subtype = subtype_agreement(report, cand)
     known = (bool(place_keys(report.place)), bool(place_keys(cand.place)))
     # An issue whose last report was split out keeps its place with no reports: it counts
     # as one, never as a centroid so certain that distance stops mattering.
@@ -386,8 +405,8 @@ def pair(report: Report, cand: Candidate, d: float) -> Pair:
         text,
         1.0 if house > 0 else 0.0,
         1.0 if house < 0 else 0.0,
-        1.0 if subtype > 0 else 0.0,
-        1.0 if subtype < 0 else 0.0,
+        0.0 if subtype is None else subtype,
+        0.0 if subtype is None else 1.0 - subtype,
         1.0 if relation.value > 0 else 0.0,
         1.0 if relation.floor < 0 else 0.0,
         1.0 if relation.space < 0 else 0.0,
@@ -400,8 +419,8 @@ def pair(report: Report, cand: Candidate, d: float) -> Pair:
         log_gap,
         1.0 if scope == "local" and known[0] != known[1] else 0.0,
         1.0 if scope == "local" and not any(known) else 0.0,
-        1.0 if subtype > 0 else 0.0,
-        1.0 if subtype < 0 else 0.0,
+        0.0 if subtype is None else subtype,
+        0.0 if subtype is None else 1.0 - subtype,
     )
     t = terms_for(report.category, report.kind)
     z = sum(w * x for w, x in zip(_SHARED_WEIGHTS, shared, strict=True)) + sum(
@@ -414,7 +433,7 @@ def pair(report: Report, cand: Candidate, d: float) -> Pair:
         round(agree, 3),
         round(text, 3),
         house,
-        subtype,
+        None if subtype is None else round(subtype, 3),
         relation.value,
         round(p, 4),
     )
@@ -571,6 +590,7 @@ def group_batch(
                 report.scope,
                 where,
                 report.alternatives,
+                report.subtypes,
             )
         )
         why = None

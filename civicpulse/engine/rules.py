@@ -29,11 +29,23 @@ HAZARD_SEVERITY: dict[str, tuple[str, int]] = {
     "flooding": ("flooding", 4),
     "sinkhole": ("structural", 4),
     "chemical": ("chemical", 4),
-    "spill": ("chemical", 3),
+    "chemical spill": ("chemical", 4),
+    "oil spill": ("chemical", 3),
+    "fuel spill": ("chemical", 3),
     "swerving": ("traffic", 3),
     "needles": ("sharps", 3),
 }
 DEFAULT_SEVERITY = 2
+# Words that name a thing, not the danger: a fire hydrant is not a fire, a smoke detector
+# chirping is not smoke, the gas station is a landmark. Taken out before matching.
+NOT_HAZARDS = (
+    "fire hydrant", "fire hydrants", "fire plug", "fire alarm", "fire alarms", "fire door",
+    "fire doors", "fire exit", "fire escape", "fire extinguisher", "fire station",
+    "fire department", "fire dept", "fire lane", "smoke detector", "smoke detectors",
+    "smoke alarm", "smoke alarms", "gas station", "gas stations", "gas cap", "no smoke",
+    "no gas", "not gas", "no fire", "not on fire", "no injury", "no injuries", "nobody injured",
+    "no one injured", "nobody was injured", "no one was injured", "no one is hurt",
+)  # fmt: skip
 
 _WORD = re.compile(r"[a-z0-9]+(?:[/'-][a-z0-9]+)*")
 
@@ -45,6 +57,8 @@ def normalise(text: str) -> str:
 
 def hazards_in(normalised: str) -> tuple[tuple[str, ...], int]:
     """Hazard kinds present and the severity they imply."""
+    for phrase in NOT_HAZARDS:
+        normalised = normalised.replace(f" {phrase} ", " _ ")
     found: dict[str, int] = {}
     for phrase, (kind, severity) in HAZARD_SEVERITY.items():
         if f" {phrase} " in normalised:

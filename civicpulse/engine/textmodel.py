@@ -53,6 +53,8 @@ LEARNING_RATE = 0.5
 ALTERNATIVE_MIN = 0.05
 ALTERNATIVES = 3
 SUBTYPE_MIN = 0.05
+# Subtype probabilities: softmax of the cosines to each subtype's phrases, this sharp.
+SUBTYPE_SHARPNESS = 30.0
 
 # Function words only: "no", "not", "out", "down", "off" and "up" stay, as they carry the
 # problem here ("no heat", "light out", "tree down", "power off", "not working").
@@ -104,6 +106,7 @@ class Prediction(NamedTuple):
     summary: str
     subtype: str | None = None
     alternatives: tuple[tuple[str, float], ...] = ()  # (category, probability), best first
+    subtypes: tuple[tuple[str, float], ...] = ()  # (subtype, probability), best first
 
 
 class TaxonomyEntry(NamedTuple):
@@ -462,18 +465,25 @@ def predict(model: Model, text: str, address: str | None = None) -> tuple[str, f
     return model.classes[best], probs[best]
 
 
-def subtype_of(model: Model, category: str, text: str, address: str | None = None) -> str | None:
-    """The category's vocabulary subtype nearest to the text, if any is near at all."""
+def subtype_mix(
+    model: Model, category: str, text: str, address: str | None = None
+) -> tuple[tuple[str, float], ...]:
+    """The category's vocabulary subtypes with their probabilities (softmax of the cosines
+    to each subtype's phrases), best first; nothing when no subtype is near at all."""
     options = model.subtypes.get(category)
     if not options:
-        return None
+        return ()
     vec = _vector(Counter(features(text, address)), model.idf)
-    best, best_score = None, SUBTYPE_MIN
-    for code, centroid in options:
-        score = sum(v * centroid.get(f, 0.0) for f, v in vec.items())
-        if score > best_score:
-            best, best_score = code, score
-    return best
+    scores = [
+        (code, sum(v * centroid.get(f, 0.0) for f, v in vec.items())) for code, centroid in options
+    ]
+    top = max(s for _, s in scores)
+    if top < SUBTYPE_MIN:
+        return ()
+    weights = [(code, math.exp(SUBTYPE_SHARPNESS * (s - top))) for code, s in scores]
+    total = sum(w for _, w in weights)
+    ranked = sorted(((code, w / total) for code, w in weights), key=lambda x: -x[1])
+    return tuple((code, round(p, 4)) for code, p in ranked if p >= 0.01)
 
 
 def classify(
@@ -507,6 +517,7 @@ def classify(
     severity = max(
         model.base_severity.get(category, rules.DEFAULT_SEVERITY), rule_severity if hazards else 0
     )
+    subtypes = subtype_mix(model, category, text, address)
     return Prediction(
         category,
         round(confidence, 4),
@@ -514,8 +525,9 @@ def classify(
         hazards,
         detect_language(text),
         summarise(text, names.get(category, category)),
-        subtype_of(model, category, text, address),
+        subtypes[0][0] if subtypes else None,
         alternatives,
+        subtypes,
     ), decided_by
 
 

@@ -185,6 +185,7 @@ def _from_local(
         pred.subtype,
         _json.encode(pred.alternatives).decode(),
         place,
+        _json.encode(pred.subtypes).decode(),
     )
 
 
@@ -232,6 +233,7 @@ async def _with_llm(
         local.subtype if local.category == answer.category else None,
         _json.encode(_around(answer.category, answer.confidence, local.alternatives)).decode(),
         place,
+        _json.encode(local.subtypes if local.category == answer.category else ()).decode(),
     )
 
 

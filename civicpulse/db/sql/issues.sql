@@ -4,7 +4,8 @@
 -- In submission order: grouping decides them in that order.
 SELECT r.id, r.lat, r.lon, r.category, COALESCE(c.kind, 'other') AS kind, r.text,
        extract(epoch FROM r.submitted_at)::float8 AS t, COALESCE(r.severity, 2) AS severity,
-       r.subtype, COALESCE(c.scope, 'local') AS scope, r.place_ref, r.alternatives
+       r.subtype, COALESCE(c.scope, 'local') AS scope, r.place_ref, r.alternatives,
+       r.subtypes
   FROM reports r
   LEFT JOIN categories c ON c.tenant_id = r.tenant_id AND c.code = r.category
  WHERE r.tenant_id = $1 AND r.id = ANY($2::uuid[]) AND r.lease_owner = $3
@@ -61,7 +62,7 @@ WITH probe AS (
 )
 SELECT i.id, i.lat, i.lon, i.category, COALESCE(i.kind, 'other') AS kind,
        i.representative_text, extract(epoch FROM i.last_reported)::float8 AS last_t,
-       i.report_count, i.subtype, i.scope, i.place_ref, i.alternatives
+       i.report_count, i.subtype, i.scope, i.place_ref, i.alternatives, i.subtypes
   FROM issues i
  WHERE i.tenant_id = $1
    AND i.id = ANY (ARRAY(SELECT n.id FROM near n WHERE n.rank <= $12
@@ -76,13 +77,14 @@ SELECT report_id, issue_id FROM not_duplicates
 -- founding reports like any other.
 INSERT INTO issues (tenant_id, id, category, kind, title, representative_text, lat, lon,
                     cell, first_reported, last_reported, opened_at, scope, subtype,
-                    alternatives, place_ref)
+                    alternatives, place_ref, subtypes)
 SELECT $1, u.id, u.category, u.kind, left(u.text, 120), u.text, u.lat, u.lon,
        civicpulse_cell(u.lat, u.lon), to_timestamp(u.t), to_timestamp(u.t), now(), u.scope,
-       u.subtype, u.alternatives::jsonb, u.place_ref::jsonb
+       u.subtype, u.alternatives::jsonb, u.place_ref::jsonb, u.subtypes::jsonb
   FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::float8[],
-              $8::float8[], $9::text[], $10::text[], $11::text[], $12::text[])
-       AS u (id, category, kind, text, lat, lon, t, scope, subtype, alternatives, place_ref)
+              $8::float8[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+       AS u (id, category, kind, text, lat, lon, t, scope, subtype, alternatives, place_ref,
+             subtypes)
 
 -- name: set_issue_places
 -- Where an issue is, once a later report told more than its founding one did.
@@ -223,10 +225,10 @@ ON CONFLICT DO NOTHING
 -- part of that issue).
 INSERT INTO issues (tenant_id, id, category, kind, title, representative_text, lat, lon,
                     cell, first_reported, last_reported, opened_at, scope, subtype,
-                    alternatives, place_ref)
+                    alternatives, place_ref, subtypes)
 SELECT $1, $2, r.category, COALESCE(c.kind, 'other'), left(r.text, 120), r.text, r.lat, r.lon,
        civicpulse_cell(r.lat, r.lon), r.submitted_at, r.submitted_at, now(),
-       COALESCE(c.scope, 'local'), r.subtype, r.alternatives, r.place_ref
+       COALESCE(c.scope, 'local'), r.subtype, r.alternatives, r.place_ref, r.subtypes
   FROM reports r
   LEFT JOIN categories c ON c.tenant_id = r.tenant_id AND c.code = r.category
  WHERE r.tenant_id = $1 AND r.id = $3 AND r.issue_id = $4

@@ -58,15 +58,16 @@ UPDATE reports r
        needs_review = u.needs_review,
        subtype = u.subtype,
        alternatives = u.alternatives::jsonb,
+       subtypes = u.subtypes::jsonb,
        place_ref = u.place_ref::jsonb,
        processed_at = now(),
        lease_owner = NULL,
        lease_until = NULL,
        attempts = 0
   FROM unnest($2::uuid[], $3::text[], $4::int2[], $5::text[], $6::text[], $7::text[],
-              $8::text[], $9::bool[], $11::text[], $12::text[], $13::text[])
+              $8::text[], $9::bool[], $11::text[], $12::text[], $13::text[], $14::text[])
        AS u (id, category, severity, classification, summary, hazards, language, needs_review,
-             subtype, alternatives, place_ref)
+             subtype, alternatives, place_ref, subtypes)
  WHERE r.tenant_id = $1 AND r.id = u.id AND r.lease_owner = $10 AND r.state = 'received'
 
 -- name: count_reports
