@@ -105,7 +105,7 @@ def train(
 
 def model_info(blob: bytes) -> dict[str, Any]:
     m = textmodel.load(blob)
-    return {"features": len(m.centroids), "labels": m.labels, "blob_bytes": len(blob)}
+    return {"features": len(m.weights), "labels": m.labels, "blob_bytes": len(blob)}
 
 
 # -- 1. held-out real records ------------------------------------------------------------------
@@ -304,10 +304,10 @@ def resident_accuracy(
 # -- 3. throughput of the local path -----------------------------------------------------------
 
 
-def _batches(texts: list[str], size: int, count: int) -> list[list[tuple[str, None]]]:
+def _batches(texts: list[str], size: int, count: int) -> list[list[tuple[str, None, None]]]:
     out, i = [], 0
     for _ in range(count):
-        batch = [(texts[(i + k) % len(texts)], None) for k in range(size)]
+        batch = [(texts[(i + k) % len(texts)], None, None) for k in range(size)]
         i += size
         out.append(batch)
     return out

@@ -48,7 +48,6 @@ class Variant:
     threshold: float | None = None
 
 
-HAZARD_CATEGORIES = sorted(c for c, k in ds_mod.kinds().items() if k == "hazard")
 
 
 def run_engine(reports: list[Report], batch: int, threshold: float) -> dict[str, str]:
@@ -65,7 +64,7 @@ def run_engine(reports: list[Report], batch: int, threshold: float) -> dict[str,
         claim = ordered[start : start + batch]
         # As open_issue_candidates: per report, the NEAREST open issues (planar distance) of
         # the categories it may join inside the box of its reach, within the look-back.
-        search = grouping.search_for(claim, {}, HAZARD_CATEGORIES)
+        search = grouping.search_for(claim, {})
         in_reach: dict[int, dict[str, Candidate]] = defaultdict(dict)
         for p in search.probes:
             lat_lo, lat_hi, lon_lo, lon_hi = p.box
@@ -232,12 +231,12 @@ def diagnose(
             rep = Report(r.id, r.lat, r.lon, r.category, r.kind, r.text, r.t, 2)
             params = grouping.params_for(r.category, r.kind, {})
             d = geo.distance_m(r.lat, r.lon, cand.lat, cand.lon)
-            s = grouping.score(rep, cand, params)
+            s = grouping.pair(rep, cand, d).scores
             if d > params.radius_m:
                 why = "beyond radius"
             elif r.t - cand.last_t > params.lookback_s:
                 why = "beyond look-back"
-            elif s is not None and s.total < threshold:
+            elif s.total < threshold:
                 why = "in reach, score below threshold"
             else:
                 why = "joined another issue"
@@ -690,7 +689,7 @@ def render_md(p: dict[str, Any]) -> str:
         )
     model = p["engine_parameters"]["model"]
     lookback = p["engine_parameters"]["CATEGORY_LOOKBACK_S"]
-    shared = ", ".join(f"{k} {model[k]:+.3f}" for k in grouping.SHARED_FEATURES)
+    shared = ", ".join(f"{k} {model['shared'][k]:+.3f}" for k in grouping.SHARED_FEATURES)
     out += [
         "",
         f"## The model ({model['version']}, attach at p >= {model['threshold']})",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import math
 import os
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from bench.dedup_quality import dataset as ds_mod
 from bench.dedup_quality.context import (
@@ -56,7 +58,7 @@ from civicpulse.db import issues as issues_repo
 from civicpulse.db import workflow as workflow_repo
 from civicpulse.db.pool import create_pool, tenant_transaction
 from civicpulse.db.queries import q
-from civicpulse.engine import geo, grouping
+from civicpulse.engine import geo, grouping, textmodel
 from civicpulse.ids import uuid7
 from civicpulse.metrics import Metrics
 from civicpulse.pipeline import group
@@ -233,12 +235,35 @@ SELECT $1, gen_random_uuid(), 'new', c.code, c.kind, left(t.txt, 120), t.txt, x.
 
 INSERT_REPORTS = """
 INSERT INTO reports (tenant_id, id, text, lat, lon, submitted_at, received_at, channel,
-                     state, lease_owner, lease_until, category, severity)
+                     state, lease_owner, lease_until, category, severity, subtype,
+                     alternatives, subtypes)
 SELECT $1, u.id, u.text, u.lat, u.lon, now(), now(), 'api', 'classified', $7,
-       now() + interval '2 hours', u.category, 2
-  FROM unnest($2::uuid[], $3::text[], $4::float8[], $5::float8[], $6::text[])
-       AS u (id, text, lat, lon, category)
+       now() + interval '2 hours', u.category, 2, u.subtype, u.alternatives::jsonb,
+       u.subtypes::jsonb
+  FROM unnest($2::uuid[], $3::text[], $4::float8[], $5::float8[], $6::text[], $8::text[],
+              $9::text[], $10::text[])
+       AS u (id, text, lat, lon, category, subtype, alternatives, subtypes)
 """
+
+
+@functools.cache
+def classified(text: str) -> tuple[str | None, str, str]:
+    """What the classify stage stores for a text: subtype, category mix and subtype mix, from
+    the city template's own model (so reports probe the categories they really would)."""
+    pred, _ = textmodel.classify(city_model(), text, None, {})
+    enc = msgspec.json.encode
+    return pred.subtype, enc(pred.alternatives).decode(), enc(pred.subtypes).decode()
+
+
+@functools.cache
+def city_model() -> textmodel.Model:
+    from civicpulse.db.tenants import default_taxonomy
+
+    entries = [
+        textmodel.TaxonomyEntry(c.code, c.name, c.description, c.keywords, c.kind)
+        for c in default_taxonomy()
+    ]
+    return textmodel.load(textmodel.train(entries, [])[0])
 
 
 async def setup_seed_tables(
@@ -347,7 +372,20 @@ async def insert_reports(
     lats = [lats[i] for i in order]
     lons = [lons[i] for i in order]
     cats = [cats[i] for i in order]
-    await conn.execute(INSERT_REPORTS, tenant_id, ids, txt, lats, lons, cats, OWNER)
+    found = [classified(t) for t in txt]
+    await conn.execute(
+        INSERT_REPORTS,
+        tenant_id,
+        ids,
+        txt,
+        lats,
+        lons,
+        cats,
+        OWNER,
+        [f[0] for f in found],
+        [f[1] for f in found],
+        [f[2] for f in found],
+    )
     return ids
 
 
@@ -416,16 +454,14 @@ async def explain_candidates(
     look-back group_claim computes for these (still unclaimed) reports."""
     async with tenant_transaction(pool, tenant_id) as conn:
         reports = await issues_repo.load_classified_reports(conn, tenant_id, ids, OWNER)
-        # The pairs and boxes group_claim probes (hazard kinds join across categories).
-        _, kinds = await issues_repo.grouping_settings(conn, tenant_id)
-        hazards = [code for code, kind in kinds.items() if kind == "hazard"]
-        search = grouping.search_for(reports, {}, hazards)
+        # The pairs and boxes group_claim probes (own and next likely categories).
+        search = grouping.search_for(reports, {})
         pairs = {(p.category, p.cell) for p in search.probes}
         cells = {cell for _, cell in pairs}
         rows = await conn.fetch(
             "EXPLAIN (ANALYZE, BUFFERS) " + q("open_issue_candidates"),
             tenant_id,
-            *issues_repo.candidate_args(search),
+            *issues_repo.candidate_args(search, grouping.NEAREST),
         )
         plan = "\n".join(r[0] for r in rows)
         role = await conn.fetchval("SELECT current_user")

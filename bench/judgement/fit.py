@@ -38,7 +38,7 @@ import numpy as np
 
 from bench.judgement import metrics, replay
 from bench.judgement.streams import CityConfig, FacilityConfig, Stream, city_stream, facility_stream
-from civicpulse.engine import geo, grouping, places
+from civicpulse.engine import geo, grouping
 from civicpulse.engine.grouping import Candidate, Model, Report, Terms
 
 FIT_SEEDS = (101, 102, 104, 105, 106)
@@ -90,23 +90,8 @@ def training_pairs(stream: Stream, out: Pairs) -> None:
 
 
 def _grow(cand: Candidate | None, r: Report) -> Candidate:
-    if cand is None:
-        where = places.building_wide(r.place) if r.scope == "building" else r.place
-        return Candidate(
-            r.id, r.lat, r.lon, r.category, r.kind, r.text, r.t, 1, r.subtype, r.scope,
-            where, r.alternatives, r.subtypes,
-        )  # fmt: skip
-    n = cand.report_count + 1
-    where = places.merge(cand.place, r.place)
-    if cand.scope == "building":
-        where = places.building_wide(where)
-    return cand._replace(
-        lat=cand.lat + (r.lat - cand.lat) / n,
-        lon=cand.lon + (r.lon - cand.lon) / n,
-        last_t=max(cand.last_t, r.t),
-        report_count=n,
-        place=where,
-    )
+    """The true problem's issue after this report, as the engine would hold it."""
+    return grouping.found(r, r.id) if cand is None else grouping.absorb(cand, r)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, iterations: int = 50) -> np.ndarray:
@@ -133,7 +118,7 @@ def reach(shared_w: dict[str, float], terms: Terms, threshold: float, lookback_s
     binary = [
         n
         for n in grouping.SHARED_FEATURES
-        if n not in ("bias", "log_gap", "log_count", "place_same")
+        if n not in ("bias", "log_gap", "log_count", "place_same", "rooms_differ")
     ]
     base = shared_w["bias"] + sum(max(0.0, shared_w[n]) for n in binary)
     gap_w = shared_w["log_gap"] + terms.log_gap

@@ -106,6 +106,7 @@ def as_report(tenant: Tenant, item: Item) -> Report:
         where,
         pred.alternatives,
         pred.subtypes,
+        grouping.building_likelihood(category.code, category.scope, pred.subtypes, pred.subtype),
     )
 
 
@@ -138,7 +139,6 @@ def run_engine(
         cands = [c for c in issues.values() if c.category in wanted and c.last_t >= lo]
         out = grouping.group_batch(claim, cands, {}, set(), threshold, tenant.nearest)
         real: dict[str, str] = {}
-        by_id = {r.id: r for r in claim}
         for d in out:
             if d.created:
                 made += 1
@@ -146,22 +146,10 @@ def run_engine(
         for d in out:
             issue = real.get(d.issue, d.issue)
             issue_of[d.report_id] = issue
-            r = by_id[d.report_id]
-            if d.created:
-                issues[issue] = Candidate(
-                    issue, r.lat, r.lon, r.category, r.kind, r.text, r.t, 1, r.subtype,
-                    r.scope, d.place, r.alternatives, r.subtypes,
-                )  # fmt: skip
-            else:
-                c = issues[issue]
-                n = c.report_count + 1
-                issues[issue] = c._replace(
-                    lat=c.lat + (r.lat - c.lat) / n,
-                    lon=c.lon + (r.lon - c.lon) / n,
-                    last_t=max(c.last_t, r.t),
-                    report_count=n,
-                    place=d.place,
-                )
+            # The issue as the database holds it after the claim (group stage: insert_issues,
+            # add_to_issue_aggregates, set_issue_profiles).
+            assert d.after is not None
+            issues[issue] = d.after._replace(id=issue)
             decisions.append(d._replace(issue=issue))
     return Outcome(issue_of, reports, decisions)
 

@@ -450,6 +450,11 @@ def _floor_of(room: str) -> int:
     return int(room[:-2]) if room[:-2].isdigit() else 1
 
 
+def room_code(b: Building, room: str) -> str:
+    """A room's place code: "hotel-412", "hotel-Salon-B"."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{b.code}-{room}")
+
+
 def place_tree(buildings: Sequence[Building]) -> list[PlaceNode]:
     """The tenant's places as it would import them: buildings, floors, rooms, spaces, lifts."""
     nodes: list[PlaceNode] = []
@@ -460,7 +465,7 @@ def place_tree(buildings: Sequence[Building]) -> list[PlaceNode]:
             nodes.append(PlaceNode(f"{b.code}-f{f}", "floor", f"{_ordinal(f)} floor", (),
                                    b.code, None, None))  # fmt: skip
         for r in (*b.rooms, *b.meeting_rooms):
-            nodes.append(PlaceNode(f"{b.code}-{r}", "room", f"Room {r}", (r,),
+            nodes.append(PlaceNode(room_code(b, r), "room", f"Room {r}", (r,),
                                    f"{b.code}-f{_floor_of(r)}", None, None))  # fmt: skip
         for code, said in b.spaces:
             nodes.append(PlaceNode(code, "space", said.removeprefix("the ").capitalize(), (),
@@ -520,10 +525,10 @@ def facility_stream(cfg: FacilityConfig) -> Stream:
                     truth_place = space[0]
                 elif kind.id in MEETING_KINDS and b.meeting_rooms:
                     room = rnd.choice(b.meeting_rooms)
-                    truth_place = f"{b.code}-{room}"
+                    truth_place = room_code(b, room)
                 else:
                     room = rnd.choice(b.rooms)
-                    truth_place = f"{b.code}-{room}"
+                    truth_place = room_code(b, room)
                 k = cluster_size(rnd, 0.55, 2.0, 5)
                 spread = cfg.local_spread_h
             start = t0 + rnd.uniform(0, cfg.days * DAY)

@@ -12,7 +12,7 @@ import msgspec
 
 from civicpulse.db.queries import q
 from civicpulse.engine import textmodel
-from civicpulse.engine.grouping import Candidate, Report, Search
+from civicpulse.engine.grouping import Candidate, Report, Search, building_likelihood
 from civicpulse.engine.places import NOWHERE, Where
 
 _where = msgspec.json.Decoder(Where)
@@ -36,24 +36,29 @@ async def load_classified_reports(
     vocabulary gives it one (no heat in the whole building), else the category's."""
     rows = await conn.fetch(q("load_classified_reports"), tenant_id, list(ids), owner)
     scopes = textmodel.subtype_scopes()
-    return [
-        Report(
-            str(r["id"]),
-            r["lat"],
-            r["lon"],
-            r["category"] or "other",
-            r["kind"],
-            r["text"],
-            r["t"],
-            r["severity"],
-            r["subtype"],
-            scopes.get((r["category"] or "other", r["subtype"] or ""), r["scope"]),
-            _place(r["place_ref"]),
-            _mix(r["alternatives"]),
-            _mix(r["subtypes"]),
+    out = []
+    for r in rows:
+        category = r["category"] or "other"
+        subtypes = _mix(r["subtypes"])
+        out.append(
+            Report(
+                str(r["id"]),
+                r["lat"],
+                r["lon"],
+                category,
+                r["kind"],
+                r["text"],
+                r["t"],
+                r["severity"],
+                r["subtype"],
+                scopes.get((category, r["subtype"] or ""), r["scope"]),
+                _place(r["place_ref"]),
+                _mix(r["alternatives"]),
+                subtypes,
+                building_likelihood(category, r["scope"], subtypes, r["subtype"]),
+            )
         )
-        for r in rows
-    ]
+    return out
 
 
 async def grouping_settings(
@@ -93,6 +98,9 @@ async def open_issue_candidates(
             _place(r["place_ref"]),
             _mix(r["alternatives"]),
             _mix(r["subtypes"]),
+            building_likelihood(
+                r["category"] or "other", r["scope"], _mix(r["subtypes"]), r["subtype"]
+            ),
         )
         for r in rows
     ]
@@ -125,10 +133,17 @@ async def not_duplicates_for(
     return {(str(r["report_id"]), str(r["issue_id"])) for r in rows}
 
 
+def _encoded(value: object) -> str | None:
+    return _json.encode(value).decode() if value else None
+
+
 async def insert_issues(
-    conn: asyncpg.Connection, tenant_id: int, issues: Sequence[tuple[str, Report, Where]]
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    issues: Sequence[tuple[str, Report, Candidate]],
 ) -> None:
-    """New issues, one per (issue id, founding report, the issue's place)."""
+    """New issues, one per (issue id, founding report, the issue after the batch: its place
+    and probability mixes, which later reports of the batch may have refined)."""
     await conn.execute(
         q("insert_issues"),
         tenant_id,
@@ -141,20 +156,23 @@ async def insert_issues(
         [r.t for _, r, _ in issues],
         [r.scope for _, r, _ in issues],
         [r.subtype for _, r, _ in issues],
-        [_json.encode(r.alternatives).decode() if r.alternatives else None for _, r, _ in issues],
-        [_json.encode(w).decode() if w.known else None for _, _, w in issues],
-        [_json.encode(r.subtypes).decode() if r.subtypes else None for _, r, _ in issues],
+        [_encoded(c.alternatives) for _, _, c in issues],
+        [_encoded(c.place) if c.place.known else None for _, _, c in issues],
+        [_encoded(c.subtypes) for _, _, c in issues],
     )
 
 
-async def set_issue_places(
-    conn: asyncpg.Connection, tenant_id: int, places: Sequence[tuple[str, Where]]
+async def set_issue_profiles(
+    conn: asyncpg.Connection, tenant_id: int, issues: Sequence[Candidate]
 ) -> None:
+    """Where issues are and their category and subtype mixes, after reports joined them."""
     await conn.execute(
-        q("set_issue_places"),
+        q("set_issue_profiles"),
         tenant_id,
-        [i for i, _ in places],
-        [_json.encode(w).decode() for _, w in places],
+        [c.id for c in issues],
+        [_encoded(c.place) if c.place.known else None for c in issues],
+        [_encoded(c.alternatives) for c in issues],
+        [_encoded(c.subtypes) for c in issues],
     )
 
 

@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from civicpulse.engine import geo, places
+from civicpulse.engine import geo, places, textmodel
 from civicpulse.engine.places import NOWHERE, Where
 from civicpulse.engine.textmodel import STOPWORDS
 
@@ -72,6 +72,9 @@ FALLBACK_LOOKBACK_S = 21 * DAY
 MAX_RADIUS_M = 1000.0
 # The report count feature saturates here, so a model's reach (radius_m) is a true bound.
 COUNT_CAP = 20
+# Reports in different rooms may still be about one problem when it is at least this likely
+# to be building-wide (a boiler, not a heater); the model then weighs it.
+WIDE_MIN = 0.2
 # A report also looks for issues of its next categories when the classifier gave them at
 # least this probability (at most ALTERNATIVES categories in all).
 ALTERNATIVE_MIN = 0.15
@@ -127,6 +130,8 @@ SHARED_FEATURES = (
     "subtype_match",  # P(same subtype), when both sides have subtypes (pothole, pothole)
     "subtype_conflict",  # 1 - P(same subtype), when both have them (pothole, sidewalk)
     "place_same",  # the same room, unit, space or asset (or building, for building-wide)
+    "building_wide",  # how likely the problem is building-wide (the likelier side)
+    "rooms_differ",  # different rooms or units, allowed only as it may be building-wide
     "floor_conflict",  # a local problem: different floors named
     "space_conflict",  # a local problem: different shared spaces named
     "log_gap",  # log(1 + hours since the issue's last report)
@@ -176,6 +181,9 @@ class Report(NamedTuple):
     alternatives: tuple[tuple[str, float], ...] = ()
     # The classifier's subtypes of the category and their probabilities, best first.
     subtypes: tuple[tuple[str, float], ...] = ()
+    # How likely the problem is building-wide (its category's scope, or its subtypes'):
+    # "freezing in 412" may be one room's heater or the whole building's boiler.
+    wide: float = 0.0
 
 
 class Candidate(NamedTuple):
@@ -192,6 +200,7 @@ class Candidate(NamedTuple):
     place: Where = NOWHERE
     alternatives: tuple[tuple[str, float], ...] = ()
     subtypes: tuple[tuple[str, float], ...] = ()
+    wide: float = 0.0
 
 
 class Scores(NamedTuple):
@@ -220,7 +229,7 @@ class Decision(NamedTuple):
     scores: Scores | None
     rule: str
     why_not: WhyNot | None = None
-    place: Where = NOWHERE  # the issue's place after this report
+    after: Candidate | None = None  # the issue as it stands after this report
 
 
 def terms_for(category: str, kind: str) -> Terms:
@@ -338,6 +347,21 @@ def _subtype_mix(
     return ((best, 1.0),) if best else ()
 
 
+def building_likelihood(
+    category: str,
+    category_scope: str,
+    subtypes: Sequence[tuple[str, float]],
+    subtype: str | None = None,
+) -> float:
+    """How likely a report (or issue) is about a building-wide problem: 1 for a building-wide
+    category, else the probability of its category's building-wide subtypes."""
+    if category_scope == "building":
+        return 1.0
+    scopes = textmodel.subtype_scopes()
+    mix = subtypes or (((subtype, 1.0),) if subtype else ())
+    return min(1.0, sum(p for s, p in mix if scopes.get((category, s)) == "building"))
+
+
 def joinable(report: Report) -> list[str]:
     """The categories of issues this report may join: its own, and the next ones the
     classifier found likely (a gas smell it could not tell from a fire alarm)."""
@@ -385,8 +409,12 @@ class Pair(NamedTuple):
 
 def pair(report: Report, cand: Candidate, d: float) -> Pair:
     """Features and scores of one (report, issue) pair."""
-    scope = "building" if "building" in (report.scope, cand.scope) else "local"
+    wide = max(report.wide, cand.wide, 1.0 if "building" in (report.scope, cand.scope) else 0.0)
+    scope = "building" if wide >= WIDE_MIN else "local"
     relation = places.compare(report.place, cand.place, scope)
+    rooms_differ = (
+        scope == "building" and places.compare(report.place, cand.place, "local").value < 0
+    )
     gap_s = max(0.0, report.t - cand.last_t)
     text = text_similarity(report.text, cand.text)
     house = house_agreement(report.text, cand.text)
@@ -408,6 +436,8 @@ def pair(report: Report, cand: Candidate, d: float) -> Pair:
         0.0 if subtype is None else subtype,
         0.0 if subtype is None else 1.0 - subtype,
         1.0 if relation.value > 0 else 0.0,
+        wide,
+        1.0 if rooms_differ else 0.0,
         1.0 if relation.floor < 0 else 0.0,
         1.0 if relation.space < 0 else 0.0,
         log_gap,
@@ -449,6 +479,8 @@ _REASONS = {
     "subtype_match": "no subtype in common",
     "subtype_conflict": "a different problem (subtype)",
     "place_same": "not the same place",
+    "building_wide": "not a building-wide problem",
+    "rooms_differ": "reported from different rooms",
     "place_one_sided": "only one says which room",
     "place_unknown": "neither says which room",
     "floor_conflict": "different floors",
@@ -484,10 +516,6 @@ def deciding_feature(report: Report, p: Pair) -> str:
     return _REASONS.get(name, name)
 
 
-def _key(where: Where, scope: str) -> str | None:
-    return issue_place_key(where, scope)
-
-
 def group_batch(
     reports: list[Report],
     candidates: list[Candidate],
@@ -497,16 +525,14 @@ def group_batch(
     nearest: int = NEAREST,
 ) -> list[Decision]:
     """Decide every report of one tenant's batch, in the order given (submission order)."""
-    by_category: dict[str, list[str]] = defaultdict(list)
-    by_key: dict[str, list[str]] = defaultdict(list)
+    # Candidates by (category, cell), so a report reads only the cells in its reach. An issue
+    # whose centroid moves to another cell is listed there too (its live place decides).
+    by_cell: dict[tuple[str, int], list[str]] = defaultdict(list)
     live: dict[str, Candidate] = {}
 
     def add(c: Candidate) -> None:
         live[c.id] = c
-        by_category[c.category].append(c.id)
-        key = _key(c.place, c.scope)
-        if key:
-            by_key[key].append(c.id)
+        by_cell[(c.category, geo.cell_of(c.lat, c.lon))].append(c.id)
 
     for c in candidates:
         add(c)
@@ -514,22 +540,28 @@ def group_batch(
     opened = 0
     for report in reports:
         params = params_for(report.category, report.kind, overrides)
-        categories = set(joinable(report))
+        categories = joinable(report)
         in_reach: list[tuple[float, str]] = []
-        for category in categories:
-            for cid in by_category.get(category, ()):
-                cand = live[cid]
-                if abs(report.t - cand.last_t) > params.lookback_s:
-                    continue
-                d = geo.distance_m(report.lat, report.lon, cand.lat, cand.lon)
-                if d <= params.radius_m:
-                    in_reach.append((d, cid))
+        seen: set[str] = set()
+        for cell in geo.cells_within(report.lat, report.lon, params.radius_m):
+            for category in categories:
+                for cid in by_cell.get((category, cell), ()):
+                    if cid in seen:
+                        continue
+                    seen.add(cid)
+                    cand = live[cid]
+                    if abs(report.t - cand.last_t) > params.lookback_s:
+                        continue
+                    d = geo.distance_m(report.lat, report.lon, cand.lat, cand.lon)
+                    if d <= params.radius_m:
+                        in_reach.append((d, cid))
         in_reach.sort()
         keys = set(report_place_keys(report.place))
         considered = [
             (d, cid)
             for rank, (d, cid) in enumerate(in_reach)
-            if rank < nearest or (keys and _key(live[cid].place, live[cid].scope) in keys)
+            if rank < nearest
+            or (keys and issue_place_key(live[cid].place, live[cid].scope) in keys)
         ]
         best: tuple[Pair, Candidate] | None = None
         runner_up: tuple[Pair, Candidate] | None = None
@@ -545,21 +577,9 @@ def group_batch(
                 runner_up = (p, cand)
         if best is not None:
             p, cand = best
-            n = cand.report_count + 1
-            joined = places.merge(cand.place, report.place)
-            if cand.scope == "building":
-                joined = places.building_wide(joined)
-            updated = cand._replace(
-                lat=cand.lat + (report.lat - cand.lat) / n,
-                lon=cand.lon + (report.lon - cand.lon) / n,
-                last_t=max(cand.last_t, report.t),
-                report_count=n,
-                place=joined,
-            )
-            if _key(joined, cand.scope) != _key(cand.place, cand.scope):
-                key = _key(joined, cand.scope)
-                if key:
-                    by_key[key].append(cand.id)
+            updated = absorb(cand, report)
+            if geo.cell_of(updated.lat, updated.lon) != geo.cell_of(cand.lat, cand.lon):
+                by_cell[(cand.category, geo.cell_of(updated.lat, updated.lon))].append(cand.id)
             live[cand.id] = updated
             decisions.append(
                 Decision(
@@ -569,30 +589,14 @@ def group_batch(
                     p.scores,
                     f"{RULES_VERSION}: p {p.scores.total:.2f} >= {threshold}",
                     None,
-                    joined,
+                    updated,
                 )
             )
             continue
         issue = f"new:{opened}"
         opened += 1
-        where = places.building_wide(report.place) if report.scope == "building" else report.place
-        add(
-            Candidate(
-                issue,
-                report.lat,
-                report.lon,
-                report.category,
-                report.kind,
-                report.text,
-                report.t,
-                1,
-                report.subtype,
-                report.scope,
-                where,
-                report.alternatives,
-                report.subtypes,
-            )
-        )
+        fresh = found(report, issue)
+        add(fresh)
         why = None
         if runner_up is not None:
             p, cand = runner_up
@@ -605,10 +609,65 @@ def group_batch(
                 None,
                 f"{RULES_VERSION}: no open issue at p >= {threshold}",
                 why,
-                where,
+                fresh,
             )
         )
     return decisions
+
+
+def found(report: Report, issue_id: str) -> Candidate:
+    """A new issue as its founding report makes it (a building-wide one at the building, not
+    at its first reporter's room)."""
+    where = places.building_wide(report.place) if report.scope == "building" else report.place
+    return Candidate(
+        issue_id, report.lat, report.lon, report.category, report.kind, report.text, report.t,
+        1, report.subtype, report.scope, where, report.alternatives, report.subtypes,
+        report.wide,
+    )  # fmt: skip
+
+
+def absorb(cand: Candidate, report: Report) -> Candidate:
+    """The issue after a report joins it: centroid, last report and count as the database
+    folds them in (add_to_issue_aggregates), its place completed by what the report says, and
+    its category and subtype probabilities averaged over its reports, so a founding report the
+    classifier misread ("freezing in 412": a heater?) is outvoted as reports come in ("no heat
+    anywhere": the boiler)."""
+    n = cand.report_count + 1
+    where = places.merge(cand.place, report.place)
+    if cand.scope == "building":
+        where = places.building_wide(where)
+    same = report.category == cand.category
+    return cand._replace(
+        lat=cand.lat + (report.lat - cand.lat) / n,
+        lon=cand.lon + (report.lon - cand.lon) / n,
+        last_t=max(cand.last_t, report.t),
+        report_count=n,
+        place=where,
+        alternatives=_average(
+            mix(cand.category, cand.alternatives), mix(report.category, report.alternatives), n
+        ),
+        subtypes=_average(cand.subtypes, report.subtypes, n) if same else cand.subtypes,
+        wide=cand.wide + (report.wide - cand.wide) / n if same else cand.wide,
+    )
+
+
+def _average(
+    old: Sequence[tuple[str, float]] | dict[str, float],
+    new: Sequence[tuple[str, float]] | dict[str, float],
+    n: int,
+) -> tuple[tuple[str, float], ...]:
+    """The running mean of probability mixes: n-1 parts the old one, one part the new."""
+    if not new:
+        return tuple(old.items()) if isinstance(old, dict) else tuple(old)
+    a = dict(old)
+    b = dict(new)
+    if not a:
+        return tuple(b.items())
+    merged = {
+        code: ((n - 1) * a.get(code, 0.0) + b.get(code, 0.0)) / n for code in a.keys() | b.keys()
+    }
+    ranked = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))
+    return tuple((code, round(p, 4)) for code, p in ranked if p >= 0.01)[:5]
 
 
 class Probe(NamedTuple):

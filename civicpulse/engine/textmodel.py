@@ -145,6 +145,7 @@ def vocabulary() -> Vocabulary:
     return msgspec.json.decode(raw, type=Vocabulary)
 
 
+@functools.cache
 def subtype_scopes() -> dict[tuple[str, str], str]:
     """(category, subtype) -> scope, for the subtypes whose scope differs from a category's
     own ("no heat in the whole building" under a local building-fault category)."""

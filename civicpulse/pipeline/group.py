@@ -26,7 +26,6 @@ from civicpulse.db import issues as issues_repo
 from civicpulse.db import tenants as tenants_repo
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.engine import grouping
-from civicpulse.engine.places import Where
 from civicpulse.ids import uuid7
 from civicpulse.metrics import Metrics
 from civicpulse.pipeline.claimer import Claim
@@ -56,6 +55,11 @@ async def run(inbox: asyncio.Queue[Claim | None], ctx: GroupContext) -> None:
     await run_claims(STAGE, inbox, lambda claim: group_claim(ctx, claim), ctx.metrics, ctx.on_done)
 
 
+def profile(c: grouping.Candidate) -> tuple[object, ...]:
+    """What set_issue_profiles stores: where the issue is and its probability mixes."""
+    return (c.place, c.alternatives, c.subtypes)
+
+
 async def group_claim(ctx: GroupContext, claim: Claim) -> int:
     """Group one claim; returns how many reports were linked to issues."""
     tenant_id = claim.tenant_id
@@ -83,21 +87,28 @@ async def group_claim(ctx: GroupContext, claim: Claim) -> int:
         )
 
         by_id = {r.id: r for r in reports}
-        # Each issue's place after the batch: a later report may complete what the first
-        # one said ("the TV", then "the TV in 412").
-        final: dict[str, Where] = {d.issue: d.place for d in decisions}
+        # Each issue as it stands after the batch: a later report may complete its place
+        # ("the TV", then "the TV in 412"), and its category and subtype mix follow its reports.
+        final: dict[str, grouping.Candidate] = {}
+        for d in decisions:
+            assert d.after is not None
+            final[d.issue] = d.after
         new_ids: dict[str, str] = {}
-        founders: list[tuple[str, grouping.Report, Where]] = []
+        founders: list[tuple[str, grouping.Report, grouping.Candidate]] = []
         for d in decisions:
             if d.created:
                 new_ids[d.issue] = str(uuid7())
                 founders.append((new_ids[d.issue], by_id[d.report_id], final[d.issue]))
         if founders:
             await issues_repo.insert_issues(conn, tenant_id, founders)
-        known = {c.id: c.place for c in candidates}
-        moved = {i: w for i, w in final.items() if i in known and w != known[i]}
-        if moved:
-            await issues_repo.set_issue_places(conn, tenant_id, sorted(moved.items()))
+        before = {c.id: c for c in candidates}
+        changed = [
+            after
+            for issue, after in final.items()
+            if issue in before and profile(after) != profile(before[issue])
+        ]
+        if changed:
+            await issues_repo.set_issue_profiles(conn, tenant_id, changed)
         links = []
         events = []
         for d in decisions:

@@ -12,7 +12,7 @@ from civicpulse.db import issues as issues_repo
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.engine import geo, grouping
 from civicpulse.engine.grouping import Report
-from civicpulse.engine.places import NOWHERE, Where
+from civicpulse.engine.places import Where
 from civicpulse.ids import uuid7
 from tests.support import TenantKeys
 
@@ -32,12 +32,14 @@ async def open_issues(
     conn: asyncpg.Connection, tenant: int, rows: list[tuple[str, tuple[float, float], float]]
 ) -> list[str]:
     """Open issues (category, place, last reported at) as grouping would have opened them."""
-    founders = [
-        (str(uuid7()), Report("x", lat, lon, category, "", "Loud music all night", t, 2), NOWHERE)
+    reports = [
+        (str(uuid7()), Report("x", lat, lon, category, "", "Loud music all night", t, 2))
         for category, (lat, lon), t in rows
     ]
-    await issues_repo.insert_issues(conn, tenant, founders)
-    return [issue for issue, _, _ in founders]
+    await issues_repo.insert_issues(
+        conn, tenant, [(i, r, grouping.found(r, i)) for i, r in reports]
+    )
+    return [issue for issue, _ in reports]
 
 
 async def test_each_report_looks_back_its_own_way_and_sees_its_nearest_in_reach(
@@ -84,8 +86,12 @@ async def test_a_report_finds_the_issue_at_its_own_place_however_many_are_nearer
             conn, tenant_a.id, [("building_fault", east(k), now - HOUR) for k in range(8)]
         )
         (at_412,) = [str(uuid7())]
-        founder = Report("y", *north(30), "building_fault", "", "AC broken in 412", now - HOUR, 2)
-        await issues_repo.insert_issues(conn, tenant_a.id, [(at_412, founder, room)])
+        founder = Report(
+            "y", *north(30), "building_fault", "", "AC broken in 412", now - HOUR, 2, place=room
+        )
+        await issues_repo.insert_issues(
+            conn, tenant_a.id, [(at_412, founder, grouping.found(founder, at_412))]
+        )
         report = Report(
             "r", LAT, LON, "building_fault", "facilities", "Room 412 too hot", now, 2, place=room
         )

@@ -86,11 +86,15 @@ SELECT $1, u.id, u.category, u.kind, left(u.text, 120), u.text, u.lat, u.lon,
        AS u (id, category, kind, text, lat, lon, t, scope, subtype, alternatives, place_ref,
              subtypes)
 
--- name: set_issue_places
--- Where an issue is, once a later report told more than its founding one did.
+-- name: set_issue_profiles
+-- Where issues are (once a later report told more than the founding one) and their category
+-- and subtype mixes (averaged over their reports), after a grouping batch.
 UPDATE issues i
-   SET place_ref = u.place_ref::jsonb
-  FROM unnest($2::uuid[], $3::text[]) AS u (id, place_ref)
+   SET place_ref = u.place_ref::jsonb,
+       alternatives = u.alternatives::jsonb,
+       subtypes = u.subtypes::jsonb
+  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[])
+       AS u (id, place_ref, alternatives, subtypes)
  WHERE i.tenant_id = $1 AND i.id = u.id
 
 -- name: attach_reports
