@@ -212,6 +212,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                         busy_interval=settings.pipeline_busy_interval,
                         busy_batch=settings.pipeline_busy_batch,
                         order_wait=timedelta(seconds=settings.group_order_wait_seconds),
+                        max_attempts=settings.group_max_attempts,
                     ),
                     name=f"claimer-{state_name}",
                 )

@@ -57,6 +57,9 @@ class Settings:
     # Grouping follows submission order: a report still waiting for classification holds back
     # its tenant's later reports for at most this long (then they are grouped without it).
     group_order_wait_seconds: float = 60.0
+    # A report whose grouping failed this many times is set aside (state 'failed'), so it
+    # cannot hold its tenant's later reports back for good.
+    group_max_attempts: int = 5
     process_pool_workers: int = 0  # 0: one per CPU
     # Intake first: while the writers commit more than this many rows per second, each
     # pipeline stage claims at most pipeline_busy_batch reports per pipeline_busy_interval

@@ -17,7 +17,6 @@ from civicpulse.domain.places import Place, PlaceWithCode, to_place
 from civicpulse.errors import CivicPulseError
 
 COLUMNS = ("code", "kind", "name")
-OPTIONAL = ("aliases", "parent", "lat", "lon")
 
 
 def _from_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:

@@ -1,6 +1,11 @@
 -- 0009: places (sites, buildings, floors, rooms, units, spaces, assets), category scope,
 -- classifier alternatives and subtypes for grouping, grouping in submission order, and the
 -- priority convention of the SLA policies and rules (1 = most urgent) everywhere.
+--
+-- On a large database: the stored generated column rewrites `issues` under an exclusive lock,
+-- and the priority update touches every issue; run it in a quiet period. Open issues whose
+-- priority this migration flips keep their SLA policy until their next change (the policy is
+-- chosen by the workflow, in Python): re-plan them with any staff action, or leave them.
 
 -- Priority from severity (1-5, 5 = most severe) and the number of reports: 1 is the most
 -- urgent, as in the default SLA policies and the rules. Three reports raise it one step, ten
@@ -119,14 +124,24 @@ CREATE INDEX issues_open_place ON issues (tenant_id, place_key)
 -- longer than p_wait no longer holds the others back), and only while no other grouping claim
 -- of the tenant is live. So reports of one tenant are grouped one claim at a time in the order
 -- they arrived, whatever order classification finished in. The advisory lock makes the
--- "no live claim" check and the claim one step across processes.
+-- "no live claim" check and the claim one step across processes. A report whose grouping has
+-- failed p_max_attempts times is set aside first (state 'failed', with the reason in its
+-- grouping record), so one report that always fails cannot stop its tenant's grouping.
 CREATE FUNCTION civicpulse_claim_grouping(p_owner text, p_lease interval, p_limit integer,
-                                          p_wait interval)
+                                          p_wait interval, p_max_attempts integer)
 RETURNS TABLE (tenant_id bigint, id uuid)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public
 AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('civicpulse_claim_grouping'));
+    UPDATE reports f
+       SET state = 'failed',
+           lease_owner = NULL,
+           lease_until = NULL,
+           grouping = jsonb_build_object(
+               'rule', 'failed: grouping did not finish in ' || f.attempts || ' attempts')
+     WHERE f.state = 'classified' AND f.attempts >= p_max_attempts
+       AND (f.lease_until IS NULL OR f.lease_until < now());
     RETURN QUERY
     WITH waiting AS (
         SELECT DISTINCT ON (w.tenant_id) w.tenant_id, w.received_at, w.id
@@ -158,6 +173,7 @@ BEGIN
     RETURNING r.tenant_id, r.id;
 END
 $$;
-REVOKE ALL ON FUNCTION civicpulse_claim_grouping(text, interval, integer, interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION civicpulse_claim_grouping(text, interval, integer, interval)
+REVOKE ALL ON FUNCTION civicpulse_claim_grouping(text, interval, integer, interval, integer)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION civicpulse_claim_grouping(text, interval, integer, interval, integer)
     TO civicpulse_app;

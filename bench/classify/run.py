@@ -404,6 +404,7 @@ async def pool_throughput(blob: bytes, digest: str, texts: list[str], names, arg
         pool=None,
         executor=executor,
         models=None,
+        places=None,
         metrics=None,
         owner="bench",  # type: ignore[arg-type]
     )

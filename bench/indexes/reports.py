@@ -49,6 +49,7 @@ import asyncpg
 from bench.indexes import reports_data as data
 from bench.ingest.common import RESULTS, db_url, percentile
 from civicpulse.db import issues as issues_repo
+from civicpulse.engine.grouping import NEAREST
 
 SET_TENANT = "SELECT set_config('civicpulse.tenant_id', $1, true)"
 APP_ROLE = "civicpulse_app"
@@ -231,7 +232,6 @@ async def candidate_batches(
     from civicpulse.engine import grouping
 
     kinds = {c.code: c.kind for c in default_taxonomy()}
-    hazards = sorted(code for code, kind in kinds.items() if kind == "hazard")
     out = {}
     for t in tenants:
         rows = await conn.fetch(
@@ -254,7 +254,7 @@ async def candidate_batches(
             for n, r in enumerate(rows)
         ]
         # As pipeline/group.py: one probe per (report, joinable category, cell).
-        search = grouping.search_for(reports, {}, hazards)
+        search = grouping.search_for(reports, {})
         since = min(p.since for p in search.probes)
         out[t] = (search, dt.datetime.fromtimestamp(since, dt.UTC), len(rows))
     return out
@@ -317,7 +317,7 @@ async def run_candidates(
         for r in range(rounds + 1):
             for i, t in enumerate(tenants):
                 search, _, _ = batches[t]
-                args = (t, *issues_repo.candidate_args(search))
+                args = (t, *issues_repo.candidate_args(search, NEAREST))
                 took, n = await timed_tenant(app, t, sql, args)
                 if r:
                     ms.append(took)
@@ -325,7 +325,7 @@ async def run_candidates(
                     if i < 3:
                         ms_large.append(took)
         search, _, _ = batches[tenants[0]]
-        args = (tenants[0], *issues_repo.candidate_args(search))
+        args = (tenants[0], *issues_repo.candidate_args(search, NEAREST))
         plan = await plan_indexes(app, tenants[0], sql, args)
         out[name] = {
             **summary(ms),

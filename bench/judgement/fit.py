@@ -37,7 +37,15 @@ import msgspec
 import numpy as np
 
 from bench.judgement import metrics, replay
-from bench.judgement.streams import CityConfig, FacilityConfig, Stream, city_stream, facility_stream
+from bench.judgement.streams import (
+    CityConfig,
+    FacilityConfig,
+    Item,
+    Stream,
+    Truth,
+    city_stream,
+    facility_stream,
+)
 from civicpulse.engine import geo, grouping
 from civicpulse.engine.grouping import Candidate, Model, Report, Terms
 
@@ -46,6 +54,32 @@ THRESHOLD_SEED = 103
 FAMILIES = ("a", "b")
 FIT_REACH_M = 500.0  # pairs further apart than this are never close calls
 STEP_M = 5.0
+
+
+EARLIER_SET_SEED = 20240612  # bench/dedup_quality's own tuning seed (it scores 20240611)
+
+
+def earlier_set(seed: int = EARLIER_SET_SEED, fraction: float = 0.5) -> Stream:
+    """The earlier labelled set (bench/dedup_quality, another generator: dense hard negatives,
+    same category and street 20-150 m apart) as a city stream, drawn with its tuning seed."""
+    from bench.dedup_quality import dataset as ds_mod
+
+    data = ds_mod.generate(ds_mod.Config(seed=seed, la_fraction=fraction, sf_fraction=fraction))
+    items = [
+        Item(
+            r.id,
+            r.text,
+            r.lat,
+            r.lon,
+            r.t,
+            None,
+            "earlier",
+            0,
+            Truth(r.problem, r.category, r.category, "", "local"),
+        )
+        for r in sorted(data.reports, key=lambda r: (r.t, r.id))
+    ]
+    return Stream("earlier-set", "city", "city", items)
 
 
 def tuning_streams(seed: int) -> list[Stream]:
@@ -172,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--l2", type=float, default=1.0, help="regularisation strength")
     ap.add_argument("--out", type=Path, default=grouping.MODEL_FILE, help="model file")
     ap.add_argument(
+        "--earlier-set",
+        action="store_true",
+        help="also fit on the earlier labelled set's tuning seed (bench/dedup_quality)",
+    )
+    ap.add_argument(
         "--curve",
         action="store_true",
         help="fit nothing: print the shipped model's threshold curve on the threshold seed",
@@ -183,10 +222,12 @@ def main(argv: list[str] | None = None) -> int:
 
     pairs = Pairs()
     n_reports = 0
-    for seed in FIT_SEEDS:
-        for stream in tuning_streams(seed):
-            training_pairs(stream, pairs)
-            n_reports += len(stream.items)
+    streams = [s for seed in FIT_SEEDS for s in tuning_streams(seed)]
+    if args.earlier_set:
+        streams.append(earlier_set())
+    for stream in streams:
+        training_pairs(stream, pairs)
+        n_reports += len(stream.items)
     categories = sorted({c for c, _ in pairs.own})
     width = len(grouping.SHARED_FEATURES)
     k = len(grouping.OWN_FEATURES)

@@ -2,8 +2,8 @@
 
 The same pure functions the pipeline's stages call, in the same order: the classify stage's
 `textmodel.classify` (the tenant's local model from its template taxonomy, the default
-vocabulary and any labels), the group stage's place resolution (`places.resolve` against the
-tenant's registered places) and scope (`category scope`, or the subtype's), then
+vocabulary and any labels) and place resolution (`places.resolve` against the tenant's
+registered places), the group stage's scope (`grouping.report_scope`), then
 `grouping.group_batch` on claims of `batch` reports in submission order, with the open issues
 carried forward between claims as the database holds them. `tests/e2e` and `run.py
 --service` check that the service itself gives the same decisions.
@@ -80,15 +80,12 @@ class Tenant:
         )
 
 
-SUBTYPE_SCOPES = textmodel.subtype_scopes()
-
-
 def as_report(tenant: Tenant, item: Item) -> Report:
     """A report as the group stage loads it: classified, placed and scoped."""
     names = {c: c for c in tenant.categories}
     pred, _ = textmodel.classify(tenant.model, item.text, None, names)
     category = tenant.categories.get(pred.category) or tenant.categories["other"]
-    scope = SUBTYPE_SCOPES.get((category.code, pred.subtype or ""), category.scope)
+    scope = grouping.report_scope(category.code, category.scope, pred.subtype)
     where = places.resolve(
         item.text, None, item.place, item.lat, item.lon, tenant.index, tenant.rooms_by_number
     )

@@ -459,8 +459,8 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     ax1.set_yticks(y, [f"{r['name']} ({r['split']})" for r in rows], fontsize=8)
     ax1.set_xlim(0, 1)
     ax1.set_xlabel("pairwise F1")
-    ax1.set_title("Grouping")
-    ax1.legend(fontsize=8, loc="lower left")
+    ax1.set_title("Grouping", pad=28)
+    ax1.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, frameon=False)
     ax2.barh(
         [v + 0.2 for v in y],
         [r["classification"]["untrained"]["accuracy"] for r in rows],
@@ -477,8 +477,8 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     ax2.set_yticks(y, ["" for _ in rows])
     ax2.set_xlim(0, 1)
     ax2.set_xlabel("classification accuracy")
-    ax2.set_title("Classification")
-    ax2.legend(fontsize=8, loc="lower left")
+    ax2.set_title("Classification", pad=28)
+    ax2.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -121,3 +121,9 @@ class Authenticator:
     def forget_tenant(self, slug: str) -> None:
         """Drop a cached tenant (its taxonomy changed)."""
         self._tenants.pop(slug, None)
+
+    async def fresh_tenant(self, slug: str) -> TenantContext:
+        """The tenant as the database has it now: a place another process (`civicpulse
+        places import`) added is known before this process's cache would expire."""
+        self.forget_tenant(slug)
+        return await self.tenant(slug)

@@ -43,6 +43,11 @@ class CategoryIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # the wifi): grouped across its rooms and floors.
     scope: Literal["local", "building"] = "local"
     active: bool = True
+    # The tenant's grouping rule: reports join issues of this category only within this many
+    # metres (never farther than the model's own reach) and this many hours of the issue's
+    # last report. None: the model's reach and look-back.
+    group_radius_m: Annotated[float, Meta(ge=1, le=1000)] | None = None
+    group_lookback_hours: Annotated[float, Meta(gt=0, le=24 * 365)] | None = None
 
 
 class CategoryOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,6 +59,8 @@ class CategoryOut(msgspec.Struct, frozen=True, kw_only=True):
     kind: str
     scope: str
     active: bool
+    group_radius_m: float | None
+    group_lookback_hours: float | None
 
 
 _decode = msgspec.json.Decoder(CategoryIn)
@@ -75,6 +82,8 @@ async def list_categories(request: Request) -> Response:
             kind=r["kind"],
             scope=r["scope"],
             active=r["active"],
+            group_radius_m=r["group_radius_m"],
+            group_lookback_hours=r["group_lookback_hours"],
         )
         for r in rows
     ]
@@ -99,6 +108,8 @@ async def put_category(request: Request) -> Response:
         tuple(item.keywords),
         item.kind,
         item.scope,
+        item.group_radius_m,
+        item.group_lookback_hours,
     )
     async with tenant_transaction(state.pool, principal.tenant.id) as conn:
         created = await tenants_repo.upsert_category(
@@ -114,6 +125,8 @@ async def put_category(request: Request) -> Response:
         kind=item.kind,
         scope=item.scope,
         active=item.active,
+        group_radius_m=item.group_radius_m,
+        group_lookback_hours=item.group_lookback_hours,
     )
     return Response(
         _json.encode(out), status_code=201 if created else 200, media_type="application/json"

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from civicpulse import workflow
 from civicpulse.api.auth import SCOPE_RANK
 from civicpulse.api.body import decode, read_json
-from civicpulse.api.reports import place_out
+from civicpulse.api.reports import location
 from civicpulse.api.state import AppState
 from civicpulse.db import issues as issues_repo
 from civicpulse.db.pool import tenant_transaction
@@ -81,7 +81,7 @@ def issue_out(row: Any) -> dict[str, Any]:
         "report_count": row["report_count"],
         "subtype": row["subtype"],
         "scope": row["scope"],
-        "place": place_out(row["place_ref"]),
+        "place": location(row["place_ref"]),
         "first_reported": row["first_reported"],
         "last_reported": row["last_reported"],
         "opened_at": row["opened_at"],
@@ -146,7 +146,7 @@ async def get_issue(request: Request) -> Response:
             "category": r["category"],
             "subtype": r["subtype"],
             "severity": r["severity"],
-            "place": place_out(r["place_ref"], r["place"]),
+            "place": location(r["place_ref"], r["place"]),
             "submitted_at": r["submitted_at"],
             "channel": r["channel"],
             "grouping": _grouping(r["grouping"], staff),
@@ -238,6 +238,7 @@ async def merge(request: Request) -> Response:
             raise Conflict("cannot merge into an issue that is itself a duplicate", field="into")
         moved = await issues_repo.move_reports(conn, tenant_id, source, target)
         await issues_repo.refresh_issue_aggregates(conn, tenant_id, [source, target])
+        await issues_repo.refresh_issue_profiles(conn, tenant_id, [target])
         # The duplicate's clock stops; the target's rules see its new reports.
         await workflow.apply(
             conn,
@@ -295,6 +296,8 @@ async def split(request: Request) -> Response:
                 conn, tenant_id, report_id, source, principal.actor
             )
         await issues_repo.refresh_issue_aggregates(conn, tenant_id, [source, new_issue])
+        # Where each issue is, its scope and mixes, from the reports each now holds.
+        await issues_repo.refresh_issue_profiles(conn, tenant_id, [source, new_issue])
         await workflow.apply(
             conn,
             tenant_id,

@@ -24,8 +24,8 @@ from civicpulse.domain.reports import (
     Classification,
     ItemError,
     Links,
+    Location,
     NewReport,
-    PlaceOut,
     ReportCorrection,
     ReportIn,
     ReportOut,
@@ -109,6 +109,14 @@ def _accepted(slug: str, outcome: WriteOutcome) -> Response:
     )
 
 
+async def _tenant_knowing(state: AppState, principal: Principal, report: ReportIn) -> TenantContext:
+    """The tenant context to check a report against: reloaded once when the report names a
+    place the cached context does not know (it may have been imported a moment ago)."""
+    if report.place is None or report.place in principal.tenant.place_codes:
+        return principal.tenant
+    return await state.auth.fresh_tenant(principal.tenant.slug)
+
+
 async def create_report(request: Request) -> Response:
     state: AppState = request.state.app
     slug = request.path_params["slug"]
@@ -116,9 +124,8 @@ async def create_report(request: Request) -> Response:
     key = _idempotency_key(request)
     body = await read_json(request, state.settings.max_body_bytes)
     report = decode(_decode_report, body)
-    row = to_new_report(
-        principal.tenant, report, key, hashlib.sha256(body).digest() if key else None
-    )
+    tenant = await _tenant_knowing(state, principal, report)
+    row = to_new_report(tenant, report, key, hashlib.sha256(body).digest() if key else None)
     (outcome,) = await state.intake.submit([row])
     return _accepted(slug, outcome)
 
@@ -141,16 +148,19 @@ async def create_batch(request: Request) -> Response:
     results: list[BatchItemResult | None] = [None] * len(raw_items)
     rows: list[NewReport] = []
     positions: list[int] = []
+    tenant = principal.tenant
     for index, raw in enumerate(raw_items):
         item_bytes = bytes(raw)
         try:
             report = decode(_decode_report, item_bytes, prefix=f"[{index}]")
+            if tenant is principal.tenant:  # reloaded at most once per batch
+                tenant = await _tenant_knowing(state, principal, report)
             # Each item gets its own key derived from the batch's, so a retried batch
             # replays item by item.
             item_key = f"{key}#{index}" if key else None
             rows.append(
                 to_new_report(
-                    principal.tenant,
+                    tenant,
                     report,
                     item_key,
                     hashlib.sha256(item_bytes).digest() if key else None,
@@ -304,7 +314,7 @@ async def report_events(request: Request) -> Response:
     )
 
 
-REPORT_STATES = ("received", "classified", "imported", "failed")
+REPORT_STATES = ("received", "classified", "grouped", "imported", "failed")
 
 
 class ReportPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -340,12 +350,13 @@ async def list_reports(request: Request) -> Response:
     return _respond(200, ReportPage(items=items, next_cursor=next_cursor))
 
 
-def place_out(raw: Any, requested: str | None = None) -> PlaceOut | None:
-    """A stored place (JSON of engine.places.Where) as the API shows it."""
-    if raw is None and requested is None:
-        return None
+def location(raw: Any, requested: str | None = None) -> Location | None:
+    """A stored place (JSON of engine.places.Where) as the API shows it; None when nothing
+    is known of it."""
     where = msgspec.json.decode(raw, type=Where) if raw is not None else Where()
-    return PlaceOut(
+    if not where.known and requested is None:
+        return None
+    return Location(
         code=where.code,
         label=where.label,
         building=where.building,
@@ -390,7 +401,7 @@ def _report_out(slug: str, row: Any) -> ReportOut:
         language=row["language"],
         needs_review=row["needs_review"],
         issue_id=None if row["issue_id"] is None else str(row["issue_id"]),
-        place=place_out(row["place_ref"], row["place"]),
+        place=location(row["place_ref"], row["place"]),
         channel=row["channel"],
         submitted_at=row["submitted_at"],
         received_at=row["received_at"],

@@ -11,8 +11,14 @@ import asyncpg
 import msgspec
 
 from civicpulse.db.queries import q
-from civicpulse.engine import textmodel
-from civicpulse.engine.grouping import Candidate, Report, Search, building_likelihood
+from civicpulse.engine.grouping import (
+    Candidate,
+    Report,
+    Search,
+    building_likelihood,
+    profile,
+    report_scope,
+)
 from civicpulse.engine.places import NOWHERE, Where
 
 _where = msgspec.json.Decoder(Where)
@@ -35,30 +41,43 @@ async def load_classified_reports(
     """The claim's reports in submission order, with their scope: the subtype's when the
     vocabulary gives it one (no heat in the whole building), else the category's."""
     rows = await conn.fetch(q("load_classified_reports"), tenant_id, list(ids), owner)
-    scopes = textmodel.subtype_scopes()
-    out = []
+    return [_report(r) for r in rows]
+
+
+def _report(r: asyncpg.Record) -> Report:
+    """A stored report as the engine takes it, with its scope and building-wide likelihood."""
+    category = r["category"] or "other"
+    subtypes = _mix(r["subtypes"])
+    return Report(
+        str(r["id"]),
+        r["lat"],
+        r["lon"],
+        category,
+        r["kind"],
+        r["text"],
+        r["t"],
+        r["severity"],
+        r["subtype"],
+        report_scope(category, r["scope"], r["subtype"]),
+        _place(r["place_ref"]),
+        _mix(r["alternatives"]),
+        subtypes,
+        building_likelihood(category, r["scope"], subtypes, r["subtype"]),
+    )
+
+
+async def refresh_issue_profiles(
+    conn: asyncpg.Connection, tenant_id: int, issue_ids: Sequence[uuid.UUID]
+) -> None:
+    """Recompute issues' place, scope and probability mixes from the reports they now hold,
+    after a staff merge or split moved reports between them."""
+    rows = await conn.fetch(q("issue_profile_reports"), tenant_id, list(issue_ids))
+    held: dict[str, list[Report]] = {str(i): [] for i in issue_ids}
     for r in rows:
-        category = r["category"] or "other"
-        subtypes = _mix(r["subtypes"])
-        out.append(
-            Report(
-                str(r["id"]),
-                r["lat"],
-                r["lon"],
-                category,
-                r["kind"],
-                r["text"],
-                r["t"],
-                r["severity"],
-                r["subtype"],
-                scopes.get((category, r["subtype"] or ""), r["scope"]),
-                _place(r["place_ref"]),
-                _mix(r["alternatives"]),
-                subtypes,
-                building_likelihood(category, r["scope"], subtypes, r["subtype"]),
-            )
-        )
-    return out
+        held[str(r["issue_id"])].append(_report(r))
+    profiles = [p for i, rs in held.items() if (p := profile(rs, i)) is not None]
+    if profiles:
+        await set_issue_profiles(conn, tenant_id, profiles)
 
 
 async def grouping_settings(
@@ -173,6 +192,7 @@ async def set_issue_profiles(
         [_encoded(c.place) if c.place.known else None for c in issues],
         [_encoded(c.alternatives) for c in issues],
         [_encoded(c.subtypes) for c in issues],
+        [c.scope for c in issues],
     )
 
 

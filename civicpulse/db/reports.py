@@ -94,11 +94,17 @@ async def claim_reports(
 
 
 async def claim_grouping(
-    conn: asyncpg.Connection, owner: str, lease: timedelta, limit: int, wait: timedelta
+    conn: asyncpg.Connection,
+    owner: str,
+    lease: timedelta,
+    limit: int,
+    wait: timedelta,
+    max_attempts: int,
 ) -> list[tuple[int, uuid.UUID]]:
     """Lease classified reports in submission order, at most one claim per tenant at a time;
-    a report still unclassified holds back its tenant's later ones for up to `wait`."""
-    rows = await conn.fetch(q("claim_grouping"), owner, lease, limit, wait)
+    a report still unclassified holds back its tenant's later ones for up to `wait`, and one
+    that failed `max_attempts` groupings is set aside as 'failed'."""
+    rows = await conn.fetch(q("claim_grouping"), owner, lease, limit, wait, max_attempts)
     return [(r["tenant_id"], r["id"]) for r in rows]
 
 

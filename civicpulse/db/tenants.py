@@ -46,6 +46,9 @@ class Category:
     keywords: tuple[str, ...]
     kind: str
     scope: str = "local"
+    # A tenant's own grouping rule for the category: a narrower reach, its own look-back.
+    group_radius_m: float | None = None
+    group_lookback_hours: float | None = None
 
 
 def hash_key(key: str) -> bytes:
@@ -225,6 +228,8 @@ async def upsert_category(
                 category.kind,
                 category.scope,
                 active,
+                category.group_radius_m,
+                category.group_lookback_hours,
             )
         )
     except asyncpg.UniqueViolationError as exc:

@@ -84,7 +84,7 @@ class Classification(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     alternatives: list[tuple[str, float]] | None = None
 
 
-class PlaceOut(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Location(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Where a report or issue is: the registered place it resolved to (code), a label for
     people, and each level known (registered codes, or what the text said, "~412")."""
 
@@ -117,7 +117,7 @@ class ReportOut(msgspec.Struct, frozen=True, kw_only=True):
     language: str | None
     needs_review: bool
     issue_id: str | None
-    place: PlaceOut | None
+    place: Location | None
     channel: str
     submitted_at: dt.datetime
     received_at: dt.datetime

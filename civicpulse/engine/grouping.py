@@ -5,13 +5,13 @@ submission order and are decided in that order; a new issue opened by one report
 candidate for the next, so a burst about one problem ends up in one issue, and the same
 stream gives the same issues however the work was split into claims.
 
-Candidates are the open issues a report may join: those of its category, of the next
+Candidates are the open issues a report may join: those of its category and of the next
 categories the classifier found likely (a report the classifier was unsure about is not
-locked out of the issue it belongs to), and for a hazard every hazard category; within the
-report's reach and look-back; the nearest few, and every one at the report's own place (room,
-unit, space or asset). Places decide first: two different buildings, rooms, units or assets
-are never one problem (for a building-wide problem, such as a lift, the wifi or the heating
-plant, only the building and the asset count). Every other pair is scored by a logistic model
+locked out of the issue it belongs to), within the report's look-back: the nearest few in its
+reach, and every one at the report's own place (room, unit, space or asset) however far.
+Places decide first: two different buildings, rooms, units or assets are never one
+problem (for a problem likely building-wide, such as a lift, the wifi or the heating plant,
+only the building and the asset count). Every other pair is scored by a logistic model
 (civicpulse/data/grouping_model.json, fitted by bench/judgement/fit.py on labelled streams)
 on the distance to the issue's centroid (per category, sharper the more reports it averages),
 the time since its last report, the category agreement, the subtype (a pothole is not a
@@ -72,6 +72,8 @@ FALLBACK_LOOKBACK_S = 21 * DAY
 MAX_RADIUS_M = 1000.0
 # The report count feature saturates here, so a model's reach (radius_m) is a true bound.
 COUNT_CAP = 20
+# At one room or asset, pins further apart than this count as this far.
+SAME_PLACE_DISTANCE_M = 50.0
 # Reports in different rooms may still be about one problem when it is at least this likely
 # to be building-wide (a boiler, not a heater); the model then weighs it.
 WIDE_MIN = 0.2
@@ -81,8 +83,8 @@ ALTERNATIVE_MIN = 0.15
 ALTERNATIVES = 3
 # Candidates per report: the nearest open issues in reach (and every one at its own place).
 # In a dense city this keeps the work per report flat however many open issues lie in reach;
-# inside a building, where every issue is "near", a tenant sets more (the facility template
-# sets FACILITY_NEAREST).
+# inside a building, where every issue is "near", the facility template sets more (a
+# tenant's `grouping.nearest` setting).
 NEAREST = 5
 FACILITY_NEAREST = 25
 
@@ -108,7 +110,9 @@ class Terms(msgspec.Struct, frozen=True):
     distance: float  # per 100 m from the issue's centroid
     distance_sq: float  # per (100 m)^2, times n/(n+1): a centroid of n pins is surer
     log_gap: float  # per log(1 + hours since the issue's last report)
-    radius_m: float  # beyond this no report can score the threshold (bench/judgement/fit.py)
+    # Beyond this no report can score the threshold, unless both are at one room or asset
+    # (found by place key whatever the distance; bench/judgement/fit.py).
+    radius_m: float
     # A local problem where only one of the two says which room or space, or neither does:
     # nothing for a street problem, a warning for a TV in a hotel.
     place_one_sided: float = 0.0
@@ -347,6 +351,21 @@ def _subtype_mix(
     return ((best, 1.0),) if best else ()
 
 
+def report_scope(category: str, category_scope: str, subtype: str | None) -> str:
+    """A report's scope: its subtype's when the vocabulary gives it one ("no heat in the whole
+    building" under a local category), else its category's."""
+    return textmodel.subtype_scopes().get((category, subtype or ""), category_scope)
+
+
+def profile(reports: Sequence[Report], issue_id: str) -> Candidate | None:
+    """An issue as its reports make it, founded by the first and absorbing the rest (after a
+    staff merge or split moved reports between issues); None without reports."""
+    out: Candidate | None = None
+    for r in reports:
+        out = found(r, issue_id) if out is None else absorb(out, r)
+    return out
+
+
 def building_likelihood(
     category: str,
     category_scope: str,
@@ -368,6 +387,13 @@ def joinable(report: Report) -> list[str]:
     out = [report.category]
     out += [c for c, p in report.alternatives if p >= ALTERNATIVE_MIN and c not in out]
     return out[:ALTERNATIVES]
+
+
+def registered_match(a: Where, b: Where) -> bool:
+    """Both at the same registered room, unit, space or asset (a code, unique in the tenant;
+    "apt 4B" said in text is not: every building has one)."""
+    return any(x and x == y and not x.startswith("~") for x, y in
+               ((a.asset, b.asset), (a.unit, b.unit), (a.space, b.space)))  # fmt: skip
 
 
 def place_keys(where: Where) -> tuple[str, ...]:
@@ -415,6 +441,10 @@ def pair(report: Report, cand: Candidate, d: float) -> Pair:
     rooms_differ = (
         scope == "building" and places.compare(report.place, cand.place, "local").value < 0
     )
+    if relation.value > 0 and registered_match(report.place, cand.place):
+        # At the same registered room or asset the place is the location: a pin further off
+        # is the phone's indoor position (tens of metres, or stale), not the problem's.
+        d = min(d, SAME_PLACE_DISTANCE_M)
     gap_s = max(0.0, report.t - cand.last_t)
     text = text_similarity(report.text, cand.text)
     house = house_agreement(report.text, cand.text)
@@ -528,11 +558,16 @@ def group_batch(
     # Candidates by (category, cell), so a report reads only the cells in its reach. An issue
     # whose centroid moves to another cell is listed there too (its live place decides).
     by_cell: dict[tuple[str, int], list[str]] = defaultdict(list)
+    # And by place key: a report finds the issue at its own room however far its pin is.
+    by_key: dict[str, list[str]] = defaultdict(list)
     live: dict[str, Candidate] = {}
 
     def add(c: Candidate) -> None:
         live[c.id] = c
         by_cell[(c.category, geo.cell_of(c.lat, c.lon))].append(c.id)
+        key = issue_place_key(c.place, c.scope)
+        if key:
+            by_key[key].append(c.id)
 
     for c in candidates:
         add(c)
@@ -556,13 +591,22 @@ def group_batch(
                     if d <= params.radius_m:
                         in_reach.append((d, cid))
         in_reach.sort()
-        keys = set(report_place_keys(report.place))
-        considered = [
-            (d, cid)
-            for rank, (d, cid) in enumerate(in_reach)
-            if rank < nearest
-            or (keys and issue_place_key(live[cid].place, live[cid].scope) in keys)
-        ]
+        considered = in_reach[:nearest]
+        chosen = {cid for _, cid in considered}
+        for key in report_place_keys(report.place):
+            for cid in by_key.get(key, ()):
+                cand = live[cid]
+                if (
+                    cid not in chosen
+                    and cand.category in categories
+                    and issue_place_key(cand.place, cand.scope) == key
+                    and abs(report.t - cand.last_t) <= params.lookback_s
+                ):
+                    d = geo.distance_m(report.lat, report.lon, cand.lat, cand.lon)
+                    if key.startswith("~") and d > params.radius_m:
+                        continue  # a place said in text is only this one nearby
+                    chosen.add(cid)
+                    considered.append((d, cid))
         best: tuple[Pair, Candidate] | None = None
         runner_up: tuple[Pair, Candidate] | None = None
         for d, cid in considered:
@@ -580,6 +624,9 @@ def group_batch(
             updated = absorb(cand, report)
             if geo.cell_of(updated.lat, updated.lon) != geo.cell_of(cand.lat, cand.lon):
                 by_cell[(cand.category, geo.cell_of(updated.lat, updated.lon))].append(cand.id)
+            moved_to = issue_place_key(updated.place, updated.scope)
+            if moved_to and moved_to != issue_place_key(cand.place, cand.scope):
+                by_key[moved_to].append(cand.id)
             live[cand.id] = updated
             decisions.append(
                 Decision(
@@ -685,9 +732,11 @@ class Probe(NamedTuple):
 
 class PlaceProbe(NamedTuple):
     """One (report, place key) lookup: every open issue at the report's own place, in its
-    joinable categories, reach and look-back, whatever the nearest few are."""
+    joinable categories and look-back, whatever the nearest few are. A registered place is
+    found however far the report's pin (a phone's position indoors is only good to tens of
+    metres, or stale); a place said in text ("~4b") only within the report's reach, since
+    every building has an apartment 4B."""
 
-    report: int
     key: str
     categories: tuple[str, ...]
     box: geo.Box
@@ -721,7 +770,7 @@ def search_for(
                 Probe(n, category, cell, r.lat, r.lon, box, since) for category in categories
             )
         place_probes.extend(
-            PlaceProbe(n, key, tuple(categories), box, since) for key in report_place_keys(r.place)
+            PlaceProbe(key, tuple(categories), box, since) for key in report_place_keys(r.place)
         )
         regions.update(geo.region_keys(r.lat, r.lon, params.radius_m))
     return Search(probes, regions, place_probes)

@@ -25,8 +25,6 @@ import msgspec
 
 from civicpulse.engine import geo
 
-KINDS = ("site", "building", "floor", "room", "unit", "space", "asset")
-SCOPES = ("local", "building")
 # A registered building counts as the pin's building within this distance of its point.
 BUILDING_REACH_M = 150.0
 
@@ -80,7 +78,7 @@ _ORDINALS = {
 }
 _UNIT_WORDS = (
     r"room|rm|rom|suite|ste|unit|apt|apartment|appt|flat|dorm\s+room|office|classroom|"
-    r"class\s+room|lab|bedroom|cabin|chalet|villa|studio|no\.?|number|nr\.?"
+    r"class\s+room|lab|bedroom|cabin|chalet|villa|studio"
 )
 _ASSET_WORDS = {
     "lift": "lift", "lifts": "lift", "elevator": "lift", "elevators": "lift", "elev": "lift",
@@ -118,9 +116,9 @@ _FLOOR_WORD_RE = re.compile(
     r"\b(" + "|".join(_ORDINALS) + r")\s+(?:floor|fl|flr|level|storey|story)\b"
 )
 _BUILDING_RE = re.compile(r"\b(?:building|bldg|blg|block|blk|tower|wing|pavilion)\s+([a-z0-9])\b")
-_ASSET_RE = re.compile(
-    r"\b(" + "|".join(_ASSET_WORDS) + r")\s*(?:#|no\.?|number)?\s*([a-z]|\d{1,2})\b"
-)
+# Lifts by number only: "the elevator I was in" is no lift "i". A lift a tenant calls "B" is
+# found by its registered name or alias.
+_ASSET_RE = re.compile(r"\b(" + "|".join(_ASSET_WORDS) + r")\s*(?:#|no\.?|number)?\s*(\d{1,2})\b")
 _BARE_NUMBER_RE = re.compile(r"\b([a-z]?\d{2,5}[a-z]?)\b")
 # A number followed by a street word is a house number, never a room.
 _STREET_AFTER = re.compile(
@@ -133,7 +131,7 @@ _STREET_AFTER = re.compile(
 _QUANTITY_AFTER = re.compile(
     r"^\s*(?:am|pm|a\.m|p\.m|hours?|hrs?|minutes?|mins?|days?|weeks?|months?|years?|yrs?|"
     r"dollars?|bucks|people|guests|times|degrees|f|c|percent|%|ft|feet|m|meters?|metres?|"
-    r"inches|in|lbs?|kg|calls?)\b"
+    r"inches|in|lbs?|kg|calls?|issues?|problems?|towels?|bags?|boxes|items?|pieces?|cars?)\b"
 )
 
 
@@ -155,15 +153,12 @@ def mentions(text: str, bare_numbers: bool = False) -> Mentions:
     s = _FLOOR_WORD_RE.sub(" ", _FLOOR_PRE_RE.sub(" ", _FLOOR_NUM_RE.sub(" ", s)))
     buildings = [m.group(1) for m in _BUILDING_RE.finditer(s)]
     s = _BUILDING_RE.sub(" ", s)
-    units = [m.group(1).replace(".", "-") for m in _UNIT_RE.finditer(s)]
-    units += [m.group(1) for m in _HASH_RE.finditer(s)]
+    # A room word or # before a quantity is no room ("unit 2 weeks old", "#1 issue").
+    units = [m.group(1).replace(".", "-") for m in _UNIT_RE.finditer(s) if _not_quantity(s, m)]
+    units += [m.group(1) for m in _HASH_RE.finditer(s) if _not_quantity(s, m)]
     spaces = [COMMON_SPACES[m.group(1)] for m in _SPACE_RE.finditer(s)]
     rest = _HASH_RE.sub(" ", _UNIT_RE.sub(" ", s))
-    numbers = [
-        m.group(1)
-        for m in _BARE_NUMBER_RE.finditer(rest)
-        if not _STREET_AFTER.match(rest[m.end() :]) and not _QUANTITY_AFTER.match(rest[m.end() :])
-    ]
+    numbers = [m.group(1) for m in _BARE_NUMBER_RE.finditer(rest) if _not_quantity(rest, m)]
     if bare_numbers:
         units += [n for n in numbers if len(n.strip("abcdefghijklmnopqrstuvwxyz")) >= 3]
     return Mentions(
@@ -174,6 +169,12 @@ def mentions(text: str, bare_numbers: bool = False) -> Mentions:
         _uniq(spaces),
         _uniq(numbers),
     )
+
+
+def _not_quantity(text: str, m: re.Match[str]) -> bool:
+    """A number followed by a street word or a unit of measure is no room."""
+    after = text[m.end() :]
+    return not _STREET_AFTER.match(after) and not _QUANTITY_AFTER.match(after)
 
 
 def _uniq(values: Iterable[str]) -> tuple[str, ...]:
@@ -428,32 +429,40 @@ class Relation(NamedTuple):
     reason: str | None  # for a -1: "different rooms (412, 415)"
 
 
-UNKNOWN = Relation(0, 0, 0, None)
+def _pretty(value: str | None) -> str:
+    return (value or "").lstrip("~")
 
 
-def _pretty(value: str) -> str:
-    return value.lstrip("~")
+def _same(a: str | None, b: str | None) -> int:
+    """1 the same place, -1 different places, 0 unknown. A mention kept as text ("~412") and
+    a registered code ("hotel-412") are never told apart: an issue opened before the tenant
+    imported its rooms may be at the very room a later report names by code."""
+    if not a or not b or a.startswith("~") != b.startswith("~"):
+        return 0
+    return 1 if a == b else -1
 
 
 def compare(a: Where, b: Where, scope: str) -> Relation:
     """How two places relate for a problem of the given scope."""
-    if a.building and b.building and a.building != b.building:
+    if _same(a.building, b.building) < 0:
         return Relation(
             -1, 0, 0, f"different buildings ({_pretty(a.building)}, {_pretty(b.building)})"
         )
-    if a.asset and b.asset and a.asset != b.asset:
+    asset = _same(a.asset, b.asset)
+    if asset < 0:
         return Relation(-1, 0, 0, f"different assets ({_pretty(a.asset)}, {_pretty(b.asset)})")
     if scope == "building":
         # Every report of a building-wide problem is in the building: only a shared asset (the
         # same lift) says more.
-        return Relation(1 if a.asset and a.asset == b.asset else 0, 0, 0, None)
-    if a.unit and b.unit:
-        if a.unit != b.unit:
-            return Relation(-1, 0, 0, f"different rooms ({_pretty(a.unit)}, {_pretty(b.unit)})")
+        return Relation(1 if asset > 0 else 0, 0, 0, None)
+    unit = _same(a.unit, b.unit)
+    if unit < 0:
+        return Relation(-1, 0, 0, f"different rooms ({_pretty(a.unit)}, {_pretty(b.unit)})")
+    if unit > 0:
         return Relation(1, 1, 0, None)
-    floor = 0 if not (a.floor and b.floor) else (1 if a.floor == b.floor else -1)
-    space = 0 if not (a.space and b.space) else (1 if a.space == b.space else -1)
-    same = bool(a.asset and a.asset == b.asset) or (space == 1 and floor >= 0)
+    floor = _same(a.floor, b.floor)
+    space = _same(a.space, b.space)
+    same = asset > 0 or (space > 0 and floor >= 0)
     return Relation(1 if same else 0, floor, space, None)
 
 

@@ -79,11 +79,6 @@ _LANGUAGE_WORDS = {
 }  # fmt: skip
 
 
-class Subtype(NamedTuple):
-    code: str
-    centroid: dict[str, float]  # unit-length feature weights
-
-
 class Model(msgspec.Struct, frozen=True):
     format: str
     classes: list[str]
@@ -499,6 +494,11 @@ def classify(
     ranked = sorted(range(len(probs)), key=lambda i: -probs[i])
     category, confidence = model.classes[ranked[0]], probs[ranked[0]]
     decided_by = "local"
+    alternatives = tuple(
+        (model.classes[i], round(probs[i], 4))
+        for i in ranked[:ALTERNATIVES]
+        if probs[i] >= ALTERNATIVE_MIN
+    )
     if (
         requested is not None
         and requested in model.base_severity
@@ -507,13 +507,7 @@ def classify(
     ):
         # The reporter's own choice wins over an unsure model.
         category, confidence, decided_by = requested, max(confidence, 0.6), "rule"
-    alternatives = tuple(
-        (model.classes[i], round(probs[i], 4))
-        for i in ranked[:ALTERNATIVES]
-        if probs[i] >= ALTERNATIVE_MIN or model.classes[i] == category
-    )
-    if category not in (c for c, _ in alternatives):
-        alternatives = ((category, round(confidence, 4)), *alternatives[: ALTERNATIVES - 1])
+        alternatives = around(category, confidence, alternatives)
     hazards, rule_severity = rules.hazards_in(rules.normalise(text))
     severity = max(
         model.base_severity.get(category, rules.DEFAULT_SEVERITY), rule_severity if hazards else 0
@@ -530,6 +524,18 @@ def classify(
         alternatives,
         subtypes,
     ), decided_by
+
+
+def around(
+    category: str, confidence: float, others: Sequence[tuple[str, float]]
+) -> tuple[tuple[str, float], ...]:
+    """A category decided elsewhere (the reporter's choice, an LLM) with its confidence
+    first, then the local model's other categories scaled to the rest of the probability."""
+    rest = [(c, p) for c, p in others if c != category]
+    total = sum(p for _, p in rest) or 1.0
+    share = max(0.0, 1.0 - confidence)
+    scaled = tuple((c, round(share * p / total, 4)) for c, p in rest)
+    return ((category, round(confidence, 4)), *scaled)
 
 
 def classify_batch(

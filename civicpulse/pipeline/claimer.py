@@ -46,12 +46,14 @@ async def run(
     busy_interval: float = 1.0,
     busy_batch: int = 50,
     order_wait: timedelta = timedelta(seconds=60),
+    max_attempts: int = 5,
 ) -> None:
     """Claim until stopped; sleep until woken (new commits) or the poll interval passes.
     While `busy()` (an intake burst), claim at most `busy_batch` reports per `busy_interval`
     (small batches: a large one would hold the database, and intake's latency, for longer).
     Classified reports are claimed for grouping in submission order, one claim per tenant at
-    a time (`order_wait`: how long an unclassified report holds its tenant's later ones)."""
+    a time (`order_wait`: how long an unclassified report holds its tenant's later ones; after
+    `max_attempts` failed groupings a report is set aside as failed)."""
     while not stop.is_set():
         if busy():
             with contextlib.suppress(TimeoutError):
@@ -65,7 +67,7 @@ async def run(
             async with pool.acquire() as conn:
                 if state == "classified":
                     claimed = await reports_repo.claim_grouping(
-                        conn, owner, lease, size, order_wait
+                        conn, owner, lease, size, order_wait, max_attempts
                     )
                 else:
                     claimed = await reports_repo.claim_reports(conn, state, owner, lease, size)

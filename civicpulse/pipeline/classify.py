@@ -231,18 +231,9 @@ async def _with_llm(
         # The local model's subtype and mix, around the LLM's category: grouping still looks
         # at the next likely categories when the two disagree.
         local.subtype if local.category == answer.category else None,
-        _json.encode(_around(answer.category, answer.confidence, local.alternatives)).decode(),
+        _json.encode(
+            textmodel.around(answer.category, answer.confidence, local.alternatives)
+        ).decode(),
         place,
         _json.encode(local.subtypes if local.category == answer.category else ()).decode(),
     )
-
-
-def _around(
-    category: str, confidence: float, local: tuple[tuple[str, float], ...]
-) -> list[tuple[str, float]]:
-    """The LLM's category with its confidence, then the local model's others, scaled to the
-    rest of the probability."""
-    rest = [(c, p) for c, p in local if c != category]
-    total = sum(p for _, p in rest) or 1.0
-    share = max(0.0, 1.0 - confidence)
-    return [(category, round(confidence, 4))] + [(c, round(share * p / total, 4)) for c, p in rest]

@@ -69,6 +69,9 @@ class ModelStore:
         self._models: dict[int, LoadedModel] = {}
         self._checked: dict[int, float] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        # The newest stored version seen that was made for another taxonomy, format or
+        # vocabulary (another release, during a rolling deploy): not worth reloading again.
+        self._foreign: dict[int, int] = {}
 
     async def get(
         self, tenant_id: int, categories: list[Category], stored_version: int
@@ -82,7 +85,7 @@ class ModelStore:
             return (
                 model is not None
                 and model.taxonomy_digest == wanted
-                and model.version >= stored_version
+                and max(model.version, self._foreign.get(tenant_id, 0)) >= stored_version
                 and not due
             )
 
@@ -95,13 +98,17 @@ class ModelStore:
             if fresh(current):
                 assert current is not None
                 return current  # another task refreshed it while we waited
-            model = await self._refresh(tenant_id, categories, wanted)
+            model = await self._refresh(tenant_id, categories, wanted, current)
             self._models[tenant_id] = model
             self._checked[tenant_id] = time.monotonic()
             return model
 
     async def _refresh(
-        self, tenant_id: int, categories: list[Category], wanted: str
+        self,
+        tenant_id: int,
+        categories: list[Category],
+        wanted: str,
+        current: LoadedModel | None,
     ) -> LoadedModel:
         async with tenant_transaction(self.pool, tenant_id) as conn:
             stored = await classifier_repo.latest_model(conn, tenant_id)
@@ -114,6 +121,17 @@ class ModelStore:
             return LoadedModel(
                 stored.version, stored.digest, stored.taxonomy_digest, stored.labels, stored.model
             )
+        if (
+            stored is not None
+            and stored.taxonomy_digest != wanted
+            and current is not None
+            and current.taxonomy_digest == wanted
+            and labels - current.labels < self.retrain_after
+        ):
+            # The newest model was made by another release (a rolling deploy): keep ours
+            # rather than retrain in turn with it on every claim.
+            self._foreign[tenant_id] = stored.version
+            return current
         reason = (
             "none"
             if stored is None

@@ -125,6 +125,10 @@ async def test_staff_correction_is_logged_and_becomes_a_label_that_retrains(
             assert fixed.status_code == 200, fixed.text
             body = fixed.json()
             assert (body["category"], body["severity"]) == ("noise", 1)
+            # The classifier's subtype and mix were about its own category: grouping now sees
+            # the staff's alone.
+            assert body["subtype"] is None
+            assert body["classification"]["alternatives"] == [["noise", 1.0]]
             assert body["classification"]["decided_by"] == "staff"
         events = (
             await client.get(

@@ -145,12 +145,24 @@ async def test_nearby_suggests_open_issues_closest_first(
     settings: Settings, tenant_a: TenantKeys, tenant_b: TenantKeys
 ) -> None:
     async with running_server(settings) as client:
+        # The tenant narrows graffiti grouping to 30 m (its own rule), so seven tags 60 m
+        # apart are seven open issues, whatever the model would make of them.
+        base = f"/v1/tenants/{tenant_a.slug}/categories"
+        listed = (await client.get(base, headers=tenant_a.headers())).json()["items"]
+        graffiti = next(c for c in listed if c["code"] == "graffiti")
+        assert graffiti["group_radius_m"] is None
+        rule = {k: v for k, v in graffiti.items() if k != "code"} | {"group_radius_m": 30}
+        put = await client.put(f"{base}/graffiti", json=rule, headers=tenant_a.headers("admin"))
+        assert put.status_code == 200 and put.json()["group_radius_m"] == 30
+        too_far = await client.put(
+            f"{base}/graffiti",
+            json=rule | {"group_radius_m": 5000},
+            headers=tenant_a.headers("admin"),
+        )
+        assert too_far.status_code == 422 and too_far.json()["error"]["field"] == "group_radius_m"
         ids = [
             await submit(
-                client,
-                tenant_a,
-                f"Graffiti tag number {i} on the wall",
-                *near(40.0, -75.0, 60 * i, 0),
+                client, tenant_a, "Graffiti tag on the wall", *near(40.0, -75.0, 60 * i, 0)
             )
             for i in range(7)
         ]

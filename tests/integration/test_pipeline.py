@@ -201,3 +201,86 @@ async def test_two_service_processes_on_one_database_process_each_report_once(
         == 600
     )
     assert await fetchval(db_url, "SELECT count(DISTINCT report_id) FROM issue_events") == 600
+
+
+async def test_grouping_claims_follow_submission_order_one_claim_per_tenant(
+    settings: Settings, db_url: str, tenant_a: TenantKeys, tenant_b: TenantKeys
+) -> None:
+    """civicpulse_claim_grouping: a tenant's classified reports up to its first one still
+    being classified, one live claim per tenant, the wait, and a report that keeps failing set
+    aside rather than holding its tenant back for good."""
+    async with running_server(settings.replace(pipeline_enabled=False)) as client:
+        for tenant in (tenant_a, tenant_b):
+            r = await client.post(
+                f"/v1/tenants/{tenant.slug}/reports/batch",
+                json=[{**REPORT, "text": f"n{i}"} for i in range(6)],
+                headers=tenant.headers(),
+            )
+            assert r.json()["accepted"] == 6
+    owner = await asyncpg.connect(db_url)
+    # tenant a: reports 0-1 and 3-5 classified, report 2 still being classified.
+    await owner.execute(
+        """UPDATE reports SET state = 'classified'
+            WHERE tenant_id = $1 AND text <> 'n2' OR tenant_id = $2""",
+        tenant_a.id,
+        tenant_b.id,
+    )
+    pool = await create_pool(settings, db_url, min_size=1, max_size=1)
+    minute = timedelta(minutes=1)
+    try:
+        async with pool.acquire() as conn:
+            first = await reports_repo.claim_grouping(conn, "w1", minute, 100, minute, 5)
+            texts = await owner.fetch(
+                "SELECT tenant_id, text FROM reports WHERE lease_owner = 'w1' ORDER BY id"
+            )
+            by_tenant = {
+                t: [r["text"] for r in texts if r["tenant_id"] == t]
+                for t in (tenant_a.id, tenant_b.id)
+            }
+            assert len(first) == 8
+            # Only what came before the unclassified report, in order; all of tenant b.
+            assert by_tenant[tenant_a.id] == ["n0", "n1"]
+            assert by_tenant[tenant_b.id] == [f"n{i}" for i in range(6)]
+            # While those leases hold, neither tenant gets a second claim.
+            assert await reports_repo.claim_grouping(conn, "w2", minute, 100, minute, 5) == []
+            # The leases run out; report 2 has waited longer than the wait: the rest of
+            # tenant a comes, and report 2 no longer holds it back.
+            await owner.execute("UPDATE reports SET lease_until = now() - interval '1 s'")
+            await owner.execute(
+                "UPDATE reports SET received_at = received_at - interval '2 minutes' "
+                "WHERE tenant_id = $1",
+                tenant_a.id,
+            )
+            await owner.execute(
+                "UPDATE reports SET state = 'grouped', lease_owner = NULL WHERE tenant_id = $1",
+                tenant_b.id,
+            )
+            await owner.execute(
+                "UPDATE reports SET state = 'grouped', lease_owner = NULL "
+                "WHERE tenant_id = $1 AND text IN ('n0', 'n1')",
+                tenant_a.id,
+            )
+            rest = await reports_repo.claim_grouping(conn, "w3", minute, 100, minute, 5)
+            assert len(rest) == 3  # n3, n4, n5
+            # A report whose grouping failed too often is set aside, not claimed again.
+            await owner.execute(
+                "UPDATE reports SET lease_until = now() - interval '1 s', attempts = 5 "
+                "WHERE tenant_id = $1 AND text = 'n3'",
+                tenant_a.id,
+            )
+            await owner.execute(
+                "UPDATE reports SET lease_until = now() - interval '1 s' "
+                "WHERE tenant_id = $1 AND text IN ('n4', 'n5')",
+                tenant_a.id,
+            )
+            again = await reports_repo.claim_grouping(conn, "w4", minute, 100, minute, 5)
+            assert len(again) == 2
+            failed = await owner.fetchrow(
+                "SELECT state, grouping->>'rule' AS rule FROM reports "
+                "WHERE tenant_id = $1 AND text = 'n3'",
+                tenant_a.id,
+            )
+            assert failed["state"] == "failed" and "5 attempts" in failed["rule"]
+    finally:
+        await pool.close()
+        await owner.close()

@@ -189,3 +189,35 @@ def test_house_numbers_are_addresses_not_quantities() -> None:
     assert grouping.house_numbers("in front of 836 42nd Ave, 12 inches of water") == {836}
     assert grouping.house_numbers("AT 109 PLYMOUTH: CAR PARKED FOR 3 WEEKS") == {109}
     assert grouping.house_agreement("Light out for 10 days", "Light out at 1200 Oak St") == 0
+
+
+def test_a_report_finds_the_issue_at_its_room_however_far_its_pin() -> None:
+    # Indoors a pin is only good to tens of metres, or stale: the same room still groups.
+    room = Where(building="hotel", unit="hotel-412", code="hotel-412")
+    issue = Candidate(
+        "i", 34.05, -118.25, "plumbing", "utilities", "Toilet clogged in room 412", 0.0, 1,
+        "toilet", "local", room, (("plumbing", 1.0),), (("toilet", 1.0),),
+    )  # fmt: skip
+    far = grouping.terms_for("plumbing", "utilities").radius_m + 300
+    r = Report(
+        "r", *offset(34.05, -118.25, far, 0), "plumbing", "utilities", "toilet in 412 clogged",
+        3600, 2, "toilet", "local", room, (("plumbing", 1.0),), (("toilet", 1.0),),
+    )  # fmt: skip
+    decision = grouping.group_batch([r], [issue], {}, set(), nearest=5)[0]
+    assert not decision.created and decision.issue == "i"
+    # Another room at the same distance does not.
+    other = r._replace(place=Where(building="hotel", unit="hotel-415", code="hotel-415"))
+    assert grouping.group_batch([other], [issue], {}, set())[0].created
+
+
+def test_an_issue_follows_its_reports() -> None:
+    # The founder read as one room's heater; two reports of the whole building's boiler
+    # later, the issue reads as the boiler.
+    first = report("a", 34.05, -118.25, 0, "building_fault", "freezing in apt 4B", "facilities")
+    first = first._replace(subtypes=(("heat", 0.2), ("plumbing", 0.8)), alternatives=())
+    issue = grouping.found(first, "i")
+    for n in range(2):
+        boiler = first._replace(id=f"b{n}", subtypes=(("heat", 1.0),))
+        issue = grouping.absorb(issue, boiler)
+    assert issue.report_count == 3
+    assert dict(issue.subtypes)["heat"] > dict(issue.subtypes)["plumbing"]

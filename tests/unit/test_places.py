@@ -3,6 +3,8 @@ and how two places relate for a problem of a given scope."""
 
 from __future__ import annotations
 
+import pytest
+
 from civicpulse.engine import places
 from civicpulse.engine.places import NOWHERE, Node, Where
 
@@ -110,7 +112,27 @@ def test_an_issue_learns_its_room_from_a_later_report() -> None:
 def test_places_travel_to_workers_by_digest() -> None:
     nodes = [Node("hotel", "building", "Hotel", (), None, *HOTEL)]
     blob, digest = places.pack(nodes)
+    with pytest.raises(places.PlacesMissing):
+        places.resolve_batch(digest, None, [("x", None, None, *HOTEL)], False)
     resolved = places.resolve_batch(digest, blob, [("rm 7 tv", None, None, *HOTEL)], False)
     assert '"unit":"~7"' in resolved[0] and '"building":"hotel"' in resolved[0]
     # Now cached in this process: the places need not be sent again.
-    assert places.resolve_batch(digest, None, [("x", None, "hotel", *HOTEL)], False)
+    (again,) = places.resolve_batch(digest, None, [("x", None, "hotel", *HOTEL)], False)
+    assert again == '{"building":"hotel","code":"hotel","label":"Hotel"}'
+
+
+def test_quantities_and_words_are_not_rooms_or_lifts() -> None:
+    for text in ("no 2 towels in 412", "#1 issue is the noise", "AC unit 2 weeks old"):
+        assert "2" not in places.mentions(text).units and "1" not in places.mentions(text).units
+    assert places.mentions("the elevator I was in got stuck").assets == ()
+    assert places.mentions("elevator a bit jerky").assets == ()
+    assert places.mentions("elevator 2 jerky").assets == ("lift 2",)
+
+
+def test_a_room_named_in_text_and_a_registered_room_are_never_told_apart() -> None:
+    # An issue opened before the hotel imported its rooms ("~412") and a report naming the
+    # room by code: not different rooms (they may be the same one).
+    said = Where(unit="~412")
+    registered = Where(building="hotel", unit="hotel-412", code="hotel-412")
+    assert places.compare(said, registered, "local").value == 0
+    assert places.compare(Where(unit="~415"), Where(unit="~412"), "local").value == -1

@@ -13,9 +13,10 @@ SELECT r.id, r.lat, r.lon, r.category, COALESCE(c.kind, 'other') AS kind, r.text
  ORDER BY r.received_at, r.id
 
 -- name: grouping_settings
-SELECT code, kind, scope, group_radius_m, group_lookback_hours * 3600 AS lookback_s
+SELECT code, group_radius_m, group_lookback_hours * 3600 AS lookback_s
   FROM categories
  WHERE tenant_id = $1
+   AND (group_radius_m IS NOT NULL OR group_lookback_hours IS NOT NULL)
 
 -- name: lock_regions
 -- Transaction-scoped locks on the coarse regions a batch searches, taken in ascending
@@ -31,7 +32,9 @@ SELECT count(pg_advisory_xact_lock($1::int, k)) FROM unnest($2::int[]) AS k
 -- of them is read. `near` reads only issues_open_category_cell (an index-only scan: the index
 -- carries id, lat, lon and last_reported) and ranks the issues in each report's box by planar
 -- distance; `placed` reads only issues_open_place (index-only too) for the (place key,
--- category) probes $13-$19. The heap is read for the chosen few only. In a city with a
+-- category) probes $13-$19: a registered place at any distance (indoors a pin is only good
+-- to tens of metres), a place said in text ("~4b") within the report's box only. The heap is
+-- read for the chosen few only. In a city with a
 -- million open issues a report can have dozens in reach, and this keeps the rows sent,
 -- decoded and scored per report flat; inside a building, where every issue is near, the
 -- place probes find the one at the report's room however many others are nearer.
@@ -58,7 +61,8 @@ WITH probe AS (
       JOIN issues i ON i.tenant_id = $1 AND i.place_key = k.key
      WHERE civicpulse_is_open(i.status) AND i.place_key IS NOT NULL
        AND i.category = k.category AND i.last_reported >= k.since
-       AND i.lat BETWEEN k.lat_lo AND k.lat_hi AND i.lon BETWEEN k.lon_lo AND k.lon_hi
+       AND (left(k.key, 1) <> '~'
+            OR (i.lat BETWEEN k.lat_lo AND k.lat_hi AND i.lon BETWEEN k.lon_lo AND k.lon_hi))
 )
 SELECT i.id, i.lat, i.lon, i.category, COALESCE(i.kind, 'other') AS kind,
        i.representative_text, extract(epoch FROM i.last_reported)::float8 AS last_t,
@@ -92,10 +96,23 @@ SELECT $1, u.id, u.category, u.kind, left(u.text, 120), u.text, u.lat, u.lon,
 UPDATE issues i
    SET place_ref = u.place_ref::jsonb,
        alternatives = u.alternatives::jsonb,
-       subtypes = u.subtypes::jsonb
-  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[])
-       AS u (id, place_ref, alternatives, subtypes)
+       subtypes = u.subtypes::jsonb,
+       scope = u.scope
+  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])
+       AS u (id, place_ref, alternatives, subtypes, scope)
  WHERE i.tenant_id = $1 AND i.id = u.id
+
+-- name: issue_profile_reports
+-- The reports issues hold, in submission order, as grouping reads them: a staff merge or
+-- split recomputes the issues' place and mixes from these.
+SELECT r.issue_id, r.id, r.lat, r.lon, r.category, COALESCE(c.kind, 'other') AS kind, r.text,
+       extract(epoch FROM r.submitted_at)::float8 AS t, COALESCE(r.severity, 2) AS severity,
+       r.subtype, COALESCE(c.scope, 'local') AS scope, r.place_ref, r.alternatives,
+       r.subtypes
+  FROM reports r
+  LEFT JOIN categories c ON c.tenant_id = r.tenant_id AND c.code = r.category
+ WHERE r.tenant_id = $1 AND r.issue_id = ANY($2::uuid[])
+ ORDER BY r.received_at, r.id
 
 -- name: attach_reports
 -- Only reports this process still leases; the caller checks every row was updated.

@@ -1,13 +1,13 @@
 -- Places: a tenant's sites, buildings, floors, rooms, units, spaces and assets.
 
 -- name: list_places
-SELECT code, kind, name, aliases, parent, lat, lon, geometry, updated_at
+SELECT code, kind, name, aliases, parent, lat, lon, geometry
   FROM places
  WHERE tenant_id = $1
  ORDER BY code
 
 -- name: get_place
-SELECT code, kind, name, aliases, parent, lat, lon, geometry, updated_at
+SELECT code, kind, name, aliases, parent, lat, lon, geometry
   FROM places
  WHERE tenant_id = $1 AND code = $2
 

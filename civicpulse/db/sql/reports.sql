@@ -37,7 +37,7 @@ SELECT tenant_id, id FROM civicpulse_claim_reports($1, $2, $3, $4)
 
 -- name: claim_grouping
 -- Classified reports in submission order, one claim per tenant at a time (see schema 0009).
-SELECT tenant_id, id FROM civicpulse_claim_grouping($1, $2, $3, $4)
+SELECT tenant_id, id FROM civicpulse_claim_grouping($1, $2, $3, $4, $5)
 
 -- name: load_claimed_reports
 SELECT id, text, address, requested_category, place, lat, lon
@@ -96,11 +96,12 @@ WITH fresh AS MATERIALIZED (
 ), issues_made AS (
     INSERT INTO issues (tenant_id, id, status, category, kind, title, representative_text,
                         lat, lon, cell, report_count, first_reported, last_reported,
-                        opened_at, closed_at, sla_started_at, resolved_at)
+                        opened_at, closed_at, sla_started_at, resolved_at, scope, priority)
     SELECT $1, f.issue_id, CASE WHEN f.closed_at IS NULL THEN 'new' ELSE 'closed' END,
            f.category, COALESCE(c.kind, 'other'), left(f.text, 120), f.text, f.lat, f.lon,
            civicpulse_cell(f.lat, f.lon), 1, f.submitted_at, f.submitted_at, f.submitted_at,
-           f.closed_at, f.submitted_at, f.closed_at
+           f.closed_at, f.submitted_at, f.closed_at, COALESCE(c.scope, 'local'),
+           civicpulse_priority(NULL, 1)
       FROM fresh f
       LEFT JOIN categories c ON c.tenant_id = $1 AND c.code = f.category
 )
@@ -138,12 +139,22 @@ SELECT id, state, text, lat, lon, address, requested_category, category, severit
 
 -- name: correct_report
 -- A staff correction: the staff's category and severity become the report's and a training
--- label. Returns the values before the change for the event log.
+-- label. A new category drops the classifier's subtype and mixes, which were about the old
+-- one: grouping then sees the staff's category alone. Returns the values before the change
+-- for the event log.
 UPDATE reports r
    SET category = COALESCE($3, r.category),
        severity = COALESCE($4, r.severity),
        label_source = CASE WHEN $3::text IS NOT NULL THEN 'staff' ELSE r.label_source END,
        needs_review = false,
+       subtype = CASE WHEN $3::text IS DISTINCT FROM before.category AND $3::text IS NOT NULL
+                      THEN NULL ELSE r.subtype END,
+       subtypes = CASE WHEN $3::text IS DISTINCT FROM before.category AND $3::text IS NOT NULL
+                       THEN NULL ELSE r.subtypes END,
+       alternatives = CASE WHEN $3::text IS DISTINCT FROM before.category
+                                AND $3::text IS NOT NULL
+                           THEN jsonb_build_array(jsonb_build_array($3::text, 1.0))
+                           ELSE r.alternatives END,
        classification = COALESCE(r.classification, '{}'::jsonb)
                         || jsonb_build_object('decided_by', 'staff', 'model', NULL,
                                               'confidence', 1.0, 'corrected_by', $5::text)

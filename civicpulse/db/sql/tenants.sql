@@ -30,7 +30,8 @@ SELECT code, service_code, name, description, keywords, kind, scope
  ORDER BY code
 
 -- name: all_categories
-SELECT code, service_code, name, description, keywords, kind, scope, active
+SELECT code, service_code, name, description, keywords, kind, scope, active,
+       group_radius_m, group_lookback_hours
   FROM categories
  WHERE tenant_id = $1
  ORDER BY code
@@ -38,12 +39,14 @@ SELECT code, service_code, name, description, keywords, kind, scope, active
 -- name: upsert_category
 -- Categories are never deleted (reports point at them): retiring one sets active = false.
 INSERT INTO categories (tenant_id, code, service_code, name, description, keywords, kind,
-                        scope, active)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                        scope, active, group_radius_m, group_lookback_hours)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (tenant_id, code) DO UPDATE
    SET service_code = EXCLUDED.service_code, name = EXCLUDED.name,
        description = EXCLUDED.description, keywords = EXCLUDED.keywords,
-       kind = EXCLUDED.kind, scope = EXCLUDED.scope, active = EXCLUDED.active
+       kind = EXCLUDED.kind, scope = EXCLUDED.scope, active = EXCLUDED.active,
+       group_radius_m = EXCLUDED.group_radius_m,
+       group_lookback_hours = EXCLUDED.group_lookback_hours
 RETURNING (xmax = 0) AS created
 
 -- name: create_api_key
