@@ -22,6 +22,24 @@ from civicpulse.engine import geo, grouping
 from civicpulse.engine.places import Where
 from tests.support import TenantKeys, make_tenant
 
+# The query of civicpulse_claim_grouping that the EXPLAIN guard restates: these parts must
+# stand in the function's source as written.
+CLAIM_FN = "civicpulse_claim_grouping"
+CLAIM_GROUPING_PARTS = (
+    "SELECT DISTINCT ON (w.tenant_id) w.tenant_id, w.received_at, w.id FROM reports w",
+    "ORDER BY w.tenant_id, w.received_at, w.id",
+    "WHERE b.state = 'classified' AND b.lease_until >= now()",
+    """SELECT p.tenant_id, p.id
+         FROM reports p
+         LEFT JOIN waiting w ON w.tenant_id = p.tenant_id
+        WHERE p.state = 'classified'
+          AND (p.lease_until IS NULL OR p.lease_until < now())
+          AND NOT EXISTS (SELECT 1 FROM busy b WHERE b.tenant_id = p.tenant_id)
+          AND (w.tenant_id IS NULL OR (p.received_at, p.id) < (w.received_at, w.id))
+        ORDER BY p.received_at, p.id""",
+    "FOR UPDATE OF p SKIP LOCKED",
+)
+
 TENANTS = 4
 REPORTS_PER_TENANT = 5_000
 ISSUES_PER_TENANT = 2_500
@@ -192,7 +210,13 @@ async def test_hot_queries_use_their_indexes(
         assert_uses(list(plan_nodes(json.loads(raw)[0]["Plan"])), "reports_pending")
         # civicpulse_claim_grouping's body: each tenant's reports waiting for classification,
         # the tenants with a live grouping claim, and the ready prefix, all from the pending
-        # index.
+        # index. EXPLAIN cannot see inside a function, so the query is restated here, and the
+        # restated parts must stand in the function's source as they are (no silent drift).
+        source = " ".join(
+            (await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = $1", CLAIM_FN)).split()
+        )
+        for part in CLAIM_GROUPING_PARTS:
+            assert " ".join(part.split()) in source, part
         raw = await conn.fetchval(
             """
             EXPLAIN (FORMAT JSON)
