@@ -348,6 +348,22 @@ def cmd_places_import(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reports_retry(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse.db import reports as reports_repo
+    from civicpulse.db.pool import tenant_transaction
+
+    async def run(dsn: str) -> int:
+        async with (
+            _tenant_pool(settings, dsn, args.tenant) as (pool, tenant, _),
+            tenant_transaction(pool, tenant.id) as conn,
+        ):
+            return await reports_repo.retry_failed_reports(conn, tenant.id)
+
+    count = asyncio.run(run(resolve_dsn(settings)))
+    print(f"{count} failed reports of {args.tenant} queued for grouping again")
+    return 0
+
+
 def cmd_rollups_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     from civicpulse.db import analytics
     from civicpulse.db.pool import tenant_transaction
@@ -532,6 +548,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-errors", type=int, default=20, help="row errors to print (default 20)"
     )
     pimport.set_defaults(func=cmd_places_import)
+
+    reports = sub.add_parser(
+        "reports", help="manage a tenant's reports", description="Manage a tenant's reports."
+    )
+    rsub_reports = reports.add_subparsers(dest="reports_command", required=True, metavar="ACTION")
+    retry = rsub_reports.add_parser(
+        "retry",
+        help="group the reports that failed to group again",
+        description="Put a tenant's reports whose grouping failed too often (status failed, "
+        "the reason in their grouping record) back in the grouping queue.",
+    )
+    retry.add_argument("--tenant", required=True, help="tenant slug")
+    retry.set_defaults(func=cmd_reports_retry)
 
     rollups = sub.add_parser(
         "rollups",

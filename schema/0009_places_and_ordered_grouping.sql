@@ -126,7 +126,11 @@ CREATE INDEX issues_open_place ON issues (tenant_id, place_key)
 -- they arrived, whatever order classification finished in. The advisory lock makes the
 -- "no live claim" check and the claim one step across processes. A report whose grouping has
 -- failed p_max_attempts times is set aside first (state 'failed', with the reason in its
--- grouping record), so one report that always fails cannot stop its tenant's grouping.
+-- grouping record; `civicpulse reports retry` puts it back), so one report that always fails
+-- cannot stop its tenant's grouping. A claim that failed is retried whole once (a crash or a
+-- restart fails a claim, not its reports); after that, while the tenant's first ready report
+-- has been tried more than once, it is claimed alone, so only a report that itself fails
+-- reaches the limit, never the good reports claimed with it.
 CREATE FUNCTION civicpulse_claim_grouping(p_owner text, p_lease interval, p_limit integer,
                                           p_wait interval, p_max_attempts integer)
 RETURNS TABLE (tenant_id bigint, id uuid)
@@ -153,7 +157,7 @@ BEGIN
           FROM reports b
          WHERE b.state = 'classified' AND b.lease_until >= now()
     ), ready AS (
-        SELECT p.tenant_id, p.id
+        SELECT p.tenant_id, p.id, p.received_at, p.attempts
           FROM reports p
           LEFT JOIN waiting w ON w.tenant_id = p.tenant_id
          WHERE p.state = 'classified'
@@ -163,13 +167,19 @@ BEGIN
          ORDER BY p.received_at, p.id
          LIMIT p_limit
            FOR UPDATE OF p SKIP LOCKED
+    ), head AS (
+        SELECT DISTINCT ON (h.tenant_id) h.tenant_id, h.id, h.attempts
+          FROM ready h
+         ORDER BY h.tenant_id, h.received_at, h.id
     )
     UPDATE reports r
        SET lease_owner = p_owner,
            lease_until = now() + p_lease,
            attempts = r.attempts + 1
       FROM ready c
+      JOIN head h ON h.tenant_id = c.tenant_id
      WHERE r.tenant_id = c.tenant_id AND r.id = c.id
+       AND (h.attempts <= 1 OR c.id = h.id)
     RETURNING r.tenant_id, r.id;
 END
 $$;

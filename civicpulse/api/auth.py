@@ -122,8 +122,19 @@ class Authenticator:
         """Drop a cached tenant (its taxonomy changed)."""
         self._tenants.pop(slug, None)
 
-    async def fresh_tenant(self, slug: str) -> TenantContext:
-        """The tenant as the database has it now: a place another process (`civicpulse
-        places import`) added is known before this process's cache would expire."""
-        self.forget_tenant(slug)
-        return await self.tenant(slug)
+    async def tenant_knowing_place(self, tenant: TenantContext, code: str) -> TenantContext:
+        """The tenant context, reloaded when `code` is a place the cached one does not know
+        but the database does (another process, `civicpulse places import`, added it a moment
+        ago). A code that is nowhere costs one primary-key lookup, never a reload, so requests
+        naming made-up places cannot turn every submission into one."""
+        if code in tenant.place_codes:
+            return tenant
+        async with tenant_transaction(self.pool, tenant.id) as conn:
+            if not await places_repo.place_exists(conn, tenant.id, code):
+                return tenant
+        now = time.monotonic()
+        found = await self._load_tenant(tenant.slug)
+        self._tenants[tenant.slug] = (now + self.ttl, found)
+        if found is None:
+            raise NotFound("no such tenant", field="slug")
+        return found

@@ -44,10 +44,11 @@ class CategoryIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     scope: Literal["local", "building"] = "local"
     active: bool = True
     # The tenant's grouping rule: reports join issues of this category only within this many
-    # metres (never farther than the model's own reach) and this many hours of the issue's
-    # last report. None: the model's reach and look-back.
+    # metres (never farther than the model's own reach; a report naming a registered room or
+    # asset still finds that place's issue) and this many hours of the issue's last report.
+    # None: the model's reach and look-back.
     group_radius_m: Annotated[float, Meta(ge=1, le=1000)] | None = None
-    group_lookback_hours: Annotated[float, Meta(gt=0, le=24 * 365)] | None = None
+    group_lookback_hours: Annotated[float, Meta(ge=0.1, le=24 * 365)] | None = None
 
 
 class CategoryOut(msgspec.Struct, frozen=True, kw_only=True):

@@ -226,6 +226,7 @@ async def merge(request: Request) -> Response:
         raise ValidationFailed("an issue cannot be merged into itself", field="into")
     tenant_id = principal.tenant.id
     async with tenant_transaction(state.pool, tenant_id) as conn:
+        await issues_repo.lock_issue_regions(conn, tenant_id, [source, target])
         locked = {}
         for issue_id in sorted((source, target)):  # one lock order: no deadlock
             row = await issues_repo.lock_issue(conn, tenant_id, issue_id)
@@ -285,6 +286,7 @@ async def split(request: Request) -> Response:
     tenant_id = principal.tenant.id
     new_issue = uuid7()
     async with tenant_transaction(state.pool, tenant_id) as conn:
+        await issues_repo.lock_issue_regions(conn, tenant_id, [source])
         if await issues_repo.lock_issue(conn, tenant_id, source) is None:
             raise NotFound("no such issue", field="issue_id")
         # The new issue exists first so the report can point at it.

@@ -110,11 +110,11 @@ def _accepted(slug: str, outcome: WriteOutcome) -> Response:
 
 
 async def _tenant_knowing(state: AppState, principal: Principal, report: ReportIn) -> TenantContext:
-    """The tenant context to check a report against: reloaded once when the report names a
-    place the cached context does not know (it may have been imported a moment ago)."""
-    if report.place is None or report.place in principal.tenant.place_codes:
+    """The tenant context to check a report against, knowing the place it names if the
+    database does (it may have been imported a moment ago)."""
+    if report.place is None:
         return principal.tenant
-    return await state.auth.fresh_tenant(principal.tenant.slug)
+    return await state.auth.tenant_knowing_place(principal.tenant, report.place)
 
 
 async def create_report(request: Request) -> Response:

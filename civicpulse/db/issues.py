@@ -11,6 +11,7 @@ import asyncpg
 import msgspec
 
 from civicpulse.db.queries import q
+from civicpulse.engine import geo
 from civicpulse.engine.grouping import (
     Candidate,
     Report,
@@ -73,9 +74,11 @@ async def refresh_issue_profiles(
     after a staff merge or split moved reports between them."""
     rows = await conn.fetch(q("issue_profile_reports"), tenant_id, list(issue_ids))
     held: dict[str, list[Report]] = {str(i): [] for i in issue_ids}
+    category: dict[str, str] = {}
     for r in rows:
         held[str(r["issue_id"])].append(_report(r))
-    profiles = [p for i, rs in held.items() if (p := profile(rs, i)) is not None]
+        category[str(r["issue_id"])] = r["issue_category"]
+    profiles = [p for i, rs in held.items() if (p := profile(rs, i, category.get(i))) is not None]
     if profiles:
         await set_issue_profiles(conn, tenant_id, profiles)
 
@@ -94,6 +97,19 @@ async def grouping_settings(
 
 async def lock_regions(conn: asyncpg.Connection, tenant_id: int, keys: Sequence[int]) -> None:
     await conn.fetchval(q("lock_regions"), tenant_id, sorted(keys))
+
+
+async def lock_issue_regions(
+    conn: asyncpg.Connection, tenant_id: int, issue_ids: Sequence[uuid.UUID]
+) -> None:
+    """Take the grouping locks of the regions these issues are in, before a staff merge or
+    split changes them: a grouping claim deciding there finishes first (its profile writes
+    would otherwise undo the staff change), and the next one sees the change."""
+    rows = await conn.fetch(q("issue_points"), tenant_id, list(issue_ids))
+    keys: set[int] = set()
+    for r in rows:
+        keys |= geo.region_keys(r["lat"], r["lon"], 0.0)
+    await lock_regions(conn, tenant_id, sorted(keys))
 
 
 async def open_issue_candidates(
@@ -193,6 +209,7 @@ async def set_issue_profiles(
         [_encoded(c.alternatives) for c in issues],
         [_encoded(c.subtypes) for c in issues],
         [c.scope for c in issues],
+        [c.subtype for c in issues],
     )
 
 

@@ -82,3 +82,7 @@ async def place_version(conn: asyncpg.Connection, tenant_id: int) -> int:
 
 async def place_codes(conn: asyncpg.Connection, tenant_id: int) -> frozenset[str]:
     return frozenset(r["code"] for r in await conn.fetch(q("place_codes"), tenant_id))
+
+
+async def place_exists(conn: asyncpg.Connection, tenant_id: int, code: str) -> bool:
+    return bool(await conn.fetchval(q("place_exists"), tenant_id, code))

@@ -108,6 +108,11 @@ async def claim_grouping(
     return [(r["tenant_id"], r["id"]) for r in rows]
 
 
+async def retry_failed_reports(conn: asyncpg.Connection, tenant_id: int) -> int:
+    """Put a tenant's reports that failed to group back in the queue; how many."""
+    return len(await conn.fetch(q("retry_failed_reports"), tenant_id))
+
+
 async def load_claimed_reports(
     conn: asyncpg.Connection, tenant_id: int, ids: Sequence[uuid.UUID], owner: str
 ) -> list[asyncpg.Record]:

@@ -357,12 +357,19 @@ def report_scope(category: str, category_scope: str, subtype: str | None) -> str
     return textmodel.subtype_scopes().get((category, subtype or ""), category_scope)
 
 
-def profile(reports: Sequence[Report], issue_id: str) -> Candidate | None:
-    """An issue as its reports make it, founded by the first and absorbing the rest (after a
-    staff merge or split moved reports between issues); None without reports."""
-    out: Candidate | None = None
+def profile(
+    reports: Sequence[Report], issue_id: str, category: str | None = None
+) -> Candidate | None:
+    """An issue as its reports make it (after a staff merge or split moved reports between
+    issues): founded by its first report of the issue's `category` (the first at all when
+    none is), absorbing the rest in order; None without reports."""
+    founder = next((r for r in reports if r.category == category), reports[0] if reports else None)
+    if founder is None:
+        return None
+    out = found(founder, issue_id)
     for r in reports:
-        out = found(r, issue_id) if out is None else absorb(out, r)
+        if r is not founder:
+            out = absorb(out, r)
     return out
 
 

@@ -121,8 +121,12 @@ _BUILDING_RE = re.compile(r"\b(?:building|bldg|blg|block|blk|tower|wing|pavilion
 _ASSET_RE = re.compile(r"\b(" + "|".join(_ASSET_WORDS) + r")\s*(?:#|no\.?|number)?\s*(\d{1,2})\b")
 _BARE_NUMBER_RE = re.compile(r"\b([a-z]?\d{2,5}[a-z]?)\b")
 # A number followed by a street word is a house number, never a room.
+# ("412 is way too hot" is room 412: the street name is no word of a sentence.)
 _STREET_AFTER = re.compile(
-    r"^\s+(?:[nsew]\.?\s+)?[a-z0-9'-]+\s+(?:st|street|ave|avenue|blvd|boulevard|rd|road|dr|drive|"
+    r"^\s+(?:[nsew]\.?\s+)?"
+    r"(?!(?:is|in|the|a|an|of|on|at|my|our|this|that|its|no|any|by|to|and|or|was|has|had|all|"
+    r"whole|entire|every|same|other|next|one|each)\s)"
+    r"[a-z0-9'-]+\s+(?:st|street|ave|avenue|blvd|boulevard|rd|road|dr|drive|"
     r"ln|lane|way|pl|place|ct|court|ter|terrace|hwy|highway|pkwy|parkway|cir|circle|sq|square)\b"
 )
 
@@ -154,8 +158,8 @@ def mentions(text: str, bare_numbers: bool = False) -> Mentions:
     buildings = [m.group(1) for m in _BUILDING_RE.finditer(s)]
     s = _BUILDING_RE.sub(" ", s)
     # A room word or # before a quantity is no room ("unit 2 weeks old", "#1 issue").
-    units = [m.group(1).replace(".", "-") for m in _UNIT_RE.finditer(s) if _not_quantity(s, m)]
-    units += [m.group(1) for m in _HASH_RE.finditer(s) if _not_quantity(s, m)]
+    units = [m.group(1).replace(".", "-") for m in _UNIT_RE.finditer(s) if _not_room_quantity(s, m)]
+    units += [m.group(1) for m in _HASH_RE.finditer(s) if _not_room_quantity(s, m, True)]
     spaces = [COMMON_SPACES[m.group(1)] for m in _SPACE_RE.finditer(s)]
     rest = _HASH_RE.sub(" ", _UNIT_RE.sub(" ", s))
     numbers = [m.group(1) for m in _BARE_NUMBER_RE.finditer(rest) if _not_quantity(rest, m)]
@@ -171,10 +175,27 @@ def mentions(text: str, bare_numbers: bool = False) -> Mentions:
     )
 
 
+# After a room word or "#" only a count of time, money or degrees says "no room": "room 412 in
+# the east wing" and "apt 3b in building c" are rooms ("in" is no measure there).
+_ROOM_QUANTITY_AFTER = re.compile(
+    r"^\s*(?:hours?|hrs?|minutes?|mins?|days?|weeks?|months?|years?|yrs?|dollars?|bucks|times|"
+    r"degrees|percent|%)\b"
+)
+_HASH_QUANTITY_AFTER = re.compile(r"^\s*(?:issues?|problems?|complaints?|priority)\b")
+
+
 def _not_quantity(text: str, m: re.Match[str]) -> bool:
-    """A number followed by a street word or a unit of measure is no room."""
+    """A bare number followed by a street word or a unit of measure is no room."""
     after = text[m.end() :]
     return not _STREET_AFTER.match(after) and not _QUANTITY_AFTER.match(after)
+
+
+def _not_room_quantity(text: str, m: re.Match[str], hash_sign: bool = False) -> bool:
+    """A room word's or "#"'s number followed by a street or a count of time is no room."""
+    after = text[m.end() :]
+    if _STREET_AFTER.match(after) or _ROOM_QUANTITY_AFTER.match(after):
+        return False
+    return not (hash_sign and _HASH_QUANTITY_AFTER.match(after))
 
 
 def _uniq(values: Iterable[str]) -> tuple[str, ...]:

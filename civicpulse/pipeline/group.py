@@ -55,9 +55,9 @@ async def run(inbox: asyncio.Queue[Claim | None], ctx: GroupContext) -> None:
     await run_claims(STAGE, inbox, lambda claim: group_claim(ctx, claim), ctx.metrics, ctx.on_done)
 
 
-def profile(c: grouping.Candidate) -> tuple[object, ...]:
-    """What set_issue_profiles stores: where the issue is and its probability mixes."""
-    return (c.place, c.alternatives, c.subtypes)
+def stored_profile(c: grouping.Candidate) -> tuple[object, ...]:
+    """What set_issue_profiles stores: where the issue is, its probability mixes, subtype."""
+    return (c.place, c.alternatives, c.subtypes, c.scope, c.subtype)
 
 
 async def group_claim(ctx: GroupContext, claim: Claim) -> int:
@@ -105,7 +105,7 @@ async def group_claim(ctx: GroupContext, claim: Claim) -> int:
         changed = [
             after
             for issue, after in final.items()
-            if issue in before and profile(after) != profile(before[issue])
+            if issue in before and stored_profile(after) != stored_profile(before[issue])
         ]
         if changed:
             await issues_repo.set_issue_profiles(conn, tenant_id, changed)

@@ -4,7 +4,9 @@ resume after restart, leases, and two processes sharing one database."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -13,7 +15,7 @@ import httpx
 from civicpulse.config import Settings
 from civicpulse.db import reports as reports_repo
 from civicpulse.db.pool import create_pool
-from tests.support import TenantKeys, running_server
+from tests.support import TenantKeys, env_without_civicpulse, running_server
 
 REPORT = {"text": "Broken streetlight on Elm St", "lat": 37.77, "lon": -122.42}
 
@@ -281,6 +283,37 @@ async def test_grouping_claims_follow_submission_order_one_claim_per_tenant(
                 tenant_a.id,
             )
             assert failed["state"] == "failed" and "5 attempts" in failed["rule"]
+            # That claim failed too: it is retried whole once, then its first report alone,
+            # so only a report that itself keeps failing reaches the limit.
+            expire = (
+                "UPDATE reports SET lease_until = now() - interval '1 s' WHERE lease_owner = $1"
+            )
+            await owner.execute(expire, "w4")
+            alone = await reports_repo.claim_grouping(conn, "w6", minute, 100, minute, 5)
+            n4 = await owner.fetchval(
+                "SELECT id FROM reports WHERE tenant_id = $1 AND text = 'n4'", tenant_a.id
+            )
+            assert alone == [(tenant_a.id, n4)]
+            await owner.execute(expire, "w6")
+            # An operator puts the failed report back (`civicpulse reports retry`): it is
+            # claimed first, with the others, its attempts forgotten.
+            for tenant, queued in ((tenant_b, 0), (tenant_a, 1)):
+                proc = await asyncio.create_subprocess_exec(
+                    str(Path(sys.executable).parent / "civicpulse"), "reports", "retry",
+                    "--tenant", tenant.slug,
+                    env=env_without_civicpulse() | {"CIVICPULSE_DATABASE_URL": db_url},
+                    stdout=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+                out, _ = await proc.communicate()
+                assert proc.returncode == 0 and out.decode().startswith(f"{queued} failed"), out
+            back = await reports_repo.claim_grouping(conn, "w7", minute, 100, minute, 5)
+            assert len(back) == 3
+            assert (
+                await owner.fetchval(
+                    "SELECT attempts FROM reports WHERE tenant_id = $1 AND text = 'n3'", tenant_a.id
+                )
+                == 1
+            )
     finally:
         await pool.close()
         await owner.close()

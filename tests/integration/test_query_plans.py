@@ -22,23 +22,28 @@ from civicpulse.engine import geo, grouping
 from civicpulse.engine.places import Where
 from tests.support import TenantKeys, make_tenant
 
-# The query of civicpulse_claim_grouping that the EXPLAIN guard restates: these parts must
-# stand in the function's source as written.
+# The query of civicpulse_claim_grouping, in the parts that stand in the function's source as
+# written: the EXPLAIN guard is built from them (EXPLAIN cannot see inside a function).
 CLAIM_FN = "civicpulse_claim_grouping"
-CLAIM_GROUPING_PARTS = (
-    "SELECT DISTINCT ON (w.tenant_id) w.tenant_id, w.received_at, w.id FROM reports w",
-    "ORDER BY w.tenant_id, w.received_at, w.id",
-    "WHERE b.state = 'classified' AND b.lease_until >= now()",
-    """SELECT p.tenant_id, p.id
+CLAIM_WAITING = (
+    "SELECT DISTINCT ON (w.tenant_id) w.tenant_id, w.received_at, w.id FROM reports w "
+    "WHERE w.state = 'received' AND w.received_at > now() -"
+)
+CLAIM_WAITING_ORDER = "ORDER BY w.tenant_id, w.received_at, w.id"
+CLAIM_BUSY = (
+    "SELECT DISTINCT b.tenant_id FROM reports b "
+    "WHERE b.state = 'classified' AND b.lease_until >= now()"
+)
+CLAIM_READY = """SELECT p.tenant_id, p.id, p.received_at, p.attempts
          FROM reports p
          LEFT JOIN waiting w ON w.tenant_id = p.tenant_id
         WHERE p.state = 'classified'
           AND (p.lease_until IS NULL OR p.lease_until < now())
           AND NOT EXISTS (SELECT 1 FROM busy b WHERE b.tenant_id = p.tenant_id)
           AND (w.tenant_id IS NULL OR (p.received_at, p.id) < (w.received_at, w.id))
-        ORDER BY p.received_at, p.id""",
-    "FOR UPDATE OF p SKIP LOCKED",
-)
+        ORDER BY p.received_at, p.id"""
+CLAIM_LOCK = "FOR UPDATE OF p SKIP LOCKED"
+CLAIM_GROUPING_PARTS = (CLAIM_WAITING, CLAIM_WAITING_ORDER, CLAIM_BUSY, CLAIM_READY, CLAIM_LOCK)
 
 TENANTS = 4
 REPORTS_PER_TENANT = 5_000
@@ -218,27 +223,8 @@ async def test_hot_queries_use_their_indexes(
         for part in CLAIM_GROUPING_PARTS:
             assert " ".join(part.split()) in source, part
         raw = await conn.fetchval(
-            """
-            EXPLAIN (FORMAT JSON)
-            WITH waiting AS (
-                SELECT DISTINCT ON (w.tenant_id) w.tenant_id, w.received_at, w.id
-                  FROM reports w
-                 WHERE w.state = 'received' AND w.received_at > now() - $1::interval
-                 ORDER BY w.tenant_id, w.received_at, w.id
-            ), busy AS (
-                SELECT DISTINCT b.tenant_id FROM reports b
-                 WHERE b.state = 'classified' AND b.lease_until >= now()
-            )
-            SELECT p.tenant_id, p.id
-              FROM reports p
-              LEFT JOIN waiting w ON w.tenant_id = p.tenant_id
-             WHERE p.state = 'classified'
-               AND (p.lease_until IS NULL OR p.lease_until < now())
-               AND NOT EXISTS (SELECT 1 FROM busy b WHERE b.tenant_id = p.tenant_id)
-               AND (w.tenant_id IS NULL OR (p.received_at, p.id) < (w.received_at, w.id))
-             ORDER BY p.received_at, p.id
-             LIMIT 200
-               FOR UPDATE OF p SKIP LOCKED""",
+            f"EXPLAIN (FORMAT JSON) WITH waiting AS ({CLAIM_WAITING} $1::interval "
+            f"{CLAIM_WAITING_ORDER}), busy AS ({CLAIM_BUSY}) {CLAIM_READY} LIMIT 200 {CLAIM_LOCK}",
             timedelta(seconds=60),
         )
         grouping_claim = list(plan_nodes(json.loads(raw)[0]["Plan"]))

@@ -205,9 +205,13 @@ def test_a_report_finds_the_issue_at_its_room_however_far_its_pin() -> None:
     )  # fmt: skip
     decision = grouping.group_batch([r], [issue], {}, set(), nearest=5)[0]
     assert not decision.created and decision.issue == "i"
-    # Another room at the same distance does not.
-    other = r._replace(place=Where(building="hotel", unit="hotel-415", code="hotel-415"))
-    assert grouping.group_batch([other], [issue], {}, set())[0].created
+    # Another room does not, even with its pin on the issue's: the rooms decide.
+    other = r._replace(
+        lat=34.05, lon=-118.25, place=Where(building="hotel", unit="hotel-415", code="hotel-415")
+    )
+    decision = grouping.group_batch([other], [issue], {}, set())[0]
+    assert decision.created and decision.why_not is not None
+    assert decision.why_not.issue == "i" and decision.why_not.scores.place == -1
 
 
 def test_an_issue_follows_its_reports() -> None:
@@ -221,3 +225,24 @@ def test_an_issue_follows_its_reports() -> None:
         issue = grouping.absorb(issue, boiler)
     assert issue.report_count == 3
     assert dict(issue.subtypes)["heat"] > dict(issue.subtypes)["plumbing"]
+
+
+def test_a_merged_issue_keeps_its_own_category_profile() -> None:
+    # Staff merged an older issue of another category into a plumbing issue: the profile is
+    # founded on the issue's own category, so its subtype and mix stay the toilet's.
+    older = report("o", 34.05, -118.25, 0, "building_fault", "paint peeling", "facilities")
+    older = older._replace(subtype="paint", subtypes=(("paint", 1.0),))
+    toilet = report("t", 34.05, -118.25, 60, "plumbing", "toilet clogged", "utilities")
+    toilet = toilet._replace(subtype="toilet", subtypes=(("toilet", 1.0),))
+    merged = grouping.profile([older, toilet], "i", "plumbing")
+    assert merged is not None
+    assert (merged.category, merged.subtype, merged.subtypes) == (
+        "plumbing",
+        "toilet",
+        (("toilet", 1.0),),
+    )
+    assert merged.report_count == 2
+    # Without the issue's category the first report founds it, as grouping would have.
+    first = grouping.profile([older, toilet], "i")
+    assert first is not None and first.category == "building_fault"
+    assert grouping.profile([], "i") is None

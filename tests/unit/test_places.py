@@ -127,6 +127,17 @@ def test_quantities_and_words_are_not_rooms_or_lifts() -> None:
     assert places.mentions("the elevator I was in got stuck").assets == ()
     assert places.mentions("elevator a bit jerky").assets == ()
     assert places.mentions("elevator 2 jerky").assets == ("lift 2",)
+    assert places.mentions("#12 Main Street, hydrant open").units == ()
+
+
+def test_a_room_before_ordinary_words_is_still_a_room() -> None:
+    # "in" is a measure only after a bare number, and a sentence is no street name.
+    assert places.mentions("Room 412 in the east wing is hot").units == ("412",)
+    assert places.mentions("apt 3B in building C, no heat").units == ("3b",)
+    assert places.mentions("room 412 is way too hot").units == ("412",)
+    assert places.mentions("412 is way too hot", bare_numbers=True).units == ("412",)
+    assert places.mentions("#705 in the corner room, tv dead").units == ("705",)
+    assert places.mentions("thermostat says 78 f in 412", bare_numbers=True).units == ("412",)
 
 
 def test_a_room_named_in_text_and_a_registered_room_are_never_told_apart() -> None:

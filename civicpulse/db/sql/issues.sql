@@ -92,24 +92,28 @@ SELECT $1, u.id, u.category, u.kind, left(u.text, 120), u.text, u.lat, u.lon,
 
 -- name: set_issue_profiles
 -- Where issues are (once a later report told more than the founding one) and their category
--- and subtype mixes (averaged over their reports), after a grouping batch.
+-- and subtype mixes (averaged over their reports), after a grouping batch or a staff merge or
+-- split (which may also change the issue's founding report, hence its subtype).
 UPDATE issues i
    SET place_ref = u.place_ref::jsonb,
        alternatives = u.alternatives::jsonb,
        subtypes = u.subtypes::jsonb,
-       scope = u.scope
-  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])
-       AS u (id, place_ref, alternatives, subtypes, scope)
+       scope = u.scope,
+       subtype = u.subtype
+  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+       AS u (id, place_ref, alternatives, subtypes, scope, subtype)
  WHERE i.tenant_id = $1 AND i.id = u.id
 
 -- name: issue_profile_reports
 -- The reports issues hold, in submission order, as grouping reads them: a staff merge or
 -- split recomputes the issues' place and mixes from these.
-SELECT r.issue_id, r.id, r.lat, r.lon, r.category, COALESCE(c.kind, 'other') AS kind, r.text,
+SELECT r.issue_id, i.category AS issue_category, r.id, r.lat, r.lon, r.category,
+       COALESCE(c.kind, 'other') AS kind, r.text,
        extract(epoch FROM r.submitted_at)::float8 AS t, COALESCE(r.severity, 2) AS severity,
        r.subtype, COALESCE(c.scope, 'local') AS scope, r.place_ref, r.alternatives,
        r.subtypes
   FROM reports r
+  JOIN issues i ON i.tenant_id = r.tenant_id AND i.id = r.issue_id
   LEFT JOIN categories c ON c.tenant_id = r.tenant_id AND c.code = r.category
  WHERE r.tenant_id = $1 AND r.issue_id = ANY($2::uuid[])
  ORDER BY r.received_at, r.id
@@ -219,6 +223,9 @@ SELECT id, status, category, title, lat, lon, report_count, first_reported, last
   FROM issues
  WHERE tenant_id = $1 AND cell = ANY($2::bigint[]) AND civicpulse_is_open(status)
    AND ($3::text IS NULL OR category = $3)
+
+-- name: issue_points
+SELECT lat, lon FROM issues WHERE tenant_id = $1 AND id = ANY($2::uuid[])
 
 -- name: lock_issue
 SELECT id, status, category, version FROM issues

@@ -36,6 +36,9 @@ SELECT version FROM place_versions WHERE tenant_id = $1
 -- name: place_codes
 SELECT code FROM places WHERE tenant_id = $1
 
+-- name: place_exists
+SELECT EXISTS (SELECT 1 FROM places WHERE tenant_id = $1 AND code = $2)
+
 -- name: check_places
 -- The parent foreign key is deferred (an import may list children first); this checks it
 -- now, so a bad parent fails the statement that caused it, not some later commit.

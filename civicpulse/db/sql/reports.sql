@@ -39,6 +39,14 @@ SELECT tenant_id, id FROM civicpulse_claim_reports($1, $2, $3, $4)
 -- Classified reports in submission order, one claim per tenant at a time (see schema 0009).
 SELECT tenant_id, id FROM civicpulse_claim_grouping($1, $2, $3, $4, $5)
 
+-- name: retry_failed_reports
+-- Reports set aside after failing to group go back to the queue, their attempts forgotten.
+UPDATE reports
+   SET state = 'classified', attempts = 0, grouping = NULL, lease_owner = NULL,
+       lease_until = NULL
+ WHERE tenant_id = $1 AND state = 'failed'
+RETURNING id
+
 -- name: load_claimed_reports
 SELECT id, text, address, requested_category, place, lat, lon
   FROM reports
