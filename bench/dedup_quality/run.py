@@ -16,7 +16,6 @@ scores them all with pairwise and B-cubed precision/recall/F1, overall and per c
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import shlex
@@ -32,7 +31,7 @@ import msgspec
 
 from bench.dedup_quality import dataset as ds_mod
 from bench.dedup_quality.context import RESULTS, machine_context, print_context
-from civicpulse.db.tenants import default_taxonomy
+from bench.dedup_scale.run import city_model
 from civicpulse.engine import geo, grouping, textmodel
 from civicpulse.engine.grouping import Candidate, Report
 
@@ -149,19 +148,10 @@ def run_baseline(
     return assigned
 
 
-@functools.cache
-def _city_model() -> textmodel.Model:
-    entries = [
-        textmodel.TaxonomyEntry(c.code, c.name, c.description, c.keywords, c.kind)
-        for c in default_taxonomy()
-    ]
-    return textmodel.load(textmodel.train(entries, [])[0])
-
-
 def as_classified(r: Report) -> Report:
     """A report as the classify stage would leave it, its category kept true: the subtypes
     of that category the text reads as (group-v3 weighs subtypes; this set has none)."""
-    subtypes = textmodel.subtype_mix(_city_model(), r.category, r.text)
+    subtypes = textmodel.subtype_mix(city_model(), r.category, r.text)
     return r._replace(
         subtype=subtypes[0][0] if subtypes else None,
         subtypes=subtypes,
