@@ -31,8 +31,9 @@ from civicpulse.api import errors as api_errors
 from civicpulse.api import metrics as metrics_api
 from civicpulse.api import places as places_api
 from civicpulse.api import workflow as workflow_api
-from civicpulse.api.auth import Authenticator
+from civicpulse.api.auth import Authenticator, RateLimits
 from civicpulse.api.direct import DirectRoutes
+from civicpulse.api.edge import EdgeGuard
 from civicpulse.api.state import AppState
 from civicpulse.config import Settings
 from civicpulse.db import migrate
@@ -40,7 +41,16 @@ from civicpulse.db.pool import close_pool, create_pool, server_settings
 from civicpulse.live import Broker
 from civicpulse.llm.client import ChatClient, CircuitBreaker
 from civicpulse.metrics import Metrics
-from civicpulse.pipeline import aggregator, claimer, classify, group, pressure, scheduler, writer
+from civicpulse.pipeline import (
+    aggregator,
+    claimer,
+    classify,
+    group,
+    pressure,
+    scheduler,
+    stage,
+    writer,
+)
 from civicpulse.pipeline.models import ModelStore
 from civicpulse.pipeline.places import PlaceStore
 
@@ -160,6 +170,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         classified = asyncio.Event()  # set when reports were classified
         intake = writer.Intake(intake_queue, settings.ingest_retry_after, metrics)
         http = aiohttp.ClientSession() if settings.llm_base_url else None
+        retry = stage.Retry(
+            pool,
+            owner,
+            backoff=settings.pipeline_retry_backoff,
+            max_backoff=settings.pipeline_retry_backoff_max,
+            max_attempts=settings.pipeline_max_attempts,
+        )
         classify_ctx = classify.ClassifyContext(
             pool=pool,
             executor=executor,
@@ -173,9 +190,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             metrics=metrics,
             owner=owner,
             llm=None if http is None else llm_client(settings, http, metrics),
+            llm_deadline=settings.llm_deadline_seconds,
+            retry=retry,
             on_done=classified.set,
         )
-        group_ctx = group.GroupContext(pool=pool, executor=executor, metrics=metrics, owner=owner)
+        group_ctx = group.GroupContext(
+            pool=pool, executor=executor, metrics=metrics, owner=owner, retry=retry
+        )
         # Several writers share the intake queue: while one waits for its commit to reach
         # the disk, the next batch is already being written (commits overlap).
         tasks: dict[str, asyncio.Task[None]] = {
@@ -212,7 +233,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                         busy_interval=settings.pipeline_busy_interval,
                         busy_batch=settings.pipeline_busy_batch,
                         order_wait=timedelta(seconds=settings.group_order_wait_seconds),
-                        max_attempts=settings.group_max_attempts,
+                        max_attempts=settings.pipeline_max_attempts,
                     ),
                     name=f"claimer-{state_name}",
                 )
@@ -247,7 +268,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings=settings,
             pool=pool,
             intake=intake,
-            auth=Authenticator(pool, settings.auth_cache_seconds),
+            auth=Authenticator(
+                pool,
+                settings.auth_cache_seconds,
+                cache_size=settings.auth_cache_size,
+                limits=RateLimits(
+                    settings.rate_limit_key_per_second,
+                    settings.rate_limit_key_burst,
+                    settings.rate_limit_public_per_second,
+                    settings.rate_limit_public_burst,
+                ),
+                buckets=settings.rate_limit_buckets,
+            ),
             metrics=metrics,
             tasks=tasks,
             queues={
@@ -295,6 +327,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     # Intake skips the router (see api/direct.py); RequestMetrics still counts it.
     app.add_middleware(DirectRoutes, routes=reports.hot_routes)
+    app.add_middleware(EdgeGuard)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app
 

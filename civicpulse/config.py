@@ -57,9 +57,13 @@ class Settings:
     # Grouping follows submission order: a report still waiting for classification holds back
     # its tenant's later reports for at most this long (then they are grouped without it).
     group_order_wait_seconds: float = 60.0
-    # A report whose grouping failed this many times is set aside (state 'failed'), so it
-    # cannot hold its tenant's later reports back for good.
-    group_max_attempts: int = 5
+    # A report whose classification or grouping failed this many times is set aside (state
+    # 'failed', with the reason), so it cannot hold its tenant's later reports back for good.
+    # Between attempts it waits a backoff: pipeline_retry_backoff seconds, doubling with
+    # each attempt, at most pipeline_retry_backoff_max.
+    pipeline_max_attempts: int = 5
+    pipeline_retry_backoff: float = 1.0
+    pipeline_retry_backoff_max: float = 60.0
     process_pool_workers: int = 0  # 0: one per CPU
     # Intake first: while the writers commit more than this many rows per second, each
     # pipeline stage claims at most pipeline_busy_batch reports per pipeline_busy_interval
@@ -74,7 +78,12 @@ class Settings:
     llm_api_key: Secret | None = None
     # json_schema (OpenAI), json_object (llama.cpp: json_object plus a schema), or prompt.
     llm_json_mode: str = "json_schema"
+    # One HTTP attempt; retries come on top, all inside llm_deadline_seconds.
     llm_timeout: float = 10.0
+    # Per report: once this long has passed since the LLM was asked (hanging, retrying, or
+    # queued for a concurrency slot), the local model's answer is taken instead
+    # (fallback_reason "deadline"), so a slow or dead model cannot hold reports back.
+    llm_deadline_seconds: float = 2.0
     # A cap on each answer: a model that keeps writing inside its JSON must not hold the
     # server (which may serve one request at a time) for everyone behind it.
     llm_max_tokens: int = 300
@@ -103,6 +112,19 @@ class Settings:
 
     shutdown_timeout: float = 10.0
     auth_cache_seconds: float = 30.0
+    # Tenants and keys cached per process (LRU): requests for made-up slugs or keys cannot
+    # grow memory past this.
+    auth_cache_size: int = 10_000
+
+    # Rate limits (token buckets, per process; a tenant may set its own, PUT .../rate-limits):
+    # requests per second and burst per API key, and per client address for the public
+    # routes that need no key. 0: no limit.
+    rate_limit_key_per_second: float = 100.0
+    rate_limit_key_burst: float = 200.0
+    rate_limit_public_per_second: float = 10.0
+    rate_limit_public_burst: float = 40.0
+    # Buckets kept per process (LRU): the least recently seen client's bucket goes first.
+    rate_limit_buckets: int = 100_000
 
     schema_dir: Path | None = None
 
@@ -126,6 +148,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.llm_json_mode not in ("json_schema", "json_object", "prompt"):
             raise ConfigError("CIVICPULSE_LLM_JSON_MODE must be json_schema, json_object or prompt")
+        if self.llm_deadline_seconds <= 0:
+            raise ConfigError("CIVICPULSE_LLM_DEADLINE_SECONDS must be above 0")
 
     def replace(self, **changes: object) -> Settings:
         """Return a copy with some fields changed."""

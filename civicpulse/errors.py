@@ -52,3 +52,13 @@ class StorageUnavailable(CivicPulseError):
     """A write could not be committed; nothing was stored, so the client may retry."""
 
     code = "storage_unavailable"
+
+
+class Throttled(CivicPulseError):
+    """A rate limit was reached: the client should wait `retry_after` seconds."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after = retry_after

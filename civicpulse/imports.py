@@ -25,6 +25,7 @@ import asyncpg
 
 from civicpulse.db import reports as reports_repo
 from civicpulse.db.pool import tenant_transaction
+from civicpulse.domain import limits
 from civicpulse.errors import CivicPulseError
 
 FORMATS = ("la311", "sf311", "csv")
@@ -329,8 +330,12 @@ async def import_file(
                 if not row:
                     continue
                 try:
-                    chunk.append((start, *parse(row)))
+                    parsed = parse(row)
+                    limits.check(parsed, "row")  # NUL, out-of-range times: refused per row
+                    chunk.append((start, *parsed))
                 except RowError as exc:
+                    errors.append((start, exc.field, exc.message))
+                except limits.Unstorable as exc:
                     errors.append((start, exc.field, exc.message))
                 result.read += 1
                 if len(chunk) >= CHUNK_ROWS:

@@ -75,6 +75,12 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.reports_failed = Counter(
+            "civicpulse_reports_failed_total",
+            "Reports set aside as failed after their last attempt, by stage",
+            ["stage"],
+            registry=r,
+        )
         self.stage_latency = Histogram(
             "civicpulse_stage_batch_seconds",
             "Pipeline stage batch latency",

@@ -21,7 +21,7 @@ import msgspec
 from civicpulse.db import workflow as repo
 from civicpulse.engine import areas as areas_engine
 from civicpulse.engine import sla, tenant_rules
-from civicpulse.engine.business_time import Calendar
+from civicpulse.engine.business_time import Calendar, CalendarError
 
 _json = msgspec.json.Encoder()
 
@@ -334,7 +334,24 @@ def plan(cfg: TenantConfig, issue: IssueState, change: Change, at: dt.datetime) 
     # Targets recorded on the issue take precedence (a policy edited mid-cycle).
     if pol is not None:
         pol = replace(pol, response_s=s.response_target_s, resolution_s=s.resolution_target_s)
-    due = sla.due(pol, clock, at)
+    try:
+        due = sla.due(pol, clock, at)
+    except CalendarError as exc:
+        # A target the calendar cannot reach (a policy or calendar changed after it was
+        # checked): this issue runs without due times, flagged in its log, and the batch it
+        # is in (a whole tenant's grouping) goes on.
+        due = sla.Due(None, None, None, None)
+        events.append(
+            (
+                s.id,
+                "sla_unavailable",
+                "system:sla",
+                None,
+                None,
+                str(exc),
+                _json.encode({"policy": s.policy}).decode(),
+            )
+        )
     s = replace(
         s,
         clock=clock,

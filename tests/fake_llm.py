@@ -1,8 +1,10 @@
 """A local OpenAI-compatible /v1/chat/completions server for the tests.
 
 Each request takes the next behaviour from a script (then the default): a valid answer,
-invalid JSON, an answer outside the taxonomy, 429 with Retry-After, 500, or a hang. Every
-request body is recorded so tests can check what the model was sent.
+invalid JSON, an answer outside the taxonomy, an answer cut off at max_tokens, a response
+body cut off mid-JSON, 429 with Retry-After, 500, 400, or a hang. Every request body is recorded
+so tests can check what the model was sent; a hanging request the client gives up on is
+counted (the server cancels its handler when the connection closes).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class FakeLLM:
     delay_for: Callable[[dict[str, Any]], float] | None = None
     in_flight: int = 0
     peak: int = 0
+    # Hanging requests whose client closed the connection (it stopped waiting).
+    abandoned: int = 0
 
     def behaviour(self) -> str:
         return self.script.pop(0) if self.script else self.default
@@ -75,29 +79,41 @@ class FakeLLM:
             )
         if mode == "500":
             return web.json_response({"error": "boom"}, status=500)
+        if mode == "400":
+            return web.json_response({"error": "bad request"}, status=400)
         if mode == "hang":
-            await asyncio.sleep(3600)
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.abandoned += 1
+                raise
         content = {
             "valid": self.content,
             "invalid_json": "{category: pothole",
             "bad_category": answer(category="spaceships"),
             "chatty": f"Sure! Here it is:\n```json\n{self.content}\n```",
+            "cut_off": self.content[: len(self.content) // 2],
+            "truncated": self.content,
         }[mode]
-        return web.json_response(
-            {
-                "id": "cmpl-1",
-                "object": "chat.completion",
-                "model": "fake-model",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
-            }
-        )
+        completion: dict[str, Any] = {
+            "id": "cmpl-1",
+            "object": "chat.completion",
+            "model": "fake-model",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": "length" if mode == "cut_off" else "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+        }
+        if mode == "truncated":
+            # The body ends mid-JSON (a proxy or a dying server cut it): status 200, a
+            # Content-Length that matches, and no chat completion in it.
+            whole = json.dumps(completion)
+            return web.Response(text=whole[: len(whole) // 2], content_type="application/json")
+        return web.json_response(completion)
 
 
 @asynccontextmanager
@@ -105,7 +121,11 @@ async def running_fake_llm(**kwargs: Any) -> AsyncIterator[FakeLLM]:
     fake = FakeLLM(**kwargs)
     app = web.Application()
     app.router.add_post("/v1/chat/completions", fake.handle)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+    # handler_cancellation: a hanging handler is cancelled when its client hangs up, so
+    # `abandoned` shows that the client really closed the request.
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True
+    )
     await runner.setup()
     port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)

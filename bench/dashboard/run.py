@@ -480,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         {
             "CIVICPULSE_DATABASE_URL": url,
             "CIVICPULSE_PIPELINE_ENABLED": "false",
+            "CIVICPULSE_RATE_LIMIT_KEY_PER_SECOND": "0",  # many viewers share keys
+            "CIVICPULSE_RATE_LIMIT_PUBLIC_PER_SECOND": "0",  # and one address
             "CIVICPULSE_LOG_LEVEL": "warning",
         },
         TMP / "dashboard-server.log",

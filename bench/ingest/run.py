@@ -74,7 +74,8 @@ def server_command(target: str, port: int, url: str) -> tuple[list[str], dict[st
                 str(port),
                 "--no-demo",
             ],
-            {"CIVICPULSE_DATABASE_URL": url},
+            # The load comes from one key: the per-key rate limit would be what is measured.
+            {"CIVICPULSE_DATABASE_URL": url, "CIVICPULSE_RATE_LIMIT_KEY_PER_SECOND": "0"},
         )
     orm_url = url.replace("postgresql://", "postgresql+asyncpg://", 1)
     return (

@@ -213,7 +213,11 @@ def through_service(sets: Sequence[Set], admin_url: str) -> dict[str, dict[str, 
     dsn = admin_url.rsplit("/", 1)[0] + f"/{name}"
     exe = str(Path(sys.executable).parent / "civicpulse")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIVICPULSE_")}
-    env |= {"CIVICPULSE_DATABASE_URL": dsn, "CIVICPULSE_AUTH_CACHE_SECONDS": "0"}
+    env |= {
+        "CIVICPULSE_DATABASE_URL": dsn,
+        "CIVICPULSE_AUTH_CACHE_SECONDS": "0",
+        "CIVICPULSE_RATE_LIMIT_KEY_PER_SECOND": "0",
+    }
     port = 18_000 + os.getpid() % 1000
     keys: dict[str, str] = {}
     scratch = Path(tempfile.mkdtemp(prefix="judgement-"))

@@ -1,24 +1,37 @@
-"""Bearer-key authentication and tenant resolution, with short-lived caches.
+"""Bearer-key authentication, tenant resolution and rate limits, with short-lived caches.
 
 Outcomes: no or unknown key -> 401; a live key of another tenant, or an unknown tenant ->
 404 (never revealing whether the other tenant's data exists); a key whose scope is too
-small -> 403. Revoking a key takes effect within `ttl` seconds.
+small -> 403; a key (or, on public routes without a key, a client address) over its
+tenant's rate limit -> 429 with Retry-After. Revoking a key takes effect within `ttl`
+seconds. The caches are LRU-bounded, so made-up slugs and keys cannot grow memory.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 from starlette.requests import Request
 
+from civicpulse.api.throttle import LRUCache, TokenBuckets
 from civicpulse.db import places as places_repo
 from civicpulse.db import tenants as tenants_repo
 from civicpulse.db.pool import tenant_transaction
-from civicpulse.errors import Forbidden, NotFound, Unauthenticated
+from civicpulse.errors import Forbidden, NotFound, Throttled, Unauthenticated
 
 SCOPE_RANK = {"submit": 0, "staff": 1, "admin": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Requests per second and burst, per API key and per client address on public routes
+    (0 per second: no limit)."""
+
+    key_per_second: float = 0.0
+    key_burst: float = 1.0
+    public_per_second: float = 0.0
+    public_burst: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +46,7 @@ class TenantContext:
     category_codes: dict[str, str]
     # The tenant's registered place codes (a report may name one).
     place_codes: frozenset[str] = frozenset()
+    limits: RateLimits = field(default_factory=RateLimits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,24 +63,47 @@ class Principal:
 
 
 class Authenticator:
-    def __init__(self, pool: asyncpg.Pool, ttl: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        ttl: float,
+        *,
+        cache_size: int = 10_000,
+        limits: RateLimits | None = None,
+        buckets: int = 100_000,
+    ) -> None:
         self.pool = pool
         self.ttl = ttl
-        self._tenants: dict[str, tuple[float, TenantContext | None]] = {}
-        self._keys: dict[bytes, tuple[float, tenants_repo.KeyIdentity | None]] = {}
+        self.limits = limits or RateLimits()
+        self._tenants: LRUCache[TenantContext | None] = LRUCache(cache_size, ttl)
+        self._keys: LRUCache[tenants_repo.KeyIdentity | None] = LRUCache(cache_size, ttl)
+        self._buckets = TokenBuckets(buckets)
 
     async def tenant(self, slug: str) -> TenantContext:
         """The tenant named in the URL; NotFound when there is none."""
-        now = time.monotonic()
-        cached = self._tenants.get(slug)
-        if cached is not None and cached[0] > now:
-            found = cached[1]
-        else:
+        cached, found = self._tenants.get(slug)
+        if not cached:
             found = await self._load_tenant(slug)
-            self._tenants[slug] = (now + self.ttl, found)
+            self._tenants.put(slug, found)
         if found is None:
             raise NotFound("no such tenant", field="slug")
         return found
+
+    async def public(self, request: Request, slug: str) -> TenantContext:
+        """The tenant, for a request without a key: limited per client address."""
+        tenant = await self.tenant(slug)
+        address = request.client.host if request.client else ""
+        limits = tenant.limits
+        wait = self._buckets.take(
+            ("public", tenant.id, address), limits.public_per_second, limits.public_burst
+        )
+        if wait:
+            raise Throttled(
+                "too many requests from this address; retry later",
+                retry_after=wait,
+                field="client",
+            )
+        return tenant
 
     async def _load_tenant(self, slug: str) -> TenantContext | None:
         async with self.pool.acquire() as conn:
@@ -76,12 +113,31 @@ class Authenticator:
         async with tenant_transaction(self.pool, tenant.id) as conn:
             categories = await tenants_repo.list_categories(conn, tenant.id)
             place_codes = await places_repo.place_codes(conn, tenant.id)
+            own = await tenants_repo.rate_limits(conn, tenant.id)
         codes: dict[str, str] = {}
         for c in categories:
             codes[c.code] = c.code
             codes[c.service_code] = c.code
         return TenantContext(
-            tenant.id, tenant.slug, tenant.name, tenant.timezone, codes, place_codes
+            tenant.id,
+            tenant.slug,
+            tenant.name,
+            tenant.timezone,
+            codes,
+            place_codes,
+            self.limits_of(own),
+        )
+
+    def limits_of(self, own: asyncpg.Record | None) -> RateLimits:
+        """A tenant's limits: its own where it set them, the service's elsewhere."""
+        if own is None:
+            return self.limits
+        d = self.limits
+        return RateLimits(
+            d.key_per_second if own["key_per_second"] is None else own["key_per_second"],
+            d.key_burst if own["key_burst"] is None else own["key_burst"],
+            d.public_per_second if own["public_per_second"] is None else own["public_per_second"],
+            d.public_burst if own["public_burst"] is None else own["public_burst"],
         )
 
     async def require(self, request: Request, slug: str, scope: str) -> Principal:
@@ -91,14 +147,11 @@ class Authenticator:
         if kind.lower() != "bearer" or not key.strip():
             raise Unauthenticated("missing bearer API key", field="authorization")
         key_hash = tenants_repo.hash_key(key.strip())
-        now = time.monotonic()
-        cached = self._keys.get(key_hash)
-        if cached is not None and cached[0] > now:
-            found = cached[1]
-        else:
+        cached, found = self._keys.get(key_hash)
+        if not cached:
             async with self.pool.acquire() as conn:
                 found = await tenants_repo.authenticate(conn, key_hash)
-            self._keys[key_hash] = (now + self.ttl, found)
+            self._keys.put(key_hash, found)
         if found is None:
             raise Unauthenticated("unknown or revoked API key", field="authorization")
         tenant = await self.tenant(slug)
@@ -109,18 +162,27 @@ class Authenticator:
                 f"this API key's scope is {found.scope}; {scope} is required",
                 field="authorization",
             )
+        limits = tenant.limits
+        wait = self._buckets.take(("key", found.key_id), limits.key_per_second, limits.key_burst)
+        if wait:
+            raise Throttled(
+                "this API key is over its rate limit; retry later",
+                retry_after=wait,
+                field="authorization",
+            )
         return Principal(tenant, found.scope, found.key_id, found.prefix)
 
     async def optional(self, request: Request, slug: str, scope: str) -> Principal | None:
-        """Like `require` when the request carries a key; None (anonymous) when it has none."""
+        """Like `require` when the request carries a key; None (anonymous, limited per client
+        address) when it has none."""
         if not request.headers.get("authorization"):
-            await self.tenant(slug)  # an unknown tenant is still 404
+            await self.public(request, slug)  # an unknown tenant is still 404
             return None
         return await self.require(request, slug, scope)
 
     def forget_tenant(self, slug: str) -> None:
-        """Drop a cached tenant (its taxonomy changed)."""
-        self._tenants.pop(slug, None)
+        """Drop a cached tenant (its taxonomy or limits changed)."""
+        self._tenants.pop(slug)
 
     async def tenant_knowing_place(self, tenant: TenantContext, code: str) -> TenantContext:
         """The tenant context, reloaded when `code` is a place the cached one does not know
@@ -132,9 +194,8 @@ class Authenticator:
         async with tenant_transaction(self.pool, tenant.id) as conn:
             if not await places_repo.place_exists(conn, tenant.id, code):
                 return tenant
-        now = time.monotonic()
         found = await self._load_tenant(tenant.slug)
-        self._tenants[tenant.slug] = (now + self.ttl, found)
+        self._tenants.put(tenant.slug, found)
         if found is None:
             raise NotFound("no such tenant", field="slug")
         return found

@@ -8,6 +8,8 @@ import msgspec
 from starlette.requests import Request
 
 from civicpulse.api.errors import HTTPError, decode_error
+from civicpulse.domain import limits
+from civicpulse.errors import ValidationFailed
 
 T = TypeVar("T")
 
@@ -51,8 +53,18 @@ def _too_large(limit: int) -> HTTPError:
 
 
 def decode(decoder: msgspec.json.Decoder[T], body: bytes, prefix: str = "") -> T:
-    """Decode a body (or one batch item) into its wire type; 400/422 naming the field."""
+    """Decode a body (or one batch item) into its wire type, and check that every part of
+    it can be stored (domain.limits); 400/422 naming the field."""
     try:
-        return decoder.decode(body)
+        value = decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise decode_error(exc, prefix=prefix) from None
+    except RecursionError:
+        raise ValidationFailed(
+            f"nested deeper than {limits.MAX_DEPTH} levels", field=prefix or "body"
+        ) from None
+    try:
+        limits.check(value, prefix)
+    except limits.Unstorable as exc:
+        raise ValidationFailed(exc.message, field=exc.field) from None
+    return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import msgspec
@@ -65,6 +66,8 @@ class CategoryOut(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _decode = msgspec.json.Decoder(CategoryIn)
+# The database's own rule for a category code (schema 0001), checked first for a clear 422.
+_CODE = re.compile(r"[a-z0-9_]{1,64}")
 
 
 async def list_categories(request: Request) -> Response:
@@ -97,6 +100,10 @@ async def put_category(request: Request) -> Response:
     slug = request.path_params["slug"]
     principal = await state.auth.require(request, slug, "admin")
     code = request.path_params["code"]
+    if _CODE.fullmatch(code) is None:
+        raise ValidationFailed(
+            "a category code is 1-64 lowercase letters, digits or '_'", field="code"
+        )
     body = await read_json(request, state.settings.max_body_bytes)
     item = decode(_decode, body)
     if item.kind not in KINDS:

@@ -24,7 +24,7 @@ from civicpulse.db import workflow as repo
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.engine import areas as areas_engine
 from civicpulse.engine import tenant_rules
-from civicpulse.engine.business_time import CalendarError
+from civicpulse.engine.business_time import Calendar, CalendarError, add_business_seconds
 from civicpulse.errors import Conflict, ValidationFailed
 
 _json = msgspec.json.Encoder()
@@ -32,6 +32,7 @@ Code = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Clock = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")]
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MAX_TARGET_MINUTES = 366 * 24 * 60
 
 
 class TeamIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -53,9 +54,10 @@ class CalendarIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 class PolicyIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: Name
     calendar: Code
-    response_minutes: Annotated[int, Meta(gt=0, le=10_000_000)] | None = None
-    resolution_minutes: Annotated[int, Meta(gt=0, le=10_000_000)] | None = None
-    warn_ratio: Annotated[float, Meta(gt=0, lt=1)] = 0.75
+    # At most a year of wall-clock minutes; the calendar must also reach it (put_policy).
+    response_minutes: Annotated[int, Meta(gt=0, le=MAX_TARGET_MINUTES)] | None = None
+    resolution_minutes: Annotated[int, Meta(gt=0, le=MAX_TARGET_MINUTES)] | None = None
+    warn_ratio: Annotated[float, Meta(ge=0.01, le=0.99)] = 0.75
     pause_statuses: list[str] = msgspec.field(default_factory=lambda: ["waiting"])
     priorities: list[Annotated[int, Meta(ge=1, le=5)]] = []
     categories: list[str] = []
@@ -192,10 +194,15 @@ async def put_calendar(request: Request) -> Response:
             raise ValidationFailed("a weekday is one of " + ", ".join(DAYS), field=f"hours.{day}")
         hours[str(DAYS.index(day))] = [(_minutes(s), _minutes(e)) for s, e in ranges]
     try:
-        workflow.calendar_from_row(body.timezone, hours, body.holidays)
+        calendar = workflow.calendar_from_row(body.timezone, hours, body.holidays)
     except CalendarError as exc:
         raise ValidationFailed(str(exc), field="hours") from None
     async with tenant_transaction(state.pool, principal.tenant.id) as conn:
+        # The policies already on this calendar must still be computable on the new hours.
+        for policy in await repo.list_policies(conn, principal.tenant.id):
+            if policy["calendar"] == code:
+                for name in ("response_minutes", "resolution_minutes"):
+                    _check_reachable(calendar, policy[name], "hours", f"policy {policy['code']}")
         row = await repo.upsert_calendar(
             conn,
             principal.tenant.id,
@@ -208,6 +215,22 @@ async def put_calendar(request: Request) -> Response:
 
 
 # --- SLA policies -----------------------------------------------------------------------
+
+
+def _check_reachable(calendar: Calendar, minutes: int | None, field: str, what: str) -> None:
+    """Refuse a target the calendar cannot reach (the due-time arithmetic looks ahead a
+    bounded number of days), so no issue's clock can fail on it later."""
+    if minutes is None:
+        return
+    try:
+        add_business_seconds(calendar, dt.datetime.now(dt.UTC), minutes * 60.0)
+    except CalendarError:
+        raise ValidationFailed(
+            f"{what}: {minutes} minutes of business time are more than the calendar's "
+            "opening hours give within three years",
+            field=field,
+        ) from None
+
 
 _decode_policy = msgspec.json.Decoder(PolicyIn)
 
@@ -247,6 +270,13 @@ async def put_policy(request: Request) -> Response:
         if category not in principal.tenant.category_codes:
             raise ValidationFailed(f"unknown category {category!r}", field=f"categories[{i}]")
     async with tenant_transaction(state.pool, principal.tenant.id) as conn:
+        calendars = {r["code"]: r for r in await repo.list_calendars(conn, principal.tenant.id)}
+        if body.calendar not in calendars:
+            raise ValidationFailed("unknown calendar", field="calendar")
+        row = calendars[body.calendar]
+        calendar = workflow.calendar_from_row(row["timezone"], row["hours"], row["holidays"])
+        _check_reachable(calendar, body.response_minutes, "response_minutes", "this policy")
+        _check_reachable(calendar, body.resolution_minutes, "resolution_minutes", "this policy")
         try:
             await repo.upsert_policy(
                 conn,
@@ -323,7 +353,70 @@ async def put_rules(request: Request) -> Response:
     return _respond(201, _rules_out(row))
 
 
+# --- rate limits ------------------------------------------------------------------------
+
+PerSecond = Annotated[float, Meta(ge=0, le=1_000_000)]
+Burst = Annotated[float, Meta(ge=1, le=10_000_000)]
+
+
+class RateLimitsIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A tenant's own limits; a field left out (null) takes the service default, and a rate
+    of 0 means no limit."""
+
+    key_per_second: PerSecond | None = None
+    key_burst: Burst | None = None
+    public_per_second: PerSecond | None = None
+    public_burst: Burst | None = None
+
+
+class RateLimitsOut(msgspec.Struct, frozen=True, kw_only=True):
+    """The limits in force (own or default), per process; see the README's caveat."""
+
+    key_per_second: float
+    key_burst: float
+    public_per_second: float
+    public_burst: float
+
+
+_decode_limits = msgspec.json.Decoder(RateLimitsIn)
+
+
+def _limits_out(state: AppState, own: Any) -> RateLimitsOut:
+    limits = state.auth.limits_of(own)
+    return RateLimitsOut(
+        key_per_second=limits.key_per_second,
+        key_burst=limits.key_burst,
+        public_per_second=limits.public_per_second,
+        public_burst=limits.public_burst,
+    )
+
+
+async def get_rate_limits(request: Request) -> Response:
+    state, principal = await _principal(request, "admin")
+    async with tenant_transaction(state.pool, principal.tenant.id) as conn:
+        own = await tenants_repo.rate_limits(conn, principal.tenant.id)
+    return _respond(200, _limits_out(state, own))
+
+
+async def put_rate_limits(request: Request) -> Response:
+    state, principal = await _principal(request, "admin")
+    body: RateLimitsIn = await _body(request, state, _decode_limits)
+    async with tenant_transaction(state.pool, principal.tenant.id) as conn:
+        own = await tenants_repo.put_rate_limits(
+            conn,
+            principal.tenant.id,
+            body.key_per_second,
+            body.key_burst,
+            body.public_per_second,
+            body.public_burst,
+        )
+    state.auth.forget_tenant(principal.tenant.slug)  # other processes: within the cache TTL
+    return _respond(200, _limits_out(state, own))
+
+
 routes = [
+    Route("/v1/tenants/{slug}/rate-limits", get_rate_limits, methods=["GET"]),
+    Route("/v1/tenants/{slug}/rate-limits", put_rate_limits, methods=["PUT"]),
     Route("/v1/tenants/{slug}/teams", list_teams, methods=["GET"]),
     Route("/v1/tenants/{slug}/teams/{code}", put_team, methods=["PUT"]),
     Route("/v1/tenants/{slug}/areas", list_areas, methods=["GET"]),

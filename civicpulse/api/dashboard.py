@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from civicpulse.api.auth import TenantContext
 from civicpulse.api.body import decode, read_json
-from civicpulse.api.params import time_param
+from civicpulse.api.params import int_param, parse_int, time_param
 from civicpulse.api.state import AppState
 from civicpulse.db import analytics as repo
 from civicpulse.db.pool import tenant_transaction
@@ -67,13 +67,6 @@ def _choice(request: Request, name: str, allowed: tuple[str, ...], default: str)
     if value not in allowed:
         raise ValidationFailed(f"{name} is one of " + ", ".join(allowed), field=name)
     return value
-
-
-def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name, str(default))
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ValidationFailed(f"{name} must be {low}-{high}", field=name)
-    return int(raw)
 
 
 async def _staff(request: Request) -> tuple[AppState, TenantContext]:
@@ -193,9 +186,13 @@ async def _backlog(
     """Open issues at the end of each day; `daily` is the same range's per-day trend when
     the caller already read it."""
     zone = ZoneInfo(tenant.timezone)
+    # One point per day, only where there can be issues: from the tenant's first day ("all
+    # time" is not a century of zeros) to tomorrow (the future has no backlog). So a range of
+    # centuries costs what the tenant's history costs, not a body of 100 MB.
+    end = min(end, dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
     first = await repo.first_rollup_day(conn, tenant.id)
-    if first is not None:  # "all time" starts at the tenant's first day, not a century ago
-        start = max(start, dt.datetime.combine(first, dt.time(), tzinfo=zone))
+    first_start = end if first is None else dt.datetime.combine(first, dt.time(), tzinfo=zone)
+    start = max(start, first_start)
     local_start = start.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
     start = local_start.astimezone(dt.UTC)
     level = await repo.backlog_before(conn, tenant.id, start, public, cats, areas, tenant.timezone)
@@ -311,8 +308,8 @@ async def rankings(request: Request) -> Response:
     state, tenant = await _staff(request)
     by = _choice(request, "by", ("area", "team"), "area")
     start, end = _range(request, days=90)
-    min_sample = _int(request, "min_sample", 5, 1, 100_000)
-    prior = float(_int(request, "prior", 10, 0, 100_000))
+    min_sample = int_param(request, "min_sample", 5, 1, 100_000)
+    prior = float(int_param(request, "prior", 10, 0, 100_000))
     async with tenant_transaction(state.pool, tenant.id) as conn:
         body = await _rankings(conn, tenant, by, start, end, min_sample, prior)
     return _respond(body)
@@ -321,7 +318,7 @@ async def rankings(request: Request) -> Response:
 async def hotspots(request: Request) -> Response:
     state, tenant = await _staff(request)
     start, end = _range(request, days=90)
-    limit = _int(request, "limit", 10, 1, 100)
+    limit = int_param(request, "limit", 10, 1, 100)
     async with tenant_transaction(state.pool, tenant.id) as conn:
         items = await _hotspots(conn, tenant, start, end, False, limit)
     return _respond({"items": items})
@@ -364,7 +361,7 @@ async def _stored(
 async def data(request: Request) -> Response:
     """Everything the dashboard page draws, in one read."""
     state, tenant, public, settings = await _viewer(request)
-    days = _int(request, "days", 30, 1, 36600)
+    days = int_param(request, "days", 30, 1, 36600)
     end = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     start = end - dt.timedelta(days=days)
     cats = settings["public_categories"] if public else None
@@ -440,7 +437,7 @@ async def data(request: Request) -> Response:
 async def page(request: Request) -> Response:
     """The dashboard page: static HTML and script; the data come from the API."""
     state: AppState = request.state.app
-    await state.auth.tenant(request.path_params["slug"])
+    await state.auth.public(request, request.path_params["slug"])
     return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
 
@@ -454,9 +451,7 @@ async def stream(request: Request) -> Response:
     raw_last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     last_id = 0
     if raw_last:
-        if not raw_last.isdigit():
-            raise ValidationFailed("Last-Event-ID must be an event id", field="last-event-id")
-        last_id = int(raw_last)
+        last_id = parse_int(raw_last.strip(), "last-event-id", 0, 2**62)
     broker = state.broker
     sub = broker.subscribe(tenant.id, public, last_id)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+import asyncpg
 import msgspec
 import structlog
 from starlette.exceptions import HTTPException
@@ -23,6 +24,7 @@ STATUS: dict[type[errors.CivicPulseError], int] = {
     errors.Forbidden: 403,
     errors.Overloaded: 503,
     errors.StorageUnavailable: 503,
+    errors.Throttled: 429,
 }
 
 
@@ -82,7 +84,7 @@ def decode_error(exc: msgspec.DecodeError, prefix: str = "") -> errors.CivicPuls
 def to_response(exc: errors.CivicPulseError) -> Response:
     headers: dict[str, str] | None = None
     status = exc.status if isinstance(exc, HTTPError) else STATUS.get(type(exc), 500)
-    if isinstance(exc, errors.Overloaded):
+    if isinstance(exc, errors.Overloaded | errors.Throttled):
         headers = {"Retry-After": str(exc.retry_after)}
     elif isinstance(exc, errors.StorageUnavailable):
         headers = {"Retry-After": "1"}
@@ -103,6 +105,17 @@ async def http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, asyncpg.TransactionRollbackError):
+        # A deadlock or serialization failure rolled the request back whole: nothing was
+        # changed, and the same request is expected to succeed when sent again.
+        log.warning("request_rolled_back", path=request.url.path, error=repr(exc))
+        return error_response(
+            503,
+            "retry",
+            "the request conflicted with a concurrent one and changed nothing; retry",
+            None,
+            {"Retry-After": "1"},
+        )
     log.exception("request_failed", path=request.url.path)
     return error_response(500, "internal", "internal error", None)
 

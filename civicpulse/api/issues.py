@@ -20,6 +20,7 @@ from civicpulse.api.reports import location
 from civicpulse.api.state import AppState
 from civicpulse.db import issues as issues_repo
 from civicpulse.db.pool import tenant_transaction
+from civicpulse.domain import limits
 from civicpulse.engine import geo, grouping
 from civicpulse.errors import Conflict, NotFound, ValidationFailed
 from civicpulse.ids import uuid7
@@ -63,7 +64,7 @@ def _float(request: Request, name: str, low: float, high: float) -> float:
         raise ValidationFailed(f"{name} must be a number", field=name) from None
     if not low <= value <= high:
         raise ValidationFailed(f"{name} must be between {low} and {high}", field=name)
-    return value
+    return limits.coordinate(value)
 
 
 def issue_out(row: Any) -> dict[str, Any]:

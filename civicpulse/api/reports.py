@@ -14,9 +14,11 @@ from starlette.routing import Route
 from civicpulse.api.auth import Principal, TenantContext
 from civicpulse.api.body import decode, read_json
 from civicpulse.api.errors import HTTPError
+from civicpulse.api.params import int_param
 from civicpulse.api.state import AppState
 from civicpulse.db import reports as reports_repo
 from civicpulse.db.pool import tenant_transaction
+from civicpulse.domain import limits
 from civicpulse.domain.reports import (
     Accepted,
     BatchItemResult,
@@ -83,8 +85,8 @@ def to_new_report(
         tenant_id=tenant.id,
         id=str(uuid7()),
         text=report.text,
-        lat=report.lat,
-        lon=report.lon,
+        lat=limits.coordinate(report.lat),
+        lon=limits.coordinate(report.lon),
         address=report.address,
         requested_category=category,
         submitted_at=report.submitted_at,
@@ -331,12 +333,7 @@ async def list_reports(request: Request) -> Response:
     status = params.get("status") or None
     if status is not None and status not in REPORT_STATES:
         raise ValidationFailed(f"status must be one of {', '.join(REPORT_STATES)}", field="status")
-    try:
-        limit = int(params.get("limit", "50"))
-    except ValueError:
-        raise ValidationFailed("limit must be an integer", field="limit") from None
-    if not 1 <= limit <= 500:
-        raise ValidationFailed("limit must be between 1 and 500", field="limit")
+    limit = int_param(request, "limit", 50, 1, 500)
     cursor = params.get("cursor") or None
     try:
         before = uuid.UUID(cursor) if cursor else None
@@ -408,6 +405,7 @@ def _report_out(slug: str, row: Any) -> ReportOut:
         processed_at=row["processed_at"],
         attributes=msgspec.json.decode(row["attributes"]),
         media_urls=msgspec.json.decode(row["media_urls"]),
+        failure=row["failure"],
         links=_link(slug, rid),
     )
 

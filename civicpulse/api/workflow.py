@@ -22,9 +22,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from civicpulse import workflow
+from civicpulse.api.auth import Principal
 from civicpulse.api.body import decode, read_json
 from civicpulse.api.errors import HTTPError
 from civicpulse.api.issues import issue_out
+from civicpulse.api.params import int_param, parse_time
 from civicpulse.api.state import AppState
 from civicpulse.db import issues as issues_repo
 from civicpulse.db import workflow as repo
@@ -98,13 +100,23 @@ def _issue_id(request: Request) -> uuid.UUID:
         raise NotFound("no such issue", field="issue_id") from None
 
 
+async def _staff(request: Request) -> tuple[AppState, Principal]:
+    """The caller, checked before the body is read: a bad key is 401, 403 or 404 whatever
+    the body holds."""
+    state: AppState = request.state.app
+    return state, await state.auth.require(request, request.path_params["slug"], "staff")
+
+
 async def _change(
-    request: Request, scope: str, build: Any, body_version: int | None, *, checked: bool = True
+    request: Request,
+    principal: Principal,
+    build: Any,
+    body_version: int | None,
+    *,
+    checked: bool = True,
 ) -> Response:
     """Lock the issue, check its version, plan the change, save it; 200 with the issue."""
     state: AppState = request.state.app
-    slug = request.path_params["slug"]
-    principal = await state.auth.require(request, slug, scope)
     issue_id = _issue_id(request)
     expected = _expected_version(request, body_version) if checked else None
     tenant_id = principal.tenant.id
@@ -142,7 +154,7 @@ _decode_comment = msgspec.json.Decoder(CommentIn)
 
 
 async def transition(request: Request) -> Response:
-    state: AppState = request.state.app
+    state, principal = await _staff(request)
     body = decode(_decode_transition, await read_json(request, state.settings.max_body_bytes))
 
     def build(issue: workflow.IssueState, actor: str) -> workflow.Change:
@@ -154,11 +166,11 @@ async def transition(request: Request) -> Response:
             raise Conflict(f"an issue cannot move from {issue.status} to {body.to}", field="to")
         return workflow.Change("status_changed", actor, status=body.to, staff=True, note=body.note)
 
-    return await _change(request, "staff", build, body.version)
+    return await _change(request, principal, build, body.version)
 
 
 async def assign(request: Request) -> Response:
-    state: AppState = request.state.app
+    state, principal = await _staff(request)
     body = decode(_decode_assign, await read_json(request, state.settings.max_body_bytes))
     if body.team is None and body.assignee is None:
         raise ValidationFailed("give a team, an assignee or both", field="team")
@@ -174,11 +186,11 @@ async def assign(request: Request) -> Response:
             "assigned", actor, status=status, sets=sets, staff=True, note=body.note, data=sets
         )
 
-    return await _change(request, "staff", build, body.version)
+    return await _change(request, principal, build, body.version)
 
 
 async def edit(request: Request) -> Response:
-    state: AppState = request.state.app
+    state, principal = await _staff(request)
     body = decode(_decode_edit, await read_json(request, state.settings.max_body_bytes))
     sets: dict[str, Any] = {}
     if body.priority is not None:
@@ -191,19 +203,19 @@ async def edit(request: Request) -> Response:
     def build(issue: workflow.IssueState, actor: str) -> workflow.Change:
         return workflow.Change("edited", actor, sets=sets, staff=True, note=body.note, data=sets)
 
-    return await _change(request, "staff", build, body.version)
+    return await _change(request, principal, build, body.version)
 
 
 async def comment(request: Request) -> Response:
     """A note in the log; the first staff action of a cycle also acknowledges the issue.
     Comments only append, so they need no version."""
-    state: AppState = request.state.app
+    state, principal = await _staff(request)
     body = decode(_decode_comment, await read_json(request, state.settings.max_body_bytes))
 
     def build(issue: workflow.IssueState, actor: str) -> workflow.Change:
         return workflow.Change("comment", actor, staff=True, note=body.note)
 
-    return await _change(request, "staff", build, None, checked=False)
+    return await _change(request, principal, build, None, checked=False)
 
 
 def _list_param(request: Request, name: str, allowed: Any = None) -> list[str] | None:
@@ -222,7 +234,7 @@ def _cursor(raw: str | None) -> tuple[dt.datetime | None, str | None]:
         return None, None
     try:
         opened, issue_id = base64.urlsafe_b64decode(raw.encode()).decode().split("|")
-        return dt.datetime.fromisoformat(opened), str(uuid.UUID(issue_id))
+        return parse_time(opened, "cursor"), str(uuid.UUID(issue_id))
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed("cursor is not one this service gave", field="cursor") from None
 
@@ -242,10 +254,7 @@ async def list_issues(request: Request) -> Response:
     overdue = params.get("overdue", "false").lower()
     if overdue not in ("true", "false", "1", "0"):
         raise ValidationFailed("overdue must be true or false", field="overdue")
-    limit_raw = params.get("limit", str(PAGE_DEFAULT))
-    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= PAGE_MAX:
-        raise ValidationFailed(f"limit must be 1-{PAGE_MAX}", field="limit")
-    limit = int(limit_raw)
+    limit = int_param(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
     text = params.get("q")
     if text is not None and len(text) > 200:
         raise ValidationFailed("q is at most 200 characters", field="q")

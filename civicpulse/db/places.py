@@ -43,6 +43,7 @@ async def upsert_places(
     that is neither given nor stored fails the whole set (checked at commit)."""
     try:
         async with conn.transaction():
+            await conn.execute(q("lock_places"), tenant_id)
             rows = await conn.fetch(
                 q("upsert_places"),
                 tenant_id,
@@ -68,6 +69,7 @@ async def delete_place(conn: asyncpg.Connection, tenant_id: int, code: str) -> b
     """Delete a place; False when there is none. A place with children cannot go."""
     try:
         async with conn.transaction():
+            await conn.execute(q("lock_places"), tenant_id)
             deleted = await conn.fetchval(q("delete_place"), tenant_id, code) is not None
             await conn.execute(q("check_places"))
             return deleted

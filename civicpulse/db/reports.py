@@ -86,10 +86,16 @@ async def count_reports(conn: asyncpg.Connection, tenant_id: int) -> int:
 
 
 async def claim_reports(
-    conn: asyncpg.Connection, state: str, owner: str, lease: timedelta, limit: int
+    conn: asyncpg.Connection,
+    state: str,
+    owner: str,
+    lease: timedelta,
+    limit: int,
+    max_attempts: int,
 ) -> list[tuple[int, uuid.UUID]]:
-    """Lease up to `limit` reports in `state`, any tenant; skips rows others hold."""
-    rows = await conn.fetch(q("claim_reports"), state, owner, lease, limit)
+    """Lease up to `limit` reports in `state`, any tenant; skips rows others hold. Reports
+    received and claimed `max_attempts` times without being classified are set aside."""
+    rows = await conn.fetch(q("claim_reports"), state, owner, lease, limit, max_attempts)
     return [(r["tenant_id"], r["id"]) for r in rows]
 
 
@@ -109,8 +115,33 @@ async def claim_grouping(
 
 
 async def retry_failed_reports(conn: asyncpg.Connection, tenant_id: int) -> int:
-    """Put a tenant's reports that failed to group back in the queue; how many."""
+    """Put a tenant's reports that were set aside back in the queue; how many."""
     return len(await conn.fetch(q("retry_failed_reports"), tenant_id))
+
+
+async def release_failed_claim(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    ids: Sequence[uuid.UUID],
+    owner: str,
+    backoff: float,
+    max_backoff: float,
+    max_attempts: int,
+    error: str,
+) -> int:
+    """Let reports whose processing failed be retried after a backoff, or set them aside
+    after `max_attempts`; how many were set aside."""
+    rows = await conn.fetch(
+        q("release_failed_claim"),
+        tenant_id,
+        list(ids),
+        owner,
+        backoff,
+        max_backoff,
+        max_attempts,
+        error[:1000],
+    )
+    return sum(1 for r in rows if r["state"] == "failed")
 
 
 async def load_claimed_reports(

@@ -239,3 +239,24 @@ async def upsert_category(
         ) from exc
     except asyncpg.CheckViolationError as exc:
         raise Conflict("code must be 1-64 characters of a-z, 0-9 and _", field="code") from exc
+
+
+async def rate_limits(conn: asyncpg.Connection, tenant_id: int) -> asyncpg.Record | None:
+    """The tenant's own rate limits (None columns: the service default)."""
+    row: asyncpg.Record | None = await conn.fetchrow(q("rate_limits"), tenant_id)
+    return row
+
+
+async def put_rate_limits(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    key_per_second: float | None,
+    key_burst: float | None,
+    public_per_second: float | None,
+    public_burst: float | None,
+) -> asyncpg.Record:
+    """Set the tenant's own rate limits; the stored row."""
+    row: asyncpg.Record = await conn.fetchrow(
+        q("put_rate_limits"), tenant_id, key_per_second, key_burst, public_per_second, public_burst
+    )
+    return row

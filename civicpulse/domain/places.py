@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from civicpulse.domain import limits
 from civicpulse.domain.reports import PlaceCode
 from civicpulse.errors import ValidationFailed
 
@@ -68,8 +69,8 @@ def to_place(code: str, item: PlaceIn) -> Place:
             "geometry must be a GeoJSON Polygon or MultiPolygon", field="geometry"
         )
     return Place(
-        code, item.kind, item.name, tuple(item.aliases), item.parent, item.lat, item.lon,
-        item.geometry,
+        code, item.kind, item.name, tuple(item.aliases), item.parent,
+        limits.coordinate_or_none(item.lat), limits.coordinate_or_none(item.lon), item.geometry,
     )  # fmt: skip
 
 

@@ -124,6 +124,8 @@ class ReportOut(msgspec.Struct, frozen=True, kw_only=True):
     processed_at: dt.datetime | None
     attributes: dict[str, Any]
     media_urls: list[str]
+    # Why the report was set aside (status 'failed'), or the last error while it is retried.
+    failure: str | None
     links: Links
 
 

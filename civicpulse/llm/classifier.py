@@ -45,6 +45,10 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True):
 class InvalidAnswer(ValueError):
     """The model answered, but not with something we can use."""
 
+    def __init__(self, problem: str, content: str) -> None:
+        super().__init__(problem)
+        self.content = content  # what the model said, for the repair turn
+
 
 def answer_schema(categories: list[str]) -> dict[str, object]:
     """The JSON schema sent to servers that constrain output with one."""
@@ -103,12 +107,12 @@ def validate(content: str, categories: dict[str, str]) -> Answer:
     try:
         answer = _answer.decode(content)
     except msgspec.DecodeError as exc:
-        raise InvalidAnswer(str(exc)) from None
+        raise InvalidAnswer(str(exc), content) from None
     if answer.category not in categories:
-        raise InvalidAnswer(f"category {answer.category!r} is not one of the listed codes")
+        raise InvalidAnswer(f"category {answer.category!r} is not one of the listed codes", content)
     unknown = [h for h in answer.hazards if h not in HAZARDS]
     if unknown:
-        raise InvalidAnswer(f"unknown hazards {unknown}; allowed: {', '.join(HAZARDS)}")
+        raise InvalidAnswer(f"unknown hazards {unknown}; allowed: {', '.join(HAZARDS)}", content)
     return answer
 
 
@@ -125,29 +129,40 @@ async def classify(
     text: str,
     address: str | None,
     requested: str | None,
+    *,
+    deadline: float | None = None,
 ) -> LLMOutcome:
-    """Ask, validate, repair once. Raises InvalidAnswer or LLMUnavailable."""
+    """Ask, validate, repair once. Raises InvalidAnswer or LLMError."""
+    # Validation runs inside the client's call, so its breaker counts an unusable answer as
+    # the model failing.
     messages = [
         {"role": "system", "content": prompt.system()},
         {"role": "user", "content": user_message(text, address, requested)},
     ]
     schema = answer_schema(list(prompt.categories))
-    result = await client.complete_json(messages, schema, "report_classification")
+
+    def check(content: str) -> Answer:
+        return validate(content, prompt.categories)
+
     try:
-        return LLMOutcome(validate(result.content, prompt.categories), result, False)
+        result, answer = await client.ask(
+            messages, schema, "report_classification", check, deadline=deadline
+        )
+        return LLMOutcome(answer, result, False)
     except InvalidAnswer as problem:
         client.metrics.llm_invalid.inc()
         messages += [
-            {"role": "assistant", "content": result.content},
+            {"role": "assistant", "content": problem.content},
             {
                 "role": "user",
                 "content": f"That answer is invalid: {problem}. Reply again with "
                 "only the corrected JSON object.",
             },
         ]
-    repaired = await client.complete_json(messages, schema, "report_classification")
     try:
-        answer = validate(repaired.content, prompt.categories)
+        repaired, answer = await client.ask(
+            messages, schema, "report_classification", check, deadline=deadline
+        )
     except InvalidAnswer:
         client.metrics.llm_invalid.inc()
         raise

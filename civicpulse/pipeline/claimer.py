@@ -53,7 +53,7 @@ async def run(
     (small batches: a large one would hold the database, and intake's latency, for longer).
     Classified reports are claimed for grouping in submission order, one claim per tenant at
     a time (`order_wait`: how long an unclassified report holds its tenant's later ones; after
-    `max_attempts` failed groupings a report is set aside as failed)."""
+    `max_attempts` failed claims a report is set aside as failed)."""
     while not stop.is_set():
         if busy():
             with contextlib.suppress(TimeoutError):
@@ -70,7 +70,9 @@ async def run(
                         conn, owner, lease, size, order_wait, max_attempts
                     )
                 else:
-                    claimed = await reports_repo.claim_reports(conn, state, owner, lease, size)
+                    claimed = await reports_repo.claim_reports(
+                        conn, state, owner, lease, size, max_attempts
+                    )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("claim_failed", error=repr(exc))
             claimed = []

@@ -4,11 +4,14 @@ Category, subtype, severity, hazards, summary and language, and the place (build
 room or unit, space, asset) from the report's place code, text and address. Reads a claim's
 reports under the tenant's RLS setting. The local classifier (per-tenant model, process pool)
 runs for every batch: it is the answer when no LLM is configured and the fallback when the
-LLM fails, times out, is switched off by its breaker, or answers invalidly twice; fallbacks
-are flagged for review. Its subtype and next-best categories are kept either way (grouping
-uses them). LLM calls for one claim run concurrently within the client's concurrency limit.
-Results are stored only while this process still holds the lease; a failed batch keeps its
-lease and is claimed again when it expires.
+LLM fails, is switched off by its breaker, answers invalidly twice, or has not answered by the
+report's deadline; fallbacks are flagged for review. Its subtype and next-best categories are
+kept either way (grouping uses them). LLM calls for one claim run concurrently within the
+client's concurrency limit, each under its own deadline, so a claim waits at most about one
+deadline for a hanging model, however many reports it holds.
+Results are stored only while this process still holds the lease; a failed claim is split
+down to the report at fault, which is retried with backoff and finally set aside
+(pipeline.stage).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -37,7 +40,7 @@ from civicpulse.metrics import Metrics
 from civicpulse.pipeline.claimer import Claim
 from civicpulse.pipeline.models import ModelStore
 from civicpulse.pipeline.places import PlaceStore
-from civicpulse.pipeline.stage import run_claims
+from civicpulse.pipeline.stage import Retry, run_claims
 
 log = structlog.get_logger(__name__)
 STAGE = "classify"
@@ -56,13 +59,18 @@ class ClassifyContext:
     metrics: Metrics
     owner: str
     llm: ChatClient | None = None
+    # Seconds each report may wait for the LLM (Settings.llm_deadline_seconds).
+    llm_deadline: float = 2.0
+    retry: Retry | None = None
     on_done: Callable[[], None] = lambda: None
 
 
 async def run(inbox: asyncio.Queue[Claim | None], ctx: ClassifyContext) -> None:
     """Classify claims until a None sentinel arrives."""
+    # Classification keeps no order: a failed claim is split at once (see pipeline.stage).
+    retry = replace(ctx.retry or Retry(ctx.pool, ctx.owner), split=True)
     await run_claims(
-        STAGE, inbox, lambda claim: classify_claim(ctx, claim), ctx.metrics, ctx.on_done
+        STAGE, inbox, lambda claim: classify_claim(ctx, claim), ctx.metrics, ctx.on_done, retry
     )
 
 
@@ -98,7 +106,9 @@ async def classify_claim(ctx: ClassifyContext, claim: Claim) -> int:
         results = list(
             await asyncio.gather(
                 *[
-                    _with_llm(ctx.llm, prompt, row, pred, decided, local_model, place)
+                    _with_llm(
+                        ctx.llm, ctx.llm_deadline, prompt, row, pred, decided, local_model, place
+                    )
                     for row, (pred, decided), place in zip(rows, local, where, strict=True)
                 ]
             )
@@ -191,6 +201,7 @@ def _from_local(
 
 async def _with_llm(
     client: ChatClient,
+    deadline: float,
     prompt: llm_classifier.TenantPrompt,
     row: Any,
     local: textmodel.Prediction,
@@ -199,12 +210,25 @@ async def _with_llm(
     place: str | None,
 ) -> Classified:
     started = time.perf_counter()
+    # Cancelling at the deadline ends the HTTP request (aiohttp closes its connection) and
+    # the client tells its breaker; nothing is left running in the background.
+    timer = asyncio.timeout(deadline)
     try:
-        outcome = await llm_classifier.classify(
-            client, prompt, row["text"], row["address"], row["requested_category"]
-        )
+        async with timer:
+            outcome = await llm_classifier.classify(
+                client,
+                prompt,
+                row["text"],
+                row["address"],
+                row["requested_category"],
+                deadline=timer.when(),
+            )
     except (LLMError, llm_classifier.InvalidAnswer) as exc:
         return _from_local(row["id"], local, "local", local_model, str(exc)[:300], place)
+    except TimeoutError:
+        if not timer.expired():
+            raise
+        return _from_local(row["id"], local, "local", local_model, "deadline", place)
     answer = outcome.answer
     # Safety floor: hazard words the rules know (gas, live wire...) never rate below them.
     hazards = sorted(set(answer.hazards) | set(local.hazards))

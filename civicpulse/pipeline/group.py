@@ -29,7 +29,7 @@ from civicpulse.engine import grouping
 from civicpulse.ids import uuid7
 from civicpulse.metrics import Metrics
 from civicpulse.pipeline.claimer import Claim
-from civicpulse.pipeline.stage import run_claims
+from civicpulse.pipeline.stage import Retry, run_claims
 
 log = structlog.get_logger(__name__)
 STAGE = "group"
@@ -47,12 +47,16 @@ class GroupContext:
     executor: Executor
     metrics: Metrics
     owner: str
+    retry: Retry | None = None
     on_done: Callable[[], None] = lambda: None
 
 
 async def run(inbox: asyncio.Queue[Claim | None], ctx: GroupContext) -> None:
     """Group claims until a None sentinel arrives."""
-    await run_claims(STAGE, inbox, lambda claim: group_claim(ctx, claim), ctx.metrics, ctx.on_done)
+    retry = ctx.retry or Retry(ctx.pool, ctx.owner)
+    await run_claims(
+        STAGE, inbox, lambda claim: group_claim(ctx, claim), ctx.metrics, ctx.on_done, retry
+    )
 
 
 def stored_profile(c: grouping.Candidate) -> tuple[object, ...]:

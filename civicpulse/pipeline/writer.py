@@ -21,7 +21,7 @@ import structlog
 from civicpulse.db import reports as reports_repo
 from civicpulse.db.pool import set_tenant
 from civicpulse.domain.reports import NewReport, WriteOutcome
-from civicpulse.errors import Overloaded, StorageUnavailable
+from civicpulse.errors import Overloaded, StorageUnavailable, ValidationFailed
 from civicpulse.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -95,38 +95,49 @@ async def run(
                 break
             batch.append(item)
             rows += len(item.rows)
-        if await _flush(pool, metrics, batch, rows):
-            on_committed(rows)
+        committed = await _flush(pool, metrics, batch, rows)
+        if committed:
+            on_committed(committed)
     log.info("writer_stopped")
 
 
-async def _flush(
-    pool: asyncpg.Pool, metrics: Metrics, batch: list[WriteRequest], rows: int
-) -> bool:
-    """Commit a batch and resolve its requests; False when nothing was committed."""
+async def _flush(pool: asyncpg.Pool, metrics: Metrics, batch: list[WriteRequest], rows: int) -> int:
+    """Commit a batch and resolve its requests; the number of rows committed.
+
+    A batch that fails because of what one request holds is split in halves and each half
+    flushed again, down to the request at fault, which alone gets the error: the other
+    requests (and tenants) sharing its batch commit as if it had never been there. A failure
+    of the database itself fails the whole batch with a 503, at once."""
     started = time.perf_counter()
-    by_tenant: dict[int, list[NewReport]] = defaultdict(list)
-    for request in batch:
-        for row in request.rows:
-            by_tenant[row.tenant_id].append(row)
     try:
-        outcomes: dict[str, WriteOutcome] = {}
-        async with pool.acquire() as conn, conn.transaction():
-            for tenant_id, tenant_rows in by_tenant.items():
-                await set_tenant(conn, tenant_id)
-                results = await reports_repo.insert_reports(conn, tenant_id, tenant_rows)
-                for row, outcome in zip(tenant_rows, results, strict=True):
-                    outcomes[row.id] = outcome
+        outcomes = await _write(pool, batch)
     except Exception as exc:  # any failure: nothing in this batch was committed
         metrics.flush_failures.inc()
-        log.error("batch_flush_failed", rows=rows, requests=len(batch), error=repr(exc))
-        failure = StorageUnavailable(
-            "the report could not be stored; retry with the same Idempotency-Key"
+        if not _caused_by_rows(exc):
+            log.error("batch_flush_failed", rows=rows, requests=len(batch), error=repr(exc))
+            _fail(
+                batch,
+                StorageUnavailable(
+                    "the report could not be stored; retry with the same Idempotency-Key"
+                ),
+            )
+            return 0
+        if len(batch) == 1:
+            log.warning("request_refused_by_database", rows=rows, error=repr(exc))
+            _fail(
+                batch,
+                ValidationFailed(
+                    f"the database refused this request's data ({type(exc).__name__})",
+                    field="body",
+                ),
+            )
+            return 0
+        log.warning("batch_flush_split", rows=rows, requests=len(batch), error=repr(exc))
+        half = len(batch) // 2
+        first, second = batch[:half], batch[half:]
+        return await _flush(pool, metrics, first, _rows(first)) + await _flush(
+            pool, metrics, second, _rows(second)
         )
-        for request in batch:
-            if not request.future.done():
-                request.future.set_exception(failure)
-        return False
     elapsed = time.perf_counter() - started
     metrics.flush_latency.observe(elapsed)
     metrics.batch_size.observe(rows)
@@ -134,4 +145,44 @@ async def _flush(
     for request in batch:
         if not request.future.done():
             request.future.set_result([outcomes[row.id] for row in request.rows])
-    return True
+    return rows
+
+
+async def _write(pool: asyncpg.Pool, batch: list[WriteRequest]) -> dict[str, WriteOutcome]:
+    """Insert every row of the batch in one transaction, tenant by tenant."""
+    by_tenant: dict[int, list[NewReport]] = defaultdict(list)
+    for request in batch:
+        for row in request.rows:
+            by_tenant[row.tenant_id].append(row)
+    outcomes: dict[str, WriteOutcome] = {}
+    async with pool.acquire() as conn, conn.transaction():
+        for tenant_id, tenant_rows in by_tenant.items():
+            await set_tenant(conn, tenant_id)
+            results = await reports_repo.insert_reports(conn, tenant_id, tenant_rows)
+            for row, outcome in zip(tenant_rows, results, strict=True):
+                outcomes[row.id] = outcome
+    return outcomes
+
+
+def _caused_by_rows(exc: BaseException) -> bool:
+    """Whether a failed flush may be the fault of some row in it (a value the server refuses,
+    or one the driver cannot encode) rather than of the database being unavailable."""
+    return isinstance(
+        exc,
+        asyncpg.DataError  # SQLSTATE class 22, data exception
+        | asyncpg.IntegrityConstraintViolationError  # class 23
+        | asyncpg.ProgramLimitExceededError  # class 54, e.g. an index row too large
+        | ValueError  # the driver could not encode a value; includes UnicodeEncodeError
+        | OverflowError
+        | TypeError,
+    )
+
+
+def _rows(batch: list[WriteRequest]) -> int:
+    return sum(len(request.rows) for request in batch)
+
+
+def _fail(batch: list[WriteRequest], error: Exception) -> None:
+    for request in batch:
+        if not request.future.done():
+            request.future.set_exception(error)

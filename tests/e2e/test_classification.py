@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import asyncpg
@@ -96,6 +97,59 @@ async def test_broken_llm_falls_back_to_local_and_flags_for_review(
     assert report["classification"]["decided_by"] == "local"
     assert "HTTP 500" in report["classification"]["fallback_reason"]
     assert report["needs_review"] is True
+
+
+async def test_a_hanging_llm_hands_a_whole_claim_to_the_local_model_at_the_deadline(
+    settings: Settings, tenant_a: TenantKeys
+) -> None:
+    """200 reports in one claim, a model that never answers: each report waits for the LLM
+    at most its deadline (concurrently, not one after another), then the local model
+    decides; the hanging requests are closed, not left running."""
+    async with running_fake_llm(default="hang") as llm:
+        hanging = settings.replace(
+            llm_base_url=llm.base_url,
+            llm_timeout=30.0,
+            llm_deadline_seconds=0.5,
+            # The breaker would open after a few deadlines; this test is about the deadline.
+            llm_breaker_failures=1000,
+        )
+        async with running_server(hanging) as client:
+            started = time.monotonic()
+            r = await client.post(
+                f"/v1/tenants/{tenant_a.slug}/reports/batch",
+                json=[{**LEAK, "text": f"{LEAK['text']}, report {n}"} for n in range(200)],
+                headers=tenant_a.headers(),
+            )
+            assert r.status_code == 202, r.text
+            ids = {item["id"] for item in r.json()["results"]}
+            assert len(ids) == 200
+            reports: list[dict[str, Any]] = []
+            while time.monotonic() - started < 10:
+                page = await client.get(
+                    f"/v1/tenants/{tenant_a.slug}/reports?limit=500",
+                    headers=tenant_a.headers("staff"),
+                )
+                reports = [i for i in page.json()["items"] if i["id"] in ids]
+                if all(i["status"] in ("classified", "grouped") for i in reports):
+                    break
+                await asyncio.sleep(0.05)
+            elapsed = time.monotonic() - started
+            # Every request that reached the model was closed by the client.
+            for _ in range(100):
+                if llm.abandoned == len(llm.requests):
+                    break
+                await asyncio.sleep(0.02)
+    assert len(reports) == 200
+    assert all(i["status"] in ("classified", "grouped") for i in reports)
+    # A deadline or two (the claim may come in parts), far under one 30 s LLM timeout.
+    assert elapsed < 5.0, elapsed
+    for report in reports:
+        assert report["classification"]["decided_by"] == "local"
+        assert report["classification"]["fallback_reason"] == "deadline"
+        assert report["needs_review"] is True
+        assert report["category"] == "water_sewer"
+    assert 1 <= len(llm.requests) <= 200
+    assert llm.abandoned == len(llm.requests)
 
 
 async def test_staff_correction_is_logged_and_becomes_a_label_that_retrains(

@@ -114,6 +114,7 @@ async def test_grouping_follows_submission_order_whatever_order_classification_f
                 llm_base_url=llm.base_url,
                 llm_model="fake",
                 llm_json_mode="json_object",
+                llm_deadline_seconds=10.0,  # the slow answers must be the LLM's, not fallbacks
                 pipeline_claim_batch=3,
                 process_pool_workers=2,
             )

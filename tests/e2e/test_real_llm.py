@@ -124,6 +124,8 @@ async def test_reports_flow_through_the_real_model_server(
         llm_model="smollm2",
         llm_json_mode="json_object",
         llm_timeout=30.0,
+        # A 135M model on two threads takes seconds per answer: give it every retry's time.
+        llm_deadline_seconds=100.0,
         pipeline_claim_batch=8,
     )
     async with running_server(llm) as client:
@@ -159,6 +161,7 @@ async def test_killing_the_model_server_mid_load_loses_nothing(
         llm_model="smollm2",
         llm_json_mode="json_object",
         llm_timeout=5.0,
+        llm_deadline_seconds=12.0,
         llm_max_retries=1,
         llm_breaker_failures=2,
         pipeline_claim_batch=4,

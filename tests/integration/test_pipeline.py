@@ -77,24 +77,80 @@ async def test_full_queue_answers_503_with_retry_after_and_loses_nothing(
     assert stored == len(accepted)
 
 
-async def test_failed_flush_fails_every_request_in_it_with_503(
+async def test_a_request_the_database_refuses_fails_alone_and_its_batch_commits(
+    settings: Settings, db_url: str, tenant_a: TenantKeys, tenant_b: TenantKeys
+) -> None:
+    # A value only the database refuses (no edge check knows this constraint), sent in the
+    # same flush as good requests of two tenants: only its own request fails.
+    owner = await asyncpg.connect(db_url)
+    await owner.execute("ALTER TABLE reports ADD CONSTRAINT no_boom CHECK (text <> 'boom')")
+    settings = settings.replace(pipeline_enabled=False, ingest_writers=1)
+    blocker = await asyncpg.connect(db_url)
+    async with running_server(settings) as client:
+        # Hold the table so every request below waits in the queue for the same flush.
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("LOCK TABLE reports IN EXCLUSIVE MODE")
+        first = asyncio.create_task(
+            client.post(
+                f"/v1/tenants/{tenant_a.slug}/reports", json=REPORT, headers=tenant_a.headers()
+            )
+        )
+        await asyncio.sleep(0.3)  # the first flush is now blocked; the rest queue behind it
+        pending = [
+            client.post(
+                f"/v1/tenants/{tenant.slug}/reports/batch",
+                json=[{**REPORT, "text": text}, REPORT],
+                headers=tenant.headers(),
+            )
+            for tenant, text in (
+                (tenant_a, "fine 1"),
+                (tenant_b, "boom"),
+                (tenant_b, "fine 2"),
+                (tenant_a, "fine 3"),
+            )
+        ]
+        tasks = [asyncio.create_task(p) for p in pending]
+        await asyncio.sleep(0.3)
+        await tx.rollback()
+        assert (await first).status_code == 202
+        responses = await asyncio.gather(*tasks)
+    await blocker.close()
+    codes = [r.status_code for r in responses]
+    assert codes == [202, 422, 202, 202], [r.text for r in responses]
+    assert responses[1].json()["error"]["field"] == "body"
+    stored = await owner.fetch("SELECT text FROM reports ORDER BY text")
+    await owner.close()
+    assert sorted(r["text"] for r in stored) == sorted(
+        [REPORT["text"]] * 4 + ["fine 1", "fine 2", "fine 3"]
+    )
+
+
+async def test_a_database_outage_fails_the_whole_flush_with_503(
     settings: Settings, db_url: str, tenant_a: TenantKeys
 ) -> None:
     owner = await asyncpg.connect(db_url)
-    await owner.execute("ALTER TABLE reports ADD CONSTRAINT no_boom CHECK (text <> 'boom')")
-    await owner.close()
-    url = f"/v1/tenants/{tenant_a.slug}/reports/batch"
     async with running_server(settings.replace(pipeline_enabled=False)) as client:
-        r = await client.post(
-            url, json=[REPORT, {**REPORT, "text": "boom"}], headers=tenant_a.headers()
-        )
+        # The app role loses its right to insert: not the fault of any row, so nothing is
+        # split or retried, and the client is told to come back.
+        await owner.execute("REVOKE INSERT ON reports FROM civicpulse_app")
+        try:
+            r = await client.post(
+                f"/v1/tenants/{tenant_a.slug}/reports/batch",
+                json=[REPORT, REPORT],
+                headers=tenant_a.headers(),
+            )
+        finally:
+            await owner.execute("GRANT INSERT ON reports TO civicpulse_app")
         assert r.status_code == 503
         assert r.headers["retry-after"] == "1"
         assert r.json()["error"]["code"] == "storage_unavailable"
-        ok = await client.post(url, json=[REPORT], headers=tenant_a.headers())
+        ok = await client.post(
+            f"/v1/tenants/{tenant_a.slug}/reports/batch", json=[REPORT], headers=tenant_a.headers()
+        )
         assert ok.status_code == 202
-    # The good row of the failed batch was not stored either: all or nothing.
-    assert await fetchval(db_url, "SELECT count(*) FROM reports") == 1
+    assert await owner.fetchval("SELECT count(*) FROM reports") == 1
+    await owner.close()
 
 
 async def test_reports_left_unprocessed_are_resumed_after_restart(
@@ -127,12 +183,12 @@ async def test_an_expired_lease_is_claimed_again(
     pool = await create_pool(settings, db_url, min_size=1, max_size=1)
     async with pool.acquire() as conn:
         claimed = await reports_repo.claim_reports(
-            conn, "received", "dead-worker", timedelta(seconds=1), 10
+            conn, "received", "dead-worker", timedelta(seconds=1), 10, 5
         )
         assert len(claimed) == 1
         # While the lease holds, nobody else gets it.
         assert (
-            await reports_repo.claim_reports(conn, "received", "other", timedelta(seconds=1), 10)
+            await reports_repo.claim_reports(conn, "received", "other", timedelta(seconds=1), 10, 5)
             == []
         )
     await pool.close()
@@ -161,7 +217,7 @@ async def test_concurrent_claims_never_share_a_report(
         while True:
             async with pool.acquire() as conn:
                 batch = await reports_repo.claim_reports(
-                    conn, "received", name, timedelta(minutes=5), 37
+                    conn, "received", name, timedelta(minutes=5), 37, 5
                 )
             if not batch:
                 return got
@@ -222,7 +278,7 @@ async def test_grouping_claims_follow_submission_order_one_claim_per_tenant(
     owner = await asyncpg.connect(db_url)
     # tenant a: reports 0-1 and 3-5 classified, report 2 still being classified.
     await owner.execute(
-        """UPDATE reports SET state = 'classified'
+        """UPDATE reports SET state = 'classified', classification = '{"decided_by": "local"}'
             WHERE tenant_id = $1 AND text <> 'n2' OR tenant_id = $2""",
         tenant_a.id,
         tenant_b.id,

@@ -26,6 +26,11 @@ ON CONFLICT (tenant_id, code) DO UPDATE
        geometry = EXCLUDED.geometry, updated_at = now()
 RETURNING code, (xmax = 0) AS created
 
+-- name: lock_places
+-- A tenant's place writes take turns: an import, a PUT and a DELETE touching the same rows
+-- and the tree's version row in different orders would otherwise deadlock.
+SELECT pg_advisory_xact_lock(hashtextextended('civicpulse_places:' || $1::bigint, 0))
+
 -- name: delete_place
 DELETE FROM places WHERE tenant_id = $1 AND code = $2
 RETURNING code

@@ -28,24 +28,45 @@ SELECT id, idempotency_key, body_hash, state
 SELECT id, state, text, lat, lon, address, requested_category, category, severity,
        classification, issue_id, channel, submitted_at, received_at, processed_at,
        attributes, media_urls, summary, hazards, language, needs_review, place, place_ref,
-       subtype, alternatives
+       subtype, alternatives, failure
   FROM reports
  WHERE tenant_id = $1 AND id = $2
 
 -- name: claim_reports
-SELECT tenant_id, id FROM civicpulse_claim_reports($1, $2, $3, $4)
+SELECT tenant_id, id FROM civicpulse_claim_reports($1, $2, $3, $4, $5)
 
 -- name: claim_grouping
 -- Classified reports in submission order, one claim per tenant at a time (see schema 0009).
 SELECT tenant_id, id FROM civicpulse_claim_grouping($1, $2, $3, $4, $5)
 
 -- name: retry_failed_reports
--- Reports set aside after failing to group go back to the queue, their attempts forgotten.
+-- Reports set aside go back to the stage they failed in (classification when they have no
+-- classification yet, else grouping), their attempts and failure forgotten.
 UPDATE reports
-   SET state = 'classified', attempts = 0, grouping = NULL, lease_owner = NULL,
-       lease_until = NULL
+   SET state = CASE WHEN classification IS NULL THEN 'received' ELSE 'classified' END,
+       attempts = 0, grouping = NULL, failure = NULL, lease_owner = NULL, lease_until = NULL
  WHERE tenant_id = $1 AND state = 'failed'
 RETURNING id
+
+-- name: release_failed_claim
+-- Reports whose processing failed under this lease: they wait out a backoff that doubles
+-- with each attempt ($4 seconds, then twice that..., at most $5 seconds) rather than the whole
+-- lease, keeping the error; on their $6th failed attempt they are set aside ('failed').
+-- While they wait, their lease still holds the tenant's later reports back from grouping,
+-- so submission order is kept.
+UPDATE reports
+   SET state = CASE WHEN attempts >= $6 THEN 'failed' ELSE state END,
+       lease_owner = CASE WHEN attempts >= $6 THEN NULL ELSE lease_owner END,
+       lease_until = CASE WHEN attempts >= $6 THEN NULL
+                          ELSE now() + make_interval(
+                                  secs => least($5::float8, $4::float8 * 2 ^ (attempts - 1)))
+                     END,
+       failure = CASE WHEN attempts >= $6
+                      THEN 'failed in ' || attempts || ' attempts (last error: ' || $7 || ')'
+                      ELSE $7 END
+ WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND lease_owner = $3
+   AND state IN ('received', 'classified')
+RETURNING id, state
 
 -- name: load_claimed_reports
 SELECT id, text, address, requested_category, place, lat, lon
@@ -137,7 +158,7 @@ DELETE FROM import_stage a
 SELECT id, state, text, lat, lon, address, requested_category, category, severity,
        classification, issue_id, channel, submitted_at, received_at, processed_at,
        attributes, media_urls, summary, hazards, language, needs_review, place, place_ref,
-       subtype, alternatives
+       subtype, alternatives, failure
   FROM reports
  WHERE tenant_id = $1
    AND ($2::text IS NULL OR state = $2)

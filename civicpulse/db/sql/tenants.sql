@@ -56,3 +56,19 @@ RETURNING id
 
 -- name: authenticate
 SELECT tenant_id, scope, key_id, prefix FROM civicpulse_authenticate($1)
+
+-- name: rate_limits
+-- Primary-key lookup, read with the tenant (auth cache miss).
+SELECT key_per_second, key_burst, public_per_second, public_burst
+  FROM tenant_rate_limits
+ WHERE tenant_id = $1
+
+-- name: put_rate_limits
+INSERT INTO tenant_rate_limits (tenant_id, key_per_second, key_burst, public_per_second,
+                                public_burst)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (tenant_id) DO UPDATE
+   SET key_per_second = EXCLUDED.key_per_second, key_burst = EXCLUDED.key_burst,
+       public_per_second = EXCLUDED.public_per_second, public_burst = EXCLUDED.public_burst,
+       updated_at = now()
+RETURNING key_per_second, key_burst, public_per_second, public_burst
