@@ -25,7 +25,7 @@ import structlog
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from civicpulse.api import categories, dashboard, issues, ops, reports
+from civicpulse.api import categories, dashboard, issues, openapi, ops, reports
 from civicpulse.api import config as config_api
 from civicpulse.api import errors as api_errors
 from civicpulse.api import metrics as metrics_api
@@ -321,6 +321,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *places_api.routes,
             *metrics_api.routes,
             *dashboard.routes,
+            *openapi.routes,
         ],
         lifespan=lifespan,
         exception_handlers=api_errors.HANDLERS,
