@@ -230,6 +230,26 @@ async def test_hot_queries_use_their_indexes(
         grouping_claim = list(plan_nodes(json.loads(raw)[0]["Plan"]))
         assert_uses(grouping_claim, "reports_pending")
         assert not [n for n in grouping_claim if n["Node Type"] == "Seq Scan"], grouping_claim
+        # Both claim functions first set aside the reports that used up their attempts: a
+        # scan of the pending index, never of every report (schema 0010).
+        for fn, state in (
+            ("civicpulse_claim_reports", "received"),
+            ("civicpulse_claim_grouping", "classified"),
+        ):
+            source = " ".join(
+                (await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = $1", fn)).split()
+            )
+            assert (
+                f"WHERE f.state = '{state}'" in source and "f.attempts >= p_max_attempts" in source
+            )
+            raw = await conn.fetchval(
+                "EXPLAIN (FORMAT JSON) SELECT f.id FROM reports f "
+                f"WHERE f.state = '{state}' AND f.attempts >= $1 "
+                "AND (f.lease_until IS NULL OR f.lease_until < now())",
+                5,
+            )
+            set_aside = list(plan_nodes(json.loads(raw)[0]["Plan"]))
+            assert_uses(set_aside, "reports_pending")
         raw = await conn.fetchval(
             "EXPLAIN (FORMAT JSON) SELECT k.tenant_id, k.scope FROM api_keys k "
             "WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
