@@ -240,8 +240,9 @@ async def _rankings(
             if not r["measured"]
             else round(100 * r["met"] / r["measured"], 2),
             "shrunk_median_resolve_s": (n * r["median_s"] + prior * tenant_median) / (n + prior),
+            # With prior 0, a group none of whose issues had an SLA has no figure at all.
             "shrunk_within_sla_pct": None
-            if tenant_pct is None
+            if tenant_pct is None or r["measured"] + prior == 0
             else round(100 * (r["met"] + prior * tenant_pct) / (r["measured"] + prior), 2),
         }
         (ranked if n >= min_sample else too_few).append(item)

@@ -287,6 +287,27 @@ async def test_trends_rankings_and_exports(
         lines = len(rows)
         assert lines == total
         assert {"id", "status", "opened_at", "resolution_business_s"} <= set(rows[0])
+        # No prior at all: an area none of whose issues had an SLA has no shrunk share, and
+        # that is no division by zero (a 500 the fuzz benchmark found).
+        conn = await asyncpg.connect(db_url)
+        await conn.execute(
+            """INSERT INTO issues (tenant_id, id, status, category, area, opened_at,
+                                   sla_started_at, resolved_at)
+               VALUES ($1, gen_random_uuid(), 'resolved', 'other', 'tiny',
+                       now() - interval '1 day', now() - interval '1 day', now())""",
+            tenant_a.id,
+        )
+        await conn.execute("UPDATE issues SET area = NULL WHERE resolution_target_s IS NULL")
+        await conn.close()
+        r = await client.get(
+            url(tenant_a, "analytics/rankings"),
+            params={"by": "area", "min_sample": "1", "prior": "0"},
+            headers=staff,
+        )
+        assert r.status_code == 200, r.text
+        unmeasured = [g for g in r.json()["ranked"] if g["key"] is None]
+        assert unmeasured, r.json()
+        assert unmeasured[0]["shrunk_within_sla_pct"] is None
 
 
 async def test_public_and_private_views(
