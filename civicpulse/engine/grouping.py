@@ -286,12 +286,25 @@ class TextFeatures(NamedTuple):
     houses: frozenset[int]
 
 
-@functools.lru_cache(maxsize=4_096)
+# Texts up to this long are cached: most reports are (a sentence or two), and an entry's size
+# grows with its text (about 20 kB at 200 characters, 45 kB at 500), so the cache is bounded
+# in bytes too, about 180 MB per worker at worst, however long the texts clients send.
+CACHED_TEXT_CHARS = 500
+
+
 def text_features(text: str) -> TextFeatures:
     """A text's word set, trigram set and house numbers, computed once per text while it is
-    recent (a claim compares each candidate's founding text with several reports; an entry
-    takes about 20 kB, so the cache stays under about 100 MB per worker)."""
+    recent (a claim compares each candidate's founding text with several reports)."""
+    if len(text) > CACHED_TEXT_CHARS:
+        return _text_features(text)
+    return _cached_text_features(text)
+
+
+def _text_features(text: str) -> TextFeatures:
     return TextFeatures(tokens(text), trigrams(text), house_numbers(text))
+
+
+_cached_text_features = functools.lru_cache(maxsize=4_096)(_text_features)
 
 
 def text_similarity(a: str, b: str) -> float:
