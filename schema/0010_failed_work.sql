@@ -117,3 +117,7 @@ CREATE POLICY tenant_isolation ON tenant_rate_limits
     USING (tenant_id = civicpulse_current_tenant())
     WITH CHECK (tenant_id = civicpulse_current_tenant());
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenant_rate_limits TO civicpulse_app;
+
+-- Old classifier model versions are pruned when a new one is stored (a tenant editing its
+-- taxonomy retrains each time; every version kept would grow the table for good).
+GRANT DELETE ON classifier_models TO civicpulse_app;

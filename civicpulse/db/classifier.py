@@ -29,6 +29,12 @@ async def latest_model_version(conn: asyncpg.Connection, tenant_id: int) -> int:
     return int(await conn.fetchval(q("latest_model_version"), tenant_id) or 0)
 
 
+# Model versions kept per tenant: a tenant editing its taxonomy retrains each time, and each
+# version is a megabyte or more; only the newest is ever used, the two before are kept for
+# looking back.
+KEPT_MODELS = 3
+
+
 async def insert_model(
     conn: asyncpg.Connection,
     tenant_id: int,
@@ -39,11 +45,15 @@ async def insert_model(
     taxonomy_digest: str,
     model: bytes,
 ) -> int | None:
-    """Store a new version; None when another process stored that version first."""
+    """Store a new version, dropping all but the newest KEPT_MODELS; None when another
+    process stored that version first."""
     version = await conn.fetchval(
         q("insert_model"), tenant_id, labels, features, digest, taxonomy_digest, model
     )
-    return None if version is None else int(version)
+    if version is None:
+        return None
+    await conn.execute(q("prune_models"), tenant_id, int(version) - KEPT_MODELS)
+    return int(version)
 
 
 async def labelled_reports(

@@ -119,6 +119,11 @@ class ModelMissing(LookupError):
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Model)
 _worker_models: dict[str, Model] = {}
+# Each tenant's model in this worker: a retrained model replaces its tenant's old one at once
+# (a tenant editing its taxonomy retrains each time; the old versions must not pile up).
+_worker_tenant_digest: dict[int, str] = {}
+# Models a worker keeps, least recently loaded first out.
+WORKER_MODELS = 64
 
 
 # -- vocabulary ----------------------------------------------------------------------------------
@@ -543,6 +548,7 @@ def classify_batch(
     blob: bytes | None,
     items: list[tuple[str, str | None, str | None]],
     names: dict[str, str],
+    tenant: int | None = None,
 ) -> list[tuple[Prediction, str]]:
     """Classify one tenant's batch of (text, address, requested category) in a worker;
     raises ModelMissing when blob is needed."""
@@ -551,7 +557,12 @@ def classify_batch(
         if blob is None:
             raise ModelMissing(digest)
         model = load(blob)
-        if len(_worker_models) > 64:  # many tenants: forget the oldest
+        if tenant is not None:
+            previous = _worker_tenant_digest.get(tenant)
+            if previous is not None and previous != digest:
+                _worker_models.pop(previous, None)
+            _worker_tenant_digest[tenant] = digest
+        while len(_worker_models) >= WORKER_MODELS:  # many tenants: forget the oldest
             _worker_models.pop(next(iter(_worker_models)))
         _worker_models[digest] = model
     return [classify(model, text, requested, names, address) for text, address, requested in items]

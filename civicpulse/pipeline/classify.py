@@ -88,7 +88,7 @@ async def classify_claim(ctx: ClassifyContext, claim: Claim) -> int:
     model = await ctx.models.get(tenant_id, categories, model_version)
     names = {c.code: c.name for c in categories}
     items = [(r["text"], r["address"], r["requested_category"]) for r in rows]
-    local = await _local(ctx, model.digest, model.blob, items, names)
+    local = await _local(ctx, tenant_id, model.digest, model.blob, items, names)
     local_model = f"{textmodel.MODEL_FORMAT}@v{model.version}"
     where = await _places(ctx, tenant_id, place_version, rows, _config(tenant["config"]))
 
@@ -144,6 +144,7 @@ def _config(raw: Any) -> dict[str, Any]:
 
 async def _local(
     ctx: ClassifyContext,
+    tenant_id: int,
     digest: str,
     blob: bytes,
     items: list[tuple[str, str | None, str | None]],
@@ -152,11 +153,11 @@ async def _local(
     loop = asyncio.get_running_loop()
     try:
         return await loop.run_in_executor(
-            ctx.executor, textmodel.classify_batch, digest, None, items, names
+            ctx.executor, textmodel.classify_batch, digest, None, items, names, tenant_id
         )
     except textmodel.ModelMissing:  # this worker has not seen the model yet
         return await loop.run_in_executor(
-            ctx.executor, textmodel.classify_batch, digest, blob, items, names
+            ctx.executor, textmodel.classify_batch, digest, blob, items, names, tenant_id
         )
 
 

@@ -13,8 +13,9 @@ import asyncpg
 import httpx
 
 from civicpulse.config import Settings
+from civicpulse.db import classifier as classifier_repo
 from civicpulse.db import reports as reports_repo
-from civicpulse.db.pool import create_pool
+from civicpulse.db.pool import create_pool, tenant_transaction
 from tests.support import TenantKeys, env_without_civicpulse, running_server
 
 REPORT = {"text": "Broken streetlight on Elm St", "lat": 37.77, "lon": -122.42}
@@ -373,3 +374,26 @@ async def test_grouping_claims_follow_submission_order_one_claim_per_tenant(
     finally:
         await pool.close()
         await owner.close()
+
+
+async def test_only_the_newest_classifier_models_are_kept(
+    app_pool: asyncpg.Pool, db_url: str, tenant_a: TenantKeys
+) -> None:
+    for n in range(6):
+        async with tenant_transaction(app_pool, tenant_a.id) as conn:
+            version = await classifier_repo.insert_model(
+                conn,
+                tenant_a.id,
+                labels=n,
+                features=1,
+                digest=f"d{n}",
+                taxonomy_digest="t",
+                model=b"x" * 1000,
+            )
+        assert version == n + 1
+    kept = await fetchval(
+        db_url,
+        "SELECT array_agg(version ORDER BY version) FROM classifier_models WHERE tenant_id = $1",
+        tenant_a.id,
+    )
+    assert kept == [4, 5, 6]

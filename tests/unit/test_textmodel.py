@@ -103,3 +103,26 @@ def test_names_of_things_are_not_hazards() -> None:
     assert rules.hazards_in(rules.normalise("smoke detector chirping")) == ((), 2)
     assert rules.hazards_in(rules.normalise("coffee spill in the lobby")) == ((), 2)
     assert rules.hazards_in(rules.normalise("gas leak by the gas station"))[0] == ("gas",)
+
+
+def test_a_worker_keeps_one_model_per_tenant() -> None:
+    # A tenant that retrains (each taxonomy edit) replaces its model in the worker; the old
+    # version is dropped at once instead of piling up to the worker's cap.
+    taxonomy = [
+        TaxonomyEntry("widgets", "Widgets", "Broken widgets.", ("widget",), "facilities"),
+        TaxonomyEntry("gadgets", "Gadgets", "Anything with a gadget.", ("gadget",), "facilities"),
+    ]
+    old_blob, old = textmodel.train(taxonomy, [])
+    new_blob, new = textmodel.train(taxonomy, [(f"widget case {n}", "gadgets") for n in range(9)])
+    other_blob, other = textmodel.train(taxonomy, [("gadget thing", "gadgets")])
+    items = [("the widget jammed", None, None)]
+    textmodel.classify_batch(old, old_blob, items, {}, 901)
+    textmodel.classify_batch(other, other_blob, items, {}, 902)
+    textmodel.classify_batch(new, new_blob, items, {}, 901)
+    assert new in textmodel._worker_models and other in textmodel._worker_models
+    assert old not in textmodel._worker_models
+    try:
+        textmodel.classify_batch(old, None, items, {}, 901)
+        raise AssertionError("the replaced model is still held")
+    except textmodel.ModelMissing:
+        pass

@@ -17,6 +17,10 @@ SELECT $1, COALESCE(max(version), 0) + 1, $2, $3, $4, $5, $6
 ON CONFLICT DO NOTHING
 RETURNING version
 
+-- name: prune_models
+-- Older versions than the ones kept (db/classifier.py KEPT_MODELS), by primary key.
+DELETE FROM classifier_models WHERE tenant_id = $1 AND version <= $2
+
 -- name: labelled_reports
 -- The newest labels first, capped: training time and model size stay bounded.
 SELECT text, category
