@@ -64,7 +64,8 @@ def decode(decoder: msgspec.json.Decoder[T], body: bytes, prefix: str = "") -> T
             f"nested deeper than {limits.MAX_DEPTH} levels", field=prefix or "body"
         ) from None
     try:
-        limits.check(value, prefix)
+        # Only a \u escape can put NUL or a lone surrogate in JSON: without one, skip the scan.
+        limits.check(value, prefix, strings=b"\\u" in body)
     except limits.Unstorable as exc:
         raise ValidationFailed(exc.message, field=exc.field) from None
     return value

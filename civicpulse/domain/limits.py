@@ -51,10 +51,10 @@ def coordinate_or_none(value: float | None) -> float | None:
 
 def check_text(value: str, field: str) -> None:
     """Refuse NUL and lone surrogates, which PostgreSQL cannot store."""
-    bad = _UNSTORABLE.search(value)
-    if bad is not None:
-        char = "NUL" if bad.group() == "\x00" else f"U+{ord(bad.group()):04X}"
-        raise Unstorable(field, f"contains {char}, which cannot be stored")
+    try:
+        _text(value)
+    except _Refused as exc:
+        raise Unstorable(field, exc.message) from None
 
 
 def check_instant(value: dt.date, field: str) -> None:
@@ -63,41 +63,94 @@ def check_instant(value: dt.date, field: str) -> None:
         raise Unstorable(field, f"must be between {FIRST_YEAR}-01-01 and {END_YEAR}-01-01")
 
 
-def check(value: Any, field: str = "") -> None:
+def check(value: Any, field: str = "", *, strings: bool = True) -> None:
     """Walk a decoded value (Structs, dicts, lists, scalars); raise Unstorable at the first
-    part that cannot be stored."""
-    _walk(value, field, 0)
+    part that cannot be stored. `strings=False` skips the character scan, for values decoded
+    from JSON holding no `\\u` escape: JSON cannot carry NUL or a lone surrogate otherwise
+    (msgspec refuses raw control characters and invalid UTF-8)."""
+    try:
+        _walk(value, 0, strings)
+    except _Refused as exc:
+        path = field
+        for part in reversed(exc.path):
+            path = f"{path}{part}" if part.startswith("[") else _join(path, part)
+        raise Unstorable(path or "body", exc.message) from None
+
+
+class _Refused(Exception):
+    """Raised deep in the walk; each level on the way up adds its name to `path`, so the
+    path is built only for a value that is refused, never on the way down."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.path: list[str] = []
 
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _walk(value: Any, field: str, depth: int) -> None:
-    if isinstance(value, str):
-        check_text(value, field or "body")
-    elif value is None or isinstance(value, bool | msgspec.Raw):
+def _text(value: str) -> None:
+    bad = _UNSTORABLE.search(value)
+    if bad is not None:
+        char = "NUL" if bad.group() == "\x00" else f"U+{ord(bad.group()):04X}"
+        raise _Refused(f"contains {char}, which cannot be stored")
+
+
+def _walk(value: Any, depth: int, strings: bool) -> None:
+    kind = type(value)
+    if kind is str:
+        if strings:
+            _text(value)
+    elif value is None or kind is bool:
         return
-    elif isinstance(value, int):
+    elif kind is int:
         if not -MAX_INT <= value <= MAX_INT:
-            raise Unstorable(field or "body", "integer out of range")
-    elif isinstance(value, float):
+            raise _Refused("integer out of range")
+    elif kind is float:
         if not math.isfinite(value):
-            raise Unstorable(field or "body", "number out of range")
+            raise _Refused("number out of range")
     elif isinstance(value, dt.date):  # datetime is a date
-        check_instant(value, field or "body")
+        if not FIRST_YEAR <= value.year < END_YEAR:
+            raise _Refused(f"must be between {FIRST_YEAR}-01-01 and {END_YEAR}-01-01")
+    elif isinstance(value, msgspec.Raw):
+        return
     elif depth >= MAX_DEPTH:
-        raise Unstorable(field or "body", f"nested deeper than {MAX_DEPTH} levels")
+        raise _Refused(f"nested deeper than {MAX_DEPTH} levels")
     elif isinstance(value, msgspec.Struct):
         for name in value.__struct_fields__:
-            _walk(getattr(value, name), _join(field, name), depth + 1)
+            item = getattr(value, name)
+            kind = type(item)
+            # The common scalar fields inline (this runs for every report taken in).
+            if kind is str and not strings or item is None or kind is bool:
+                continue
+            try:
+                _walk(item, depth + 1, strings)
+            except _Refused as exc:
+                exc.path.append(name)
+                raise
     elif isinstance(value, dict):
         for key, item in value.items():
-            # The path names the key with what cannot be stored shown as "?".
-            key_field = _join(field, _UNSTORABLE.sub("?", str(key)))
-            if isinstance(key, str):
-                check_text(key, key_field)
-            _walk(item, key_field, depth + 1)
+            try:
+                if strings and type(key) is str:
+                    _text(key)
+                _walk(item, depth + 1, strings)
+            except _Refused as exc:
+                # The path names the key, with what cannot be stored shown as "?".
+                exc.path.append(_UNSTORABLE.sub("?", str(key)))
+                raise
     elif isinstance(value, list | tuple | set | frozenset):
         for i, item in enumerate(value):
-            _walk(item, f"{field}[{i}]", depth + 1)
+            try:
+                _walk(item, depth + 1, strings)
+            except _Refused as exc:
+                exc.path.append(f"[{i}]")
+                raise
+    elif isinstance(value, str):  # subclasses (an enum's members...), rare
+        if strings:
+            _text(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not -MAX_INT <= value <= MAX_INT:
+            raise _Refused("integer out of range")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise _Refused("number out of range")
