@@ -122,7 +122,7 @@ def _walk(value: Any, depth: int, strings: bool) -> None:
             item = getattr(value, name)
             kind = type(item)
             # The common scalar fields inline (this runs for every report taken in).
-            if kind is str and not strings or item is None or kind is bool:
+            if (kind is str and not strings) or item is None or kind is bool:
                 continue
             try:
                 _walk(item, depth + 1, strings)
