@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -89,6 +90,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             '         -d \'{"text": "Pothole on Main St", "lat": 34.05, "lon": -118.25}\'\n',
             flush=True,
         )
+    if embedded:
+        # uvicorn re-raises SIGTERM after its graceful shutdown, and the default action would
+        # end the process before the embedded server's exit hook could stop PostgreSQL (as
+        # it does after Ctrl-C): make SIGTERM a normal exit instead.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     uvicorn.run(
         create_app(settings),
         host=host,
@@ -99,6 +105,23 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
     )
+    return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def cmd_db_stop(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse.db import embedded
+
+    if settings.database_url is not None:
+        print("CIVICPULSE_DATABASE_URL is set: there is no embedded server to stop")
+        return 2
+    pid = embedded.stop(settings.data_dir)
+    where = settings.data_dir / "pgdata"
+    print(f"stopped the embedded PostgreSQL in {where} (pid {pid})" if pid else
+          f"the embedded PostgreSQL in {where} was not running")  # fmt: skip
     return 0
 
 
@@ -595,7 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", choices=["text", "json", "markdown"], default="text")
     exp.set_defaults(func=cmd_explain)
 
-    db = sub.add_parser("db", help="database reports", description="Database reports.")
+    db = sub.add_parser(
+        "db", help="database reports; stop the embedded server", description="Database tools."
+    )
     dsub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     stats = dsub.add_parser(
         "stats",
@@ -607,6 +632,14 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--top", type=int, default=10, help="statements to list (10)")
     stats.add_argument("--format", choices=["text", "json"], default="text")
     stats.set_defaults(func=cmd_db_stats)
+    dstop = dsub.add_parser(
+        "stop",
+        help="stop the embedded PostgreSQL",
+        description="Stop the embedded PostgreSQL in CIVICPULSE_DATA_DIR (fast shutdown: "
+        "open sessions are ended, nothing committed is lost), even if processes that used "
+        "it were killed. The next command that needs it starts it again.",
+    )
+    dstop.set_defaults(func=cmd_db_stop)
 
     sd = sub.add_parser(
         "seed",
