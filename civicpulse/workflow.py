@@ -235,6 +235,9 @@ class Change:
     staff: bool = False
     note: str | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
+    # Staff changed the issue's reports (merge, split): a new version, though no workflow
+    # field moved, so a client holding the old one gets 412.
+    touched: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +256,8 @@ def plan(cfg: TenantConfig, issue: IssueState, change: Change, at: dt.datetime) 
     bump = 0
     # A new issue's first plan: its cycle starts when it opened.
     clock = s.clock or sla.start(None, s.opened_at, s.status)
+    if change.touched:
+        bump = 1
     if change.sets:
         s = replace(s, **change.sets, manual=s.manual | set(change.sets))
         bump = 1

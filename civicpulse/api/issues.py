@@ -18,6 +18,7 @@ from civicpulse.api.auth import SCOPE_RANK
 from civicpulse.api.body import decode, read_json
 from civicpulse.api.reports import location
 from civicpulse.api.state import AppState
+from civicpulse.api.versions import check_version, etag, expected_version
 from civicpulse.db import issues as issues_repo
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.domain import limits
@@ -33,12 +34,16 @@ _json = msgspec.json.Encoder()
 class MergeIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     into: str
     note: Annotated[str, Meta(max_length=2000)] | None = None
+    # The merged issue's version as read (or If-Match); see api/versions.py.
+    version: int | None = None
 
 
 class SplitIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     report_id: str
     not_duplicate: bool = True
     note: Annotated[str, Meta(max_length=2000)] | None = None
+    # The split issue's version as read (or If-Match); see api/versions.py.
+    version: int | None = None
 
 
 def _respond(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -169,7 +174,7 @@ async def get_issue(request: Request) -> Response:
             }
             for e in events
         ]
-    return _respond(200, body, {"ETag": f'"{row["version"]}"'})
+    return _respond(200, body, {"ETag": etag(row["version"])})
 
 
 async def nearby(request: Request) -> Response:
@@ -222,6 +227,7 @@ async def merge(request: Request) -> Response:
     principal = await state.auth.require(request, slug, "staff")
     source = _uuid(request.path_params["issue_id"], "issue_id", "issue")
     change = decode(_decode_merge, await read_json(request, state.settings.max_body_bytes))
+    expected = expected_version(request, change.version)
     target = _uuid(change.into, "into", "issue")
     if target == source:
         raise ValidationFailed("an issue cannot be merged into itself", field="into")
@@ -234,6 +240,7 @@ async def merge(request: Request) -> Response:
             if row is None:
                 raise NotFound("no such issue", field="into" if issue_id == target else "issue_id")
             locked[issue_id] = row
+        check_version(locked[source]["version"], expected)
         if locked[source]["status"] == "duplicate":
             raise Conflict("this issue was already merged", field="issue_id")
         if locked[target]["status"] == "duplicate":
@@ -247,9 +254,9 @@ async def merge(request: Request) -> Response:
             tenant_id,
             {
                 str(source): workflow.Change(
-                    "updated", principal.actor, status="duplicate", staff=True
+                    "updated", principal.actor, status="duplicate", staff=True, touched=True
                 ),
-                str(target): workflow.Change("updated", principal.actor),
+                str(target): workflow.Change("updated", principal.actor, touched=True),
             },
             datetime.now(UTC),
         )
@@ -273,7 +280,8 @@ async def merge(request: Request) -> Response:
                 [(target, None, "comment", None, _json.encode({"note": change.note}).decode())],
             )
         row = await issues_repo.get_issue(conn, tenant_id, target)
-    return _respond(200, issue_out(row))
+        assert row is not None  # locked above
+    return _respond(200, issue_out(row), {"ETag": etag(row["version"])})
 
 
 async def split(request: Request) -> Response:
@@ -283,13 +291,16 @@ async def split(request: Request) -> Response:
     principal = await state.auth.require(request, slug, "staff")
     source = _uuid(request.path_params["issue_id"], "issue_id", "issue")
     change = decode(_decode_split, await read_json(request, state.settings.max_body_bytes))
+    expected = expected_version(request, change.version)
     report_id = _uuid(change.report_id, "report_id", "report")
     tenant_id = principal.tenant.id
     new_issue = uuid7()
     async with tenant_transaction(state.pool, tenant_id) as conn:
         await issues_repo.lock_issue_regions(conn, tenant_id, [source])
-        if await issues_repo.lock_issue(conn, tenant_id, source) is None:
+        locked = await issues_repo.lock_issue(conn, tenant_id, source)
+        if locked is None:
             raise NotFound("no such issue", field="issue_id")
+        check_version(locked["version"], expected)
         # The new issue exists first so the report can point at it.
         if not await issues_repo.issue_from_report(conn, tenant_id, new_issue, report_id, source):
             raise NotFound("the report is not part of this issue", field="report_id")
@@ -306,7 +317,7 @@ async def split(request: Request) -> Response:
             tenant_id,
             {
                 str(new_issue): workflow.Change("created", principal.actor),
-                str(source): workflow.Change("updated", principal.actor),
+                str(source): workflow.Change("updated", principal.actor, touched=True),
             },
             datetime.now(UTC),
         )
@@ -329,7 +340,8 @@ async def split(request: Request) -> Response:
             ],
         )
         row = await issues_repo.get_issue(conn, tenant_id, new_issue)
-    return _respond(201, issue_out(row))
+        assert row is not None  # created above
+    return _respond(201, issue_out(row), {"ETag": etag(row["version"])})
 
 
 routes = [

@@ -276,16 +276,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Merge this issue into another",
         "issues",
         "staff",
-        {200: Reply(shapes.IssueOut, description="The issue merged into")},
+        {200: Reply(shapes.IssueOut, description="The issue merged into", headers=(ETAG,))},
         body=issues.MergeIn,
-        errors=(409,),
+        headers=(IF_MATCH,),
+        errors=(400, 409, 412, 428),
+        description="If-Match (or `version`) is this issue's version, the one merged away.",
     ),
     ("POST", f"{ISSUES}/{{issue_id}}/split"): Operation(
         "Split a report out into a new issue",
         "issues",
         "staff",
-        {201: Reply(shapes.IssueOut, description="The new issue")},
+        {201: Reply(shapes.IssueOut, description="The new issue", headers=(ETAG,))},
         body=issues.SplitIn,
+        headers=(IF_MATCH,),
+        errors=(400, 412, 428),
+        description="If-Match (or `version`) is this issue's version, the one split.",
     ),
     # --- workflow -----------------------------------------------------------------------
     ("GET", ISSUES): Operation(
@@ -343,7 +348,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "staff",
         {200: Reply(shapes.IssueOut, headers=(ETAG,))},
         body=workflow_api.CommentIn,
-        description="Comments only append, so they need no version.",
+        headers=(IF_MATCH,),
+        errors=(400, 412, 428),
+        description="A comment is the first response of a cycle when it comes first, so it "
+        "needs the version read like every other issue write.",
     ),
     # --- configuration ------------------------------------------------------------------
     ("GET", f"{T}/rate-limits"): Operation(

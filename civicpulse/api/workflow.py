@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import re
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -28,6 +27,7 @@ from civicpulse.api.errors import HTTPError
 from civicpulse.api.issues import issue_out
 from civicpulse.api.params import int_param, parse_time
 from civicpulse.api.state import AppState
+from civicpulse.api.versions import check_version, etag, expected_version
 from civicpulse.db import issues as issues_repo
 from civicpulse.db import workflow as repo
 from civicpulse.db.pool import tenant_transaction
@@ -62,34 +62,12 @@ class EditIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 class CommentIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     note: Note
+    version: int | None = None
 
 
 def _respond(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(
         _json.encode(body), status_code=status, media_type="application/json", headers=headers
-    )
-
-
-def etag(version: int) -> str:
-    return f'"{version}"'
-
-
-def _expected_version(request: Request, body_version: int | None) -> int:
-    header = request.headers.get("if-match")
-    if header is not None:
-        match = re.fullmatch(r'\s*(?:W/)?"?(\d{1,9})"?\s*', header)
-        if match is None:
-            raise HTTPError(
-                400, "bad_request", 'If-Match must be the issue\'s ETag, e.g. "3"', field="if-match"
-            )
-        return int(match.group(1))
-    if body_version is not None:
-        return body_version
-    raise HTTPError(
-        428,
-        "precondition_required",
-        'send the issue version you read (If-Match header or "version")',
-        field="if-match",
     )
 
 
@@ -112,13 +90,11 @@ async def _change(
     principal: Principal,
     build: Any,
     body_version: int | None,
-    *,
-    checked: bool = True,
 ) -> Response:
     """Lock the issue, check its version, plan the change, save it; 200 with the issue."""
     state: AppState = request.state.app
     issue_id = _issue_id(request)
-    expected = _expected_version(request, body_version) if checked else None
+    expected = expected_version(request, body_version)
     tenant_id = principal.tenant.id
     at = dt.datetime.now(dt.UTC)
     async with tenant_transaction(state.pool, tenant_id) as conn:
@@ -126,13 +102,7 @@ async def _change(
         if not rows:
             raise NotFound("no such issue", field="issue_id")
         issue = workflow.state_from_row(rows[0])
-        if expected is not None and issue.version != expected:
-            raise HTTPError(
-                412,
-                "precondition_failed",
-                f"the issue changed: it is at version {issue.version}, not {expected}",
-                field="if-match",
-            )
+        check_version(issue.version, expected)
         change: workflow.Change = build(issue, principal.actor)
         cfg = await workflow.load_config(conn, tenant_id)
         plan = workflow.plan(cfg, issue, change, at)
@@ -207,15 +177,15 @@ async def edit(request: Request) -> Response:
 
 
 async def comment(request: Request) -> Response:
-    """A note in the log; the first staff action of a cycle also acknowledges the issue.
-    Comments only append, so they need no version."""
+    """A note in the log; the first staff action of a cycle also acknowledges the issue, so
+    it is a write like any other and needs the version read."""
     state, principal = await _staff(request)
     body = decode(_decode_comment, await read_json(request, state.settings.max_body_bytes))
 
     def build(issue: workflow.IssueState, actor: str) -> workflow.Change:
         return workflow.Change("comment", actor, staff=True, note=body.note)
 
-    return await _change(request, principal, build, None, checked=False)
+    return await _change(request, principal, build, body.version)
 
 
 def _list_param(request: Request, name: str, allowed: Any = None) -> list[str] | None:

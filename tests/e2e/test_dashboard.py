@@ -434,7 +434,7 @@ async def test_streams_fan_out_across_processes_and_resume(
         # Staff-only events do not reach the public stream.
         await writer.post(
             url(tenant_a, f"issues/{issue['id']}/comments"),
-            json={"note": "crew called"},
+            json={"note": "crew called", "version": issue["version"]},
             headers=staff,
         )
         comment = await private.until("comment")

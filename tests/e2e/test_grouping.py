@@ -35,6 +35,14 @@ async def submit(
     return str(r.json()["id"])
 
 
+async def version_of(client: httpx.AsyncClient, tenant: TenantKeys, issue_id: str) -> int:
+    """The issue's current version, as a client about to write it reads it."""
+    r = await client.get(
+        f"/v1/tenants/{tenant.slug}/issues/{issue_id}", headers=tenant.headers("staff")
+    )
+    return int(r.json()["version"])
+
+
 async def grouped(
     client: httpx.AsyncClient, tenant: TenantKeys, ids: list[str], timeout: float = 15.0
 ) -> list[dict[str, Any]]:
@@ -210,24 +218,41 @@ async def test_merge_split_and_not_duplicate(settings: Settings, tenant_a: Tenan
             headers=tenant_a.headers(),
         )
         assert denied.status_code == 403
+        target = await client.get(f"{base}/{a['issue_id']}", headers=staff)
+        source = await client.get(f"{base}/{b['issue_id']}", headers=staff)
+        body = {"into": a["issue_id"], "note": "same sign"}
+        # Like every issue write: without the version read, 428; with an old one, 412.
+        unversioned = await client.post(f"{base}/{b['issue_id']}/merge", json=body, headers=staff)
+        assert unversioned.status_code == 428
+        stale = int(source.headers["etag"].strip('"')) - 1
+        r = await client.post(
+            f"{base}/{b['issue_id']}/merge", json={**body, "version": stale}, headers=staff
+        )
+        assert r.status_code == 412
         merged = await client.post(
             f"{base}/{b['issue_id']}/merge",
-            json={"into": a["issue_id"], "note": "same sign"},
-            headers=staff,
+            json=body,
+            headers={**staff, "If-Match": source.headers["etag"]},
         )
         assert merged.status_code == 200 and merged.json()["report_count"] == 2
+        # The target changed (its reports and centroid): a new version and ETag.
+        assert merged.json()["version"] > target.json()["version"]
+        assert merged.headers["etag"] == f'"{merged.json()["version"]}"'
+
         old = (await client.get(f"{base}/{b['issue_id']}", headers=staff)).json()
         assert old["status"] == "duplicate" and old["report_count"] == 0
         assert [e["kind"] for e in old["events"]][-1] == "merged_into"
         again = await client.post(
-            f"{base}/{b['issue_id']}/merge", json={"into": a["issue_id"]}, headers=staff
+            f"{base}/{b['issue_id']}/merge",
+            json={"into": a["issue_id"], "version": old["version"]},
+            headers=staff,
         )
         assert again.status_code == 409
 
         split = await client.post(
             f"{base}/{a['issue_id']}/split",
             json={"report_id": two, "note": "different sign"},
-            headers=staff,
+            headers={**staff, "If-Match": merged.headers["etag"]},
         )
         assert split.status_code == 201
         new_issue = split.json()
@@ -235,8 +260,11 @@ async def test_merge_split_and_not_duplicate(settings: Settings, tenant_a: Tenan
         kept = (await client.get(f"{base}/{a['issue_id']}", headers=staff)).json()
         assert [r["id"] for r in kept["reports"]] == [one]
         assert "report_split" in [e["kind"] for e in kept["events"]]
+        assert kept["version"] > merged.json()["version"]
         missing = await client.post(
-            f"{base}/{a['issue_id']}/split", json={"report_id": two}, headers=staff
+            f"{base}/{a['issue_id']}/split",
+            json={"report_id": two, "version": kept["version"]},
+            headers=staff,
         )
         assert missing.status_code == 404 and missing.json()["error"]["field"] == "report_id"
 
@@ -252,11 +280,12 @@ async def test_not_duplicate_feedback_is_respected_when_a_report_is_grouped_agai
         )
         a, b = await grouped(client, tenant_a, [one, two])
         assert a["issue_id"] == b["issue_id"]
-        await client.post(
+        r = await client.post(
             f"{base}/{a['issue_id']}/split",
-            json={"report_id": two},
+            json={"report_id": two, "version": await version_of(client, tenant_a, a["issue_id"])},
             headers=tenant_a.headers("staff"),
         )
+        assert r.status_code == 201, r.text
         # Send the report through grouping again: it must not go back to that issue.
         conn = await asyncpg.connect(db_url)
         await conn.execute(

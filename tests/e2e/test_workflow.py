@@ -220,7 +220,9 @@ async def test_lifecycle_rules_sla_clock_and_event_log(
         # The pause moved the due time later by the time spent waiting.
         assert ts(resumed["sla"]["resolution_due_at"]) > ts(issue["sla"]["resolution_due_at"])
         r = await client.post(
-            url(tenant_a, f"issues/{iid}/comments"), json={"note": "crew on site"}, headers=staff
+            url(tenant_a, f"issues/{iid}/comments"),
+            json={"note": "crew on site", "version": resumed["version"]},
+            headers=staff,
         )
         assert r.status_code == 200
         for to in ("resolved", "closed", "reopened"):
