@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -203,7 +204,8 @@ def cmd_key_create(settings: Settings, args: argparse.Namespace) -> int:
     key = asyncio.run(run(resolve_dsn(settings)))
     print(key)
     print(
-        f"(a {args.scope} key for {args.tenant}; it is not stored and cannot be shown again)",
+        f"(a {args.scope} key for {args.tenant}; only its hash is stored, so it cannot be "
+        "shown again)",
         file=sys.stderr,
     )
     return 0
@@ -696,6 +698,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({exc.field})" if exc.field else ""
         print(f"civicpulse: error{where}: {exc.message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`civicpulse tenant list | head -1`): stop quietly, as other
+        # command-line tools do, and keep Python from complaining about stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"civicpulse: database error: {exc}", file=sys.stderr)
         return 1

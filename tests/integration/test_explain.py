@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
 import asyncpg
@@ -155,4 +156,33 @@ async def test_db_stats_lists_sizes_usage_and_unused_indexes(
     assert "pg_stat_statements" in out or "calls" in out
     as_json = json.loads(await cli(db_url, "db", "stats", "--format", "json"))
     assert {t["table"] for t in as_json["tables"]} >= {"issues", "reports", "rollup_daily"}
+
     assert all("idx_scan" in i for i in as_json["indexes"])
+
+
+async def test_a_reader_that_goes_away_ends_the_listing_quietly(
+    db_url: str, tenant_a: TenantKeys
+) -> None:
+    # `civicpulse tenant list | head -1`: the pipe's reader is gone before the listing ends.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "civicpulse.cli", "tenant", "list",
+        env={**env_without_civicpulse(), "CIVICPULSE_DATABASE_URL": db_url},
+        stdout=write_end,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    os.close(write_end)
+    _, err = await proc.communicate()
+    assert proc.returncode == 141, err.decode()
+    assert err.decode() == ""
+
+
+async def test_db_stats_counts_rows_of_tables_never_analysed(
+    db_url: str, tenant_a: TenantKeys, tenant_b: TenantKeys
+) -> None:
+    # A fresh database (autovacuum is off here): the live rows counted, never -1.
+    as_json = json.loads(await cli(db_url, "db", "stats", "--format", "json"))
+    rows = {t["table"]: t["rows"] for t in as_json["tables"]}
+    assert min(rows.values()) >= 0, rows
+    assert rows["tenants"] == 2, rows

@@ -35,7 +35,11 @@ SELECT relname, reltuples FROM pg_class
 SELECT set_config('role', $1, true)
 
 -- name: stats_tables
-SELECT c.relname AS table, c.reltuples::bigint AS rows,
+-- Rows: the planner's estimate once the table was analysed; before that (reltuples -1), the
+-- live rows the statistics collector counted, so a fresh table never shows -1.
+SELECT c.relname AS table,
+       CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint ELSE COALESCE(s.n_live_tup, 0) END
+           AS rows,
        pg_size_pretty(pg_table_size(c.oid)) AS table_size,
        pg_size_pretty(pg_indexes_size(c.oid)) AS indexes_size,
        pg_total_relation_size(c.oid) AS total_bytes,
