@@ -279,10 +279,19 @@ async def _hotspots(
             "lat": round(r["lat"], 5),
             "lon": round(r["lon"], 5),
             "category": r["category"],
+            "categories": _counts(r["categories"]),
             "cell_size_m": round(geo.CELL_DEGREES * geo.METRES_PER_DEGREE),
         }
         for r in rows
     ]
+
+
+def _counts(categories: list[str | None]) -> dict[str, int]:
+    """Issues per category, most first (uncategorised under "uncategorised")."""
+    counts: dict[str, int] = defaultdict(int)
+    for category in categories:
+        counts[category or "uncategorised"] += 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 async def trends(request: Request) -> Response:

@@ -351,7 +351,9 @@ class Hotspot(Shape, frozen=True, kw_only=True):
     reports: int
     lat: float
     lon: float
+    # The most severe issue's category, and the cell's whole mix (issues per category).
     category: str | None
+    categories: dict[str, int]
     cell_size_m: int
 
 

@@ -508,3 +508,27 @@ async def test_rollups_announce_themselves_on_the_stream(
         await submit(client, tenant_a, "Overflowing bin at the park", 34.2, -118.2)
         frame = await events.until("rollup", timeout=20)
     assert frame["data"] == {"kind": "rollup"}
+
+
+async def test_a_hotspot_is_named_by_its_most_severe_issue_and_shows_its_mix(
+    settings: Settings, db_url: str, tenant_a: TenantKeys
+) -> None:
+    # One water main break (severity 5) and two graffiti issues (severity 1) in one cell:
+    # the hotspot is a water hotspot, not the most common or alphabetically first category.
+    conn = await asyncpg.connect(db_url)
+    await conn.execute(
+        """INSERT INTO issues (tenant_id, id, status, category, severity, lat, lon, cell,
+                               opened_at, report_count)
+           SELECT $1, gen_random_uuid(), 'new', c, s, 34.05, -118.25,
+                  civicpulse_cell(34.05, -118.25), now() - interval '1 day', 1
+             FROM (VALUES ('water_sewer', 5), ('graffiti', 1), ('graffiti', 1)) AS v (c, s)""",
+        tenant_a.id,
+    )
+    await conn.close()
+    async with running_server(settings.replace(pipeline_enabled=False)) as client:
+        r = await client.get(url(tenant_a, "analytics/hotspots"), headers=tenant_a.headers("staff"))
+    assert r.status_code == 200, r.text
+    (hot,) = r.json()["items"]
+    assert hot["category"] == "water_sewer"
+    assert hot["categories"] == {"graffiti": 2, "water_sewer": 1}
+    assert hot["issues"] == 3

@@ -225,10 +225,14 @@ SELECT CASE $2 WHEN 'area' THEN i.area ELSE i.team END AS key,
  GROUP BY 1
 
 -- name: hotspot_rows
--- Places that keep coming back: issues opened in [$2, $3) by geo cell.
+-- Places that keep coming back: issues opened in [$2, $3) by geo cell. A cell is named by
+-- its most severe issue's category (one gas leak beside one water leak is a gas hotspot,
+-- not the alphabetically first), and carries its whole mix of categories.
 SELECT i.cell, count(*) AS issues, sum(i.report_count)::bigint AS reports,
        avg(i.lat) AS lat, avg(i.lon) AS lon,
-       mode() WITHIN GROUP (ORDER BY i.category) AS category
+       (array_agg(i.category ORDER BY i.severity DESC NULLS LAST, i.report_count DESC,
+                  i.category))[1] AS category,
+       array_agg(i.category ORDER BY i.category) AS categories
   FROM issues i
  WHERE i.tenant_id = $1 AND i.opened_at >= $2 AND i.opened_at < $3
    AND i.cell IS NOT NULL AND i.status <> 'duplicate'
