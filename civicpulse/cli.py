@@ -88,7 +88,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             f"  demo tenant: demo\n  API key (admin, shown once): {key}\n"
             f"  try: curl -s -X POST http://{host}:{port}/v1/tenants/demo/reports \\\n"
             f"         -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
-            '         -d \'{"text": "Pothole on Main St", "lat": 34.05, "lon": -118.25}\'\n',
+            '         -d \'{"text": "Pothole on Main St", "lat": 34.05, "lon": -118.25}\'\n'
+            f"  dashboard: http://{host}:{port}/t/demo/dashboard\n"
+            f"  API reference: http://{host}:{port}/docs\n",
             flush=True,
         )
     if embedded:

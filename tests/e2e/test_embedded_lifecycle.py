@@ -55,14 +55,17 @@ def postmaster(data_dir: Path) -> int | None:
     return pid
 
 
-async def start_serving(data_dir: Path) -> subprocess.Popen[bytes]:
+async def start_serving(data_dir: Path, demo: bool = False) -> subprocess.Popen[bytes]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "civicpulse.cli", "serve", "--port", str(port), "--no-demo"],
-        env=_env(data_dir),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / "serve.out").open("wb") as out:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "civicpulse.cli", "serve", "--port", str(port)]
+            + ([] if demo else ["--no-demo"]),
+            env=_env(data_dir),
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+        )
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         for _ in range(1200):
             try:
@@ -97,7 +100,10 @@ async def test_sigterm_stops_the_embedded_server_even_after_a_kill(data_dir: Pat
 
 
 async def test_db_stop_stops_a_server_its_users_left_running(data_dir: Path) -> None:
-    killed = await start_serving(data_dir)
+    killed = await start_serving(data_dir, demo=True)
+    # The demo's welcome names where to look next.
+    welcome = (data_dir / "serve.out").read_text()
+    assert "/t/demo/dashboard" in welcome and "/docs" in welcome, welcome
     killed.send_signal(signal.SIGKILL)
     killed.wait(10)
     pid = postmaster(data_dir)

@@ -86,6 +86,11 @@ async def check_set_aside(
             f"/v1/tenants/{tenant.slug}/reports?status=failed", headers=tenant.headers("staff")
         )
         assert [r["id"] for r in listed.json()["items"]] == [failed["id"]]
+        processed = await client.get(
+            f"/v1/tenants/{tenant.slug}/reports?status=grouped", headers=tenant.headers("staff")
+        )
+        assert processed.status_code == 200
+        assert len(processed.json()["items"]) == 8
         metrics = (await client.get("/metrics")).text
         assert f'civicpulse_reports_failed_total{{stage="{stage}"}} 1.0' in metrics
         # Once the cause is fixed, `reports retry` brings it back and it is processed.
