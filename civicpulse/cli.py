@@ -193,6 +193,32 @@ def cmd_tenant_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tenant_delete(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse.db import tenants
+
+    if args.yes != args.slug:
+        print(
+            f"civicpulse: this deletes tenant {args.slug!r} and all its reports, issues, "
+            f"keys and settings for good; to confirm, add --yes {args.slug}",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def run(dsn: str) -> int | None:
+        conn = await _owner(dsn)
+        try:
+            async with conn.transaction():
+                return await tenants.delete_tenant(conn, args.slug)
+        finally:
+            await conn.close()
+
+    if asyncio.run(run(resolve_dsn(settings))) is None:
+        print(f"civicpulse: error (slug): no tenant {args.slug!r}", file=sys.stderr)
+        return 2
+    print(f"deleted tenant {args.slug} and all its data")
+    return 0
+
+
 def cmd_key_create(settings: Settings, args: argparse.Namespace) -> int:
     from civicpulse.db import tenants
 
@@ -525,6 +551,15 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_tenant_create)
     tlist = tsub.add_parser("list", help="list tenants", description="List tenants.")
     tlist.set_defaults(func=cmd_tenant_list)
+    tdelete = tsub.add_parser(
+        "delete",
+        help="delete a tenant and all its data",
+        description="Delete a tenant and everything it holds (reports, issues, events, keys, "
+        "places, settings), for good. Asks for the slug twice: --yes SLUG.",
+    )
+    tdelete.add_argument("slug", help="the tenant's slug")
+    tdelete.add_argument("--yes", metavar="SLUG", help="the slug again, to confirm")
+    tdelete.set_defaults(func=cmd_tenant_delete)
 
     key = sub.add_parser("key", help="manage API keys", description="Manage API keys.")
     ksub = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")

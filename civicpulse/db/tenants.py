@@ -260,3 +260,11 @@ async def put_rate_limits(
         q("put_rate_limits"), tenant_id, key_per_second, key_burst, public_per_second, public_burst
     )
     return row
+
+
+async def delete_tenant(conn: asyncpg.Connection, slug: str) -> int | None:
+    """Delete a tenant and all its data (owner connection, inside the caller's transaction);
+    its id, None when unknown."""
+    await conn.execute(q("delete_tenant_reports"), slug)
+    tenant_id: int | None = await conn.fetchval(q("delete_tenant"), slug)
+    return tenant_id

@@ -72,3 +72,13 @@ ON CONFLICT (tenant_id) DO UPDATE
        public_per_second = EXCLUDED.public_per_second, public_burst = EXCLUDED.public_burst,
        updated_at = now()
 RETURNING key_per_second, key_burst, public_per_second, public_burst
+
+-- name: delete_tenant_reports
+-- First, because a report's link to its issue does not cascade (an issue is never deleted
+-- under its reports otherwise), and the cascade from tenants would reach issues first.
+DELETE FROM reports WHERE tenant_id = (SELECT id FROM tenants WHERE slug = $1)
+
+-- name: delete_tenant
+-- Every other tenant table references tenants ON DELETE CASCADE, so this removes the rest
+-- (tests/e2e/test_tenant_delete.py checks every table with a tenant_id, from the catalog).
+DELETE FROM tenants WHERE slug = $1 RETURNING id
