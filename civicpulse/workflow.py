@@ -24,6 +24,7 @@ from civicpulse.engine import sla, tenant_rules
 from civicpulse.engine.business_time import Calendar, CalendarError
 
 _json = msgspec.json.Encoder()
+_runs = msgspec.json.Decoder(tuple[tuple[dt.datetime, dt.datetime], ...])
 
 Status = Literal[
     "new",
@@ -197,6 +198,7 @@ def state_from_row(row: Mapping[str, Any]) -> IssueState:
             response_s=row["response_business_s"],
             resolved_at=row["resolved_at"],
             resolution_s=row["resolution_business_s"],
+            runs=None if row["sla_runs"] is None else _runs.decode(row["sla_runs"]),
         )
     return IssueState(
         id=row["id"],
@@ -374,7 +376,7 @@ def plan(cfg: TenantConfig, issue: IssueState, change: Change, at: dt.datetime) 
 
 def save_args(tenant_id: int, p: Plan) -> tuple[Any, ...]:
     """One issue's row for save_issues_workflow: tenant, id, the 20 columns, the version
-    the plan was made from, and the version bump."""
+    the plan was made from, the version bump, and the clock's runs (JSON)."""
     s, c = p.after, p.after.clock
     assert c is not None
     return (
@@ -402,6 +404,7 @@ def save_args(tenant_id: int, p: Plan) -> tuple[Any, ...]:
         s.resolution_due_at,
         p.before.version,
         p.bump,
+        None if c.runs is None else _json.encode(c.runs).decode(),
     )
 
 

@@ -121,3 +121,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON tenant_rate_limits TO civicpulse_app;
 -- Old classifier model versions are pruned when a new one is stored (a tenant editing its
 -- taxonomy retrains each time; every version kept would grow the table for good).
 GRANT DELETE ON classifier_models TO civicpulse_app;
+
+-- The intervals an issue's SLA clock has run in its current cycle, [[start, end], ...] as
+-- JSON (the running one is sla_running_since). A new policy measures the whole cycle on its
+-- own calendar from these (the clock runs from the opening, pauses left out), instead of
+-- keeping what the old calendar counted: a night on a business calendar is nothing, and on
+-- an around-the-clock one it is hours. NULL for clocks from before this column (they keep
+-- the old rule: time so far counted on the old calendar).
+ALTER TABLE issues ADD COLUMN sla_runs jsonb;

@@ -90,10 +90,17 @@ async def lock_issue_workflow(
 
 def workflow_params(args: Sequence[Sequence[Any]], at: dt.datetime) -> list[Any]:
     """save_issues_workflow's parameters from per-issue rows (tenant, id, the 20 columns,
-    expected version, bump: see civicpulse.workflow.save_args)."""
+    expected version, bump, the clock's runs as JSON: see civicpulse.workflow.save_args)."""
     columns = [list(c) for c in zip(*[a[1:22] for a in args], strict=True)]
     columns[7] = [",".join(m) for m in columns[7]]  # manual fields
-    return [args[0][0], *columns, [a[22] for a in args], [a[23] for a in args], at]
+    return [
+        args[0][0],
+        *columns,
+        [a[22] for a in args],
+        [a[23] for a in args],
+        at,
+        [a[24] for a in args],
+    ]
 
 
 async def save_issues_workflow(

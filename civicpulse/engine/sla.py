@@ -7,6 +7,11 @@ closed, rejected or merged. Two targets share it: **response** ends at the first
 action of the cycle (acknowledgement), **resolution** when the clock stops for good.
 Due times are the instants when the running clock would reach each target (and each
 warning threshold); a paused or stopped clock has none.
+
+A clock keeps the intervals it ran in its cycle (`runs`), so a new policy measures the whole
+cycle on its own calendar: the clock runs from the issue's opening whatever policy it ends
+up with, pauses left out. A clock from before `runs` were kept (None) keeps the old rule:
+time so far counted on the old policy's calendar.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ class Clock:
     response_s: float | None = None
     resolved_at: dt.datetime | None = None
     resolution_s: float | None = None
+    # Closed run intervals of this cycle (the open one starts at running_since); None: not
+    # kept (a clock from before they were).
+    runs: tuple[tuple[dt.datetime, dt.datetime], ...] | None = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +66,14 @@ def start(policy: Policy | None, at: dt.datetime, status: str = "new", cycle: in
     """A new cycle starting at `at` in `status`."""
     paused = policy is not None and status in policy.pause_statuses
     return Clock(cycle=cycle, started_at=at, running_since=None if paused else at, elapsed_s=0)
+
+
+def _stopped_running(clock: Clock, at: dt.datetime, banked: float) -> Clock:
+    """The clock stops running at `at` with `banked` seconds: its run is kept."""
+    runs = clock.runs
+    if runs is not None and clock.running_since is not None and clock.running_since < at:
+        runs = (*runs, (clock.running_since, at))
+    return replace(clock, running_since=None, elapsed_s=banked, runs=runs)
 
 
 def elapsed(policy: Policy | None, clock: Clock, at: dt.datetime) -> float:
@@ -83,13 +99,13 @@ def change_status(
         return start(policy, at, new, clock.cycle + 1)
     banked = elapsed(policy, clock, at)
     if new in STOPPED:
-        clock = replace(clock, running_since=None, elapsed_s=banked)
+        clock = _stopped_running(clock, at, banked)
         if clock.resolved_at is None:
             spent = None if policy is None else banked
             clock = replace(clock, resolved_at=at, resolution_s=spent)
         return clock
     if policy is not None and new in policy.pause_statuses:
-        return replace(clock, running_since=None, elapsed_s=banked)
+        return _stopped_running(clock, at, banked)
     if clock.running_since is None:
         return replace(clock, running_since=at, elapsed_s=banked)
     return clock
@@ -123,10 +139,20 @@ def due(policy: Policy | None, clock: Clock, now: dt.datetime) -> Due:
 def change_policy(
     old: Policy | None, new: Policy | None, clock: Clock, at: dt.datetime, status: str
 ) -> Clock:
-    """Move a clock to another policy. Time so far is banked on the old calendar (a first
-    policy counts from the cycle's start, on its own calendar); the new policy's pause
-    statuses apply from `at`."""
+    """Move a clock to another policy: the cycle so far is measured again on the new
+    policy's calendar, from its start, pauses left out (a clock without `runs` keeps what
+    the old calendar counted); the new policy's pause statuses apply from `at`."""
     if clock.resolved_at is not None:
+        return clock
+    if new is not None and clock.runs is not None:
+        clock = replace(
+            clock, elapsed_s=sum(business_seconds(new.calendar, s, e) for s, e in clock.runs)
+        )
+        running = clock.running_since is not None
+        if running and status in new.pause_statuses:
+            return _stopped_running(clock, at, elapsed(new, clock, at))
+        if not running and status not in new.pause_statuses:
+            return replace(clock, running_since=at)
         return clock
     if clock.running_since is None:
         paused_before = old is not None and status in old.pause_statuses

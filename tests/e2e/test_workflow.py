@@ -447,3 +447,32 @@ async def test_workflow_tables_are_tenant_isolated_in_the_database(
                 raise AssertionError("wrote a row for another tenant")
     finally:
         await conn.close()
+
+
+async def test_raising_the_priority_keeps_the_clock_running_from_the_opening(
+    settings: Settings, db_url: str, tenant_a: TenantKeys
+) -> None:
+    # The new tenant's own policies: standard on business hours, urgent (priority 1) around
+    # the clock with 8 hours to resolve. Urgent's 8 hours run from the opening, whatever
+    # the business calendar counted before the change.
+    staff = tenant_a.headers("staff")
+    async with running_server(settings) as client:
+        (r,) = await grouped(
+            client, tenant_a, [await submit(client, tenant_a, "Graffiti on the wall", 34.0, -118.2)]
+        )
+        issue = (await client.get(url(tenant_a, f"issues/{r['issue_id']}"), headers=staff)).json()
+        assert issue["sla"]["policy"] == "standard"
+        await asyncio.sleep(1.0)
+        r2 = await client.patch(
+            url(tenant_a, f"issues/{issue['id']}"),
+            json={"priority": 1, "version": issue["version"]},
+            headers=staff,
+        )
+        assert r2.status_code == 200, r2.text
+        urgent = r2.json()
+    assert urgent["sla"]["policy"] == "urgent"
+    conn = await asyncpg.connect(db_url)
+    started = await conn.fetchval("SELECT sla_started_at FROM issues WHERE id = $1", issue["id"])
+    await conn.close()
+    due = ts(urgent["sla"]["resolution_due_at"])
+    assert abs((due - started).total_seconds() - 8 * 3600) < 1, (due, started)

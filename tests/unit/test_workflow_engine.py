@@ -370,3 +370,31 @@ def test_the_transition_table() -> None:
     assert not workflow.allowed("new", "duplicate")
     assert not workflow.allowed("duplicate", "reopened")
     assert set(workflow.TRANSITIONS) == set(workflow.STATUSES)
+
+
+ALWAYS = Calendar.always(LA)
+URGENT = sla.Policy("urgent", ALWAYS, response_s=HOUR, resolution_s=8 * HOUR)
+
+
+def test_a_new_policy_measures_the_cycle_from_the_opening_on_its_own_calendar() -> None:
+    # Opened Sunday 22:00 under the office-hours policy (nothing counts at night); at 02:00
+    # the priority rises and the around-the-clock policy takes over: its 8 hours run from
+    # the opening (due 06:00), not from the change (10:00).
+    opened, change = at(2026, 11, 1, 22), at(2026, 11, 2, 2)
+    clock = sla.start(POLICY, opened)
+    clock = sla.change_policy(POLICY, URGENT, clock, change, "new")
+    assert sla.elapsed(URGENT, clock, change) == 4 * HOUR
+    assert sla.due(URGENT, clock, change).resolution_breach == at(2026, 11, 2, 6)
+    # Pauses stay out: waiting 23:00-01:00 leaves 2 h run by 02:00, so due 08:00.
+    clock = sla.start(POLICY, opened)
+    clock = sla.change_status(POLICY, clock, at(2026, 11, 1, 23), "new", "waiting")
+    clock = sla.change_status(POLICY, clock, at(2026, 11, 2, 1), "waiting", "in_progress")
+    clock = sla.change_policy(POLICY, URGENT, clock, change, "in_progress")
+    assert sla.due(URGENT, clock, change).resolution_breach == at(2026, 11, 2, 8)
+    # Resolved at 03:00 under the new policy: 3 h of its time, as the wall clock says.
+    done = sla.change_status(URGENT, clock, at(2026, 11, 2, 3), "in_progress", "resolved")
+    assert done.resolution_s == 3 * HOUR
+    # A clock from before runs were kept keeps the old rule (the night counted as nothing).
+    legacy = replace(sla.start(POLICY, opened), runs=None)
+    legacy = sla.change_policy(POLICY, URGENT, legacy, change, "new")
+    assert sla.due(URGENT, legacy, change).resolution_breach == at(2026, 11, 2, 10)

@@ -78,7 +78,7 @@ SELECT id, status, category, severity, priority, area, team, assignee, visibilit
        representative_text, report_count, lat, lon, version, manual_fields, opened_at,
        sla_policy, sla_cycle, sla_started_at, sla_running_since, sla_elapsed_s,
        response_target_s, resolution_target_s, acknowledged_at, response_business_s,
-       resolved_at, resolution_business_s
+       resolved_at, resolution_business_s, sla_runs
   FROM issues
  WHERE tenant_id = $1 AND id = ANY($2::uuid[])
  ORDER BY id
@@ -88,7 +88,7 @@ SELECT id, status, category, severity, priority, area, team, assignee, visibilit
 -- Writes what the workflow decided for one issue or a batch, in one statement: the columns
 -- as arrays ($2..$22; manual fields comma-joined), $23 the versions the plans were made
 -- from (a row whose version moved on is not written: the caller answers 412), $24 how
--- much each version goes up (staff-visible changes), $25 the time.
+-- much each version goes up (staff-visible changes), $25 the time, $26 the clocks' runs.
 UPDATE issues i
    SET status = u.status, priority = u.priority, area = u.area, team = u.team,
        assignee = u.assignee, visibility = u.visibility,
@@ -98,7 +98,7 @@ UPDATE issues i
        resolution_target_s = u.resolution_target, acknowledged_at = u.acknowledged,
        response_business_s = u.response_s, resolved_at = u.resolved,
        resolution_business_s = u.resolution_s, response_due_at = u.response_due,
-       resolution_due_at = u.resolution_due,
+       resolution_due_at = u.resolution_due, sla_runs = u.runs::jsonb,
        closed_at = CASE WHEN civicpulse_is_open(u.status) THEN NULL
                         WHEN i.status = u.status THEN i.closed_at ELSE $25 END,
        updated_at = $25,
@@ -107,11 +107,11 @@ UPDATE issues i
               $8::text[], $9::text[], $10::text[], $11::int[], $12::timestamptz[],
               $13::timestamptz[], $14::float8[], $15::float8[], $16::float8[],
               $17::timestamptz[], $18::float8[], $19::timestamptz[], $20::float8[],
-              $21::timestamptz[], $22::timestamptz[], $23::int[], $24::int[])
+              $21::timestamptz[], $22::timestamptz[], $23::int[], $24::int[], $26::text[])
        AS u (id, status, priority, area, team, assignee, visibility, manual, policy, cycle,
              started, running, elapsed, response_target, resolution_target, acknowledged,
              response_s, resolved, resolution_s, response_due, resolution_due, expected,
-             bump)
+             bump, runs)
 -- The ANY() lets the primary key find the rows (joined on the unnest alone, the planner
 -- guessed its size and hashed the whole table: measured 230 ms per batch at 1M issues).
  WHERE i.tenant_id = $1 AND i.id = ANY($2::uuid[]) AND i.id = u.id
