@@ -46,6 +46,7 @@ from civicpulse.pipeline import (
     claimer,
     classify,
     group,
+    maintenance,
     pressure,
     scheduler,
     stage,
@@ -262,6 +263,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
             name="aggregator",
         )
+        tasks["maintenance"] = asyncio.create_task(
+            maintenance.run(
+                dsn,
+                stop,
+                every=settings.analyze_check_seconds,
+                changed_fraction=settings.analyze_changed_fraction,
+                min_rows=settings.analyze_min_rows,
+            ),
+            name="maintenance",
+        )
         broker = Broker(pool, dsn, server_settings(settings))
         await broker.start()
         state = AppState(
@@ -364,7 +375,8 @@ async def _drain(
     for name in writers:
         await finish(name)
     stop.set()
-    for name in [n for n in tasks if n.startswith("claimer-") or n in ("scheduler", "aggregator")]:
+    stopped_by_event = ("scheduler", "aggregator", "maintenance")
+    for name in [n for n in tasks if n.startswith("claimer-") or n in stopped_by_event]:
         await finish(name)
     for prefix, queue in (("classify-", classify_queue), ("group-", group_queue)):
         workers = [n for n in tasks if n.startswith(prefix)]

@@ -254,7 +254,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         async with _tenant_pool(settings, dsn, args.tenant) as (pool, tenant, cats):
             codes = {c.code: c.code for c in cats} | {c.service_code: c.code for c in cats}
             with tqdm(total=total, unit="rows", disable=args.quiet, file=sys.stderr) as bar:
-                return await imports.import_file(
+                result = await imports.import_file(
                     pool,
                     tenant.id,
                     path,
@@ -263,6 +263,17 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
                     timezone=tenant.timezone,
                     progress=bar.update,
                 )
+        if result.inserted:
+            # A large import makes the planner's statistics wrong at once: analyse what it
+            # grew now, not at the service's next round (or never, without autovacuum).
+            from civicpulse.db import stats
+
+            conn = await _owner(dsn)
+            try:
+                await stats.analyse_stale(conn, 0.1, 1)
+            finally:
+                await conn.close()
+        return result
 
     started = time.perf_counter()
     result = asyncio.run(run(resolve_dsn(settings)))

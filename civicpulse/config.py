@@ -110,6 +110,14 @@ class Settings:
     # most this often per tenant and view; the analytics API always computes them live.
     dashboard_widget_seconds: float = 60.0
 
+    # Planner statistics: every this many seconds the tables whose statistics are stale are
+    # analysed (never analysed though holding at least analyze_min_rows changed rows, or
+    # changed by more than analyze_changed_fraction of their rows). 0: never; the service
+    # then relies on the server's autovacuum.
+    analyze_check_seconds: float = 30.0
+    analyze_changed_fraction: float = 0.2
+    analyze_min_rows: int = 1_000
+
     shutdown_timeout: float = 10.0
     auth_cache_seconds: float = 30.0
     # Tenants and keys cached per process (LRU): requests for made-up slugs or keys cannot

@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 
+from civicpulse.db import stats as stats_repo
 from civicpulse.db.classifier import tenant_by_id
 from civicpulse.db.issues import candidate_args
 from civicpulse.db.pool import set_tenant
@@ -318,7 +319,17 @@ async def db_stats(conn: asyncpg.Connection, top: int) -> dict[str, Any]:
             "shared_preload_libraries = 'pg_stat_statements'; on RDS: the parameter group)"
         )
     reset = await conn.fetchval(q("stats_since"))
+    warnings = []
+    if not await stats_repo.autovacuum_on(conn):
+        warnings.append(
+            "autovacuum is off: `civicpulse serve` analyses stale tables itself "
+            "(CIVICPULSE_ANALYZE_CHECK_SECONDS); nothing else keeps the statistics fresh"
+        )
+    stale = await stats_repo.stale_tables(conn, 0.2, 1_000)
+    if stale:
+        warnings.append("statistics are stale for: " + ", ".join(r["relname"] for r in stale))
     return {
+        "warnings": warnings,
         "stats_since": reset,
         "tables": tables,
         "indexes": indexes,
@@ -328,7 +339,8 @@ async def db_stats(conn: asyncpg.Connection, top: int) -> dict[str, Any]:
 
 
 def render_stats(stats: dict[str, Any]) -> str:
-    out = [f"statistics since: {stats['stats_since'] or 'the cluster started'}", "", "tables:"]
+    out = [f"warning: {w}" for w in stats["warnings"]]
+    out += [f"statistics since: {stats['stats_since'] or 'the cluster started'}", "", "tables:"]
     out.append(
         f"  {'table':<24} {'rows':>12} {'table':>10} {'indexes':>10} "
         f"{'seq scans':>10} {'idx scans':>10} {'dead':>10}"

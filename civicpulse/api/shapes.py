@@ -39,6 +39,9 @@ class Readiness(Shape, frozen=True, kw_only=True):
     status: Literal["ready", "not_ready"]
     # "database", "stage:<name>", "live", "intake" -> "ok" or what is wrong.
     checks: dict[str, str]
+    # What an operator should know but that does not make the service unready: autovacuum
+    # off, stale planner statistics.
+    warnings: list[str]
 
 
 # --- reports and categories -----------------------------------------------------------

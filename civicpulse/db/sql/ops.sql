@@ -73,3 +73,20 @@ SELECT calls, round(total_exec_time::numeric, 1) AS total_ms,
 
 -- name: stats_since
 SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()
+
+-- name: stale_tables
+-- The tables whose statistics the planner can no longer trust: never analysed though they
+-- changed, or changed by more than a fraction ($1) of the rows the planner last counted
+-- (reltuples), and by at least $2 rows. One ANALYZE statement each, the name quoted by the
+-- server (an identifier cannot be a bound parameter).
+SELECT s.relname, format('ANALYZE public.%I', s.relname) AS statement
+  FROM pg_stat_user_tables s
+  JOIN pg_class c ON c.oid = s.relid
+ WHERE s.schemaname = 'public'
+   AND s.n_mod_since_analyze >= $2
+   AND (COALESCE(s.last_analyze, s.last_autoanalyze) IS NULL
+        OR s.n_mod_since_analyze > $1 * GREATEST(c.reltuples, 0))
+ ORDER BY s.n_mod_since_analyze DESC
+
+-- name: autovacuum_on
+SELECT current_setting('autovacuum')::boolean
