@@ -12,7 +12,7 @@ import asyncio
 import csv
 import datetime as dt
 import io
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -288,9 +288,7 @@ async def _hotspots(
 
 def _counts(categories: list[str | None]) -> dict[str, int]:
     """Issues per category, most first (uncategorised under "uncategorised")."""
-    counts: dict[str, int] = defaultdict(int)
-    for category in categories:
-        counts[category or "uncategorised"] += 1
+    counts = Counter(category or "uncategorised" for category in categories)
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 

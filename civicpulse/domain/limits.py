@@ -59,8 +59,10 @@ def check_text(value: str, field: str) -> None:
 
 def check_instant(value: dt.date, field: str) -> None:
     """Refuse dates and times outside [1900-01-01, 2200-01-01)."""
-    if not FIRST_YEAR <= value.year < END_YEAR:
-        raise Unstorable(field, f"must be between {FIRST_YEAR}-01-01 and {END_YEAR}-01-01")
+    try:
+        _instant(value)
+    except _Refused as exc:
+        raise Unstorable(field, exc.message) from None
 
 
 def check(value: Any, field: str = "", *, strings: bool = True) -> None:
@@ -97,6 +99,16 @@ def _text(value: str) -> None:
         raise _Refused(f"contains {char}, which cannot be stored")
 
 
+def _instant(value: dt.date) -> None:
+    if not FIRST_YEAR <= value.year < END_YEAR:
+        raise _Refused(f"must be between {FIRST_YEAR}-01-01 and {END_YEAR}-01-01")
+
+
+def _integer(value: int) -> None:
+    if not -MAX_INT <= value <= MAX_INT:
+        raise _Refused("integer out of range")
+
+
 def _walk(value: Any, depth: int, strings: bool) -> None:
     kind = type(value)
     if kind is str:
@@ -105,14 +117,12 @@ def _walk(value: Any, depth: int, strings: bool) -> None:
     elif value is None or kind is bool:
         return
     elif kind is int:
-        if not -MAX_INT <= value <= MAX_INT:
-            raise _Refused("integer out of range")
+        _integer(value)
     elif kind is float:
         if not math.isfinite(value):
             raise _Refused("number out of range")
     elif isinstance(value, dt.date):  # datetime is a date
-        if not FIRST_YEAR <= value.year < END_YEAR:
-            raise _Refused(f"must be between {FIRST_YEAR}-01-01 and {END_YEAR}-01-01")
+        _instant(value)
     elif isinstance(value, msgspec.Raw):
         return
     elif depth >= MAX_DEPTH:
@@ -150,7 +160,6 @@ def _walk(value: Any, depth: int, strings: bool) -> None:
         if strings:
             _text(value)
     elif isinstance(value, int) and not isinstance(value, bool):
-        if not -MAX_INT <= value <= MAX_INT:
-            raise _Refused("integer out of range")
+        _integer(value)
     elif isinstance(value, float) and not math.isfinite(value):
         raise _Refused("number out of range")

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from civicpulse.config import Settings
 from civicpulse.db import reports as reports_repo
@@ -102,32 +103,18 @@ async def check_set_aside(
         await owner.close()
 
 
-async def test_a_report_classification_always_fails_on_is_set_aside_alone(
-    settings: Settings, db_url: str, tenant_a: TenantKeys
+@pytest.mark.parametrize(
+    ("stage", "constraint", "pill"),
+    [
+        ("classify", "classification IS NULL OR text <> 'classify pill'", "classify pill"),
+        ("group", "issue_id IS NULL OR text <> 'group pill'", "group pill"),
+    ],
+)
+async def test_a_report_a_stage_always_fails_on_is_set_aside_alone(
+    settings: Settings, db_url: str, tenant_a: TenantKeys, stage: str, constraint: str, pill: str
 ) -> None:
     async with running_server(settings.replace(**FAST_RETRY)) as client:
-        await check_set_aside(
-            client,
-            db_url,
-            tenant_a,
-            "classify",
-            "classification IS NULL OR text <> 'classify pill'",
-            "classify pill",
-        )
-
-
-async def test_a_report_grouping_always_fails_on_is_set_aside_alone(
-    settings: Settings, db_url: str, tenant_a: TenantKeys
-) -> None:
-    async with running_server(settings.replace(**FAST_RETRY)) as client:
-        await check_set_aside(
-            client,
-            db_url,
-            tenant_a,
-            "group",
-            "issue_id IS NULL OR text <> 'group pill'",
-            "group pill",
-        )
+        await check_set_aside(client, db_url, tenant_a, stage, constraint, pill)
 
 
 async def test_a_policy_the_calendar_cannot_compute_flags_issues_and_stops_nobody(
