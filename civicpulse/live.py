@@ -57,6 +57,7 @@ def render(row: Mapping[str, Any], public: bool) -> bytes | None:
     if not public:
         issue["title"] = row["title"]
         issue["visibility"] = row["visibility"]
+        body["report_id"] = None if row["report_id"] is None else str(row["report_id"])
         body["data"] = msgspec.json.decode(row["data"])
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (
         row["id"],

@@ -440,6 +440,7 @@ class StreamEventData(Shape, frozen=True, kw_only=True):
     from_status: str | UnsetType | None = UNSET
     to_status: str | UnsetType | None = UNSET
     issue: StreamIssue | UnsetType = UNSET
+    report_id: str | UnsetType | None = UNSET  # staff view only: the report it concerns
     data: dict[str, Any] | UnsetType = UNSET  # staff view only
 
 

@@ -265,7 +265,7 @@ SELECT id, status, category, area, team, priority, severity, report_count, lat, 
 
 -- name: event_after
 -- Stream resume and fan-out: events after an id, with what a stream may show.
-SELECT e.id, e.issue_id, e.kind, e.from_status, e.to_status, e.created_at, e.data,
+SELECT e.id, e.issue_id, e.report_id, e.kind, e.from_status, e.to_status, e.created_at, e.data,
        i.status, i.category, i.area, i.visibility, i.title, i.report_count
   FROM issue_events e
   JOIN issues i ON i.tenant_id = e.tenant_id AND i.id = e.issue_id
@@ -274,7 +274,7 @@ SELECT e.id, e.issue_id, e.kind, e.from_status, e.to_status, e.created_at, e.dat
  LIMIT $3
 
 -- name: events_by_id
-SELECT e.id, e.issue_id, e.kind, e.from_status, e.to_status, e.created_at, e.data,
+SELECT e.id, e.issue_id, e.report_id, e.kind, e.from_status, e.to_status, e.created_at, e.data,
        i.status, i.category, i.area, i.visibility, i.title, i.report_count
   FROM issue_events e
   JOIN issues i ON i.tenant_id = e.tenant_id AND i.id = e.issue_id
