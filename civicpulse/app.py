@@ -273,7 +273,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
             name="maintenance",
         )
-        broker = Broker(pool, dsn, server_settings(settings))
+        broker = Broker(
+            pool, dsn, server_settings(settings), max_wakeups=settings.stream_max_wakeups
+        )
         await broker.start()
         state = AppState(
             settings=settings,

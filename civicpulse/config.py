@@ -109,6 +109,10 @@ class Settings:
     # The dashboard page's costly widgets (rankings, recurring places) are recomputed at
     # most this often per tenant and view; the analytics API always computes them live.
     dashboard_widget_seconds: float = 60.0
+    # Live streams: stream wake-ups per second in a process. Each wake-up writes everything
+    # new in one chunk; with more open streams than this, each is woken less often (10,000
+    # streams at 10,000/s: once a second), so fan-out cannot starve intake.
+    stream_max_wakeups: float = 10_000.0
 
     # Planner statistics: every this many seconds the tables whose statistics are stale are
     # analysed (never analysed though holding at least analyze_min_rows changed rows, or
@@ -158,6 +162,8 @@ class Settings:
             raise ConfigError("CIVICPULSE_LLM_JSON_MODE must be json_schema, json_object or prompt")
         if self.llm_deadline_seconds <= 0:
             raise ConfigError("CIVICPULSE_LLM_DEADLINE_SECONDS must be above 0")
+        if self.stream_max_wakeups <= 0:
+            raise ConfigError("CIVICPULSE_STREAM_MAX_WAKEUPS must be above 0")
 
     def replace(self, **changes: object) -> Settings:
         """Return a copy with some fields changed."""

@@ -128,7 +128,7 @@ HOT_QUERIES: tuple[HotQuery, ...] = (
     HotQuery("ranking_rows", "areas ranked over 30 days", _ranking),
     HotQuery("hotspot_rows", "recurring places over 30 days", _hotspots),
     HotQuery("recent_issues", "newest public issues", _fixed(True, None, None, 10)),
-    HotQuery("event_after", "stream resume after the last 20 events", _resume),
+    HotQuery("events_after", "stream resume after the last 20 events", _resume),
 )
 
 

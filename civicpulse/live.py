@@ -1,22 +1,31 @@
-"""Live fan-out: issue events from PostgreSQL LISTEN/NOTIFY to server-sent-event streams.
+"""Live fan-out: issue events from PostgreSQL to server-sent-event streams, in commit order.
 
-Each process holds one LISTEN connection on `civicpulse_events` (the issue_events insert
-trigger and the aggregator notify it), so an event logged by any process reaches the
-streams of every process. Notifications carry only (tenant, event id, kind); for tenants
-with subscribers the broker reads the events in one query per tenant per flush, renders
-each frame once for the private and once for the public view, and puts it on every
-subscriber's bounded queue. A subscriber whose queue is full is dropped (its stream ends;
-the client reconnects with Last-Event-ID and resumes from the database), so one slow client
-never slows the others.
+Every event has a per-tenant sequence number given in commit order (schema 0011), so the
+events a reader can see are always a prefix of the tenant's sequence, and "everything after
+the last number sent" is exact: nothing committed later can carry a smaller number.
+
+Each process holds one LISTEN connection on `civicpulse_events` (an insert on issue_events
+and the aggregator's rollups notify it), so an event logged by any process reaches the
+streams of every process. A notification only names the tenant. For each tenant with open
+streams the broker keeps a `Feed`: the newest events read from the table, each rendered once
+for the staff view and once for the public view. Fan-out costs the broker one read per
+tenant per flush, not one put per subscriber: it appends to the feed and wakes the streams,
+and each stream writes what is new for it in one chunk. A stream that falls behind what the
+feed holds (a slow client, a resume with Last-Event-ID) reads from the table until it is
+back, so nobody is dropped and nobody waits for anyone else.
+
+Waking thousands of streams costs the event loop that intake also runs on, so wake-ups are
+paced: at most `max_wakeups` stream wake-ups per second in the process (with 10,000 open
+streams each is woken once a second, with everything new in one write).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
-from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +42,9 @@ CHANNEL = "civicpulse_events"
 PUBLIC_KINDS = frozenset(
     {"issue_created", "status_changed", "assigned", "report_attached", "merged_into"}
 )
+ROLLUP_FRAME = b'event: rollup\ndata: {"kind": "rollup"}\n\n'
+KEEPALIVE_FRAME = b": keep-alive\n\n"
+READ_ROWS = 500  # events per table read (flush, resume, catch-up)
 _json = msgspec.json.Encoder()
 
 
@@ -60,23 +72,56 @@ def render(row: Mapping[str, Any], public: bool) -> bytes | None:
         body["report_id"] = None if row["report_id"] is None else str(row["report_id"])
         body["data"] = msgspec.json.decode(row["data"])
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (
-        row["id"],
+        row["seq"],
         row["kind"].encode(),
         _json.encode(body),
     )
 
 
-ROLLUP_FRAME = b'event: rollup\ndata: {"kind": "rollup"}\n\n'
-
-
 @dataclass(eq=False)
-class Subscriber:
+class Feed:
+    """One tenant's newest events in this process, rendered once for each view.
+
+    It holds every event numbered in (floor, last_seq]; older ones are read from the table.
+    """
+
     tenant_id: int
-    public: bool
-    # (event id, frame); id 0 for frames without one (rollup); None ends the stream.
-    queue: asyncio.Queue[tuple[int, bytes] | None]
-    dropped: bool = False
-    last_id: int = 0
+    last_seq: int
+    capacity: int = 2048
+    floor: int = 0
+    subscribers: int = 0
+    rollups: int = 0  # bumped by every rollup notice: streams compare it with what they saw
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    woken_at: float = 0.0
+    wake_handle: asyncio.TimerHandle | None = None
+    _seqs: list[int] = field(default_factory=list)
+    _staff: list[bytes] = field(default_factory=list)
+    _public: list[bytes | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.floor = self.last_seq
+
+    def add(self, rows: list[asyncpg.Record]) -> None:
+        for row in rows:
+            staff = render(row, False)
+            assert staff is not None
+            self._seqs.append(row["seq"])
+            self._staff.append(staff)
+            self._public.append(render(row, True))
+            self.last_seq = row["seq"]
+        if len(self._seqs) > 2 * self.capacity:  # trimmed in bulk: amortised O(1) per event
+            cut = len(self._seqs) - self.capacity
+            self.floor = self._seqs[cut - 1]
+            del self._seqs[:cut], self._staff[:cut], self._public[:cut]
+
+    def since(self, cursor: int, public: bool) -> tuple[bytes, int]:
+        """What a stream at `cursor` (>= floor) has not had yet, as one chunk, and where it
+        then stands."""
+        start = bisect.bisect_right(self._seqs, cursor)
+        if start == len(self._seqs):
+            return b"", max(cursor, self.last_seq)
+        frames = self._public[start:] if public else self._staff[start:]
+        return b"".join(f for f in frames if f is not None), self.last_seq
 
 
 @dataclass
@@ -84,12 +129,14 @@ class Broker:
     pool: asyncpg.Pool
     dsn: str
     server_settings: Mapping[str, str]
-    queue_size: int = 256
+    feed_capacity: int = 2048
     coalesce: float = 0.05
-    subscribers: dict[int, set[Subscriber]] = field(default_factory=lambda: defaultdict(set))
-    _pending: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))
-    _rollups: set[int] = field(default_factory=set)
-    _last_id: dict[int, int] = field(default_factory=dict)
+    max_wakeups: float = 10_000.0  # stream wake-ups per second in this process
+    keepalive: float = 15.0
+    feeds: dict[int, Feed] = field(default_factory=dict)
+    streams: int = 0
+    table_reads: int = 0  # reads by streams behind their feed (resume, slow clients)
+    _pending: set[int] = field(default_factory=set)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
@@ -98,31 +145,90 @@ class Broker:
         self._task = asyncio.create_task(self._run(), name="live-broker")
 
     async def stop(self) -> None:
+        """Stop listening and end every open stream."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for subs in self.subscribers.values():
-            for sub in subs:
-                _close(sub)
+        for feed in self.feeds.values():
+            self._wake_streams(feed)
 
     @property
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def subscribe(self, tenant_id: int, public: bool, last_id: int = 0) -> Subscriber:
-        sub = Subscriber(tenant_id, public, asyncio.Queue(self.queue_size), last_id=last_id)
-        self.subscribers[tenant_id].add(sub)
-        return sub
+    async def stream(
+        self, tenant_id: int, public: bool, last_seq: int | None
+    ) -> AsyncIterator[bytes]:
+        """A stream's body: everything after `last_seq` (or from now), then live events,
+        rollup notices and keep-alives, until the client leaves or the broker stops."""
+        feed = await self._join(tenant_id)
+        try:
+            yield b"retry: 3000\n: connected\n\n"
+            if last_seq is None:
+                cursor = feed.last_seq
+            else:
+                # A number from the future (another deployment, a typo) would hold the stream
+                # silent until the tenant caught up with it: resume from the newest instead.
+                async with tenant_transaction(self.pool, tenant_id) as conn:
+                    cursor = min(last_seq, await repo.last_event_seq(conn, tenant_id))
+            rollups = feed.rollups
+            while not self._stopping:
+                if cursor < feed.floor:
+                    chunk, cursor = await self._from_table(tenant_id, cursor, public, feed.floor)
+                else:
+                    chunk, cursor = feed.since(cursor, public)
+                    if feed.rollups != rollups:
+                        rollups = feed.rollups
+                        chunk += ROLLUP_FRAME
+                if chunk:
+                    yield chunk
+                    continue
+                ready = feed.ready
+                try:
+                    async with asyncio.timeout(self.keepalive):
+                        await ready.wait()
+                except TimeoutError:
+                    yield KEEPALIVE_FRAME
+        finally:
+            self._leave(feed)
 
-    def unsubscribe(self, sub: Subscriber) -> None:
-        subs = self.subscribers.get(sub.tenant_id)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del self.subscribers[sub.tenant_id]
+    async def _from_table(
+        self, tenant_id: int, cursor: int, public: bool, floor: int
+    ) -> tuple[bytes, int]:
+        self.table_reads += 1
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            rows = await repo.events_after(conn, tenant_id, cursor, READ_ROWS)
+        if not rows:
+            return b"", floor  # numbers up to the floor that were never used (gaps)
+        frames = (render(row, public) for row in rows)
+        return b"".join(f for f in frames if f is not None), rows[-1]["seq"]
+
+    async def _join(self, tenant_id: int) -> Feed:
+        feed = self.feeds.get(tenant_id)
+        if feed is None:
+            async with tenant_transaction(self.pool, tenant_id) as conn:
+                last = await repo.last_event_seq(conn, tenant_id)
+            feed = self.feeds.get(tenant_id)  # another stream may have made it meanwhile
+            if feed is None:
+                feed = Feed(tenant_id, last, self.feed_capacity)
+                self.feeds[tenant_id] = feed
+                # Whatever committed between that read and now comes with the next flush.
+                self._pending.add(tenant_id)
+                self._wake.set()
+        feed.subscribers += 1
+        self.streams += 1
+        return feed
+
+    def _leave(self, feed: Feed) -> None:
+        feed.subscribers -= 1
+        self.streams -= 1
+        if feed.subscribers == 0 and self.feeds.get(feed.tenant_id) is feed:
+            del self.feeds[feed.tenant_id]
+            if feed.wake_handle is not None:
+                feed.wake_handle.cancel()
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         try:
@@ -130,23 +236,25 @@ class Broker:
             tenant_id = int(note["t"])
         except (ValueError, KeyError, TypeError):
             return
-        if tenant_id not in self.subscribers:
+        feed = self.feeds.get(tenant_id)
+        if feed is None:
             return
         if note.get("k") == "rollup":
-            self._rollups.add(tenant_id)
-        elif "id" in note:
-            self._pending[tenant_id].add(int(note["id"]))
-        self._wake.set()
+            feed.rollups += 1
+            self._publish(feed)
+        else:
+            self._pending.add(tenant_id)
+            self._wake.set()
 
     async def _run(self) -> None:
-        """Keep a LISTEN connection; after a reconnect, catch up from the last ids seen."""
+        """Keep a LISTEN connection; after a (re)connect, read every feed up to date."""
         while not self._stopping:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(self.dsn, server_settings=dict(self.server_settings))
                 await conn.add_listener(CHANNEL, self._on_notify)
-                for tenant_id in list(self.subscribers):
-                    await self._catch_up(tenant_id)
+                self._pending.update(self.feeds)
+                await self._flush()
                 while not self._stopping and not conn.is_closed():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), 5.0)
@@ -163,52 +271,33 @@ class Broker:
                     with contextlib.suppress(Exception):
                         await conn.close()
 
-    async def _catch_up(self, tenant_id: int) -> None:
-        last = self._last_id.get(tenant_id)
-        if last is None:
-            return
-        async with tenant_transaction(self.pool, tenant_id) as conn:
-            rows = await repo.event_after(conn, tenant_id, last, 1000)
-        self._deliver(tenant_id, rows)
-
     async def _flush(self) -> None:
-        pending, self._pending = self._pending, defaultdict(set)
-        rollups, self._rollups = self._rollups, set()
-        for tenant_id, ids in pending.items():
-            if tenant_id not in self.subscribers:
+        pending, self._pending = self._pending, set()
+        for tenant_id in pending:
+            feed = self.feeds.get(tenant_id)
+            if feed is None:
                 continue
             async with tenant_transaction(self.pool, tenant_id) as conn:
-                rows = await repo.events_by_id(conn, tenant_id, sorted(ids))
-            self._deliver(tenant_id, rows)
-        for tenant_id in rollups:
-            for sub in list(self.subscribers.get(tenant_id, ())):
-                self._offer(sub, 0, ROLLUP_FRAME)
+                while True:
+                    rows = await repo.events_after(conn, tenant_id, feed.last_seq, READ_ROWS)
+                    feed.add(rows)
+                    if len(rows) < READ_ROWS:
+                        break
+            self._publish(feed)
 
-    def _deliver(self, tenant_id: int, rows: list[asyncpg.Record]) -> None:
-        subs = list(self.subscribers.get(tenant_id, ()))
-        for row in rows:
-            self._last_id[tenant_id] = max(self._last_id.get(tenant_id, 0), row["id"])
-            frames = {False: render(row, False), True: render(row, True)}
-            for sub in subs:
-                frame = frames[sub.public]
-                if frame is not None and row["id"] > sub.last_id:
-                    self._offer(sub, row["id"], frame)
+    def _publish(self, feed: Feed) -> None:
+        """Wake the feed's streams now, or as soon as the pace allows."""
+        if feed.wake_handle is not None:
+            return  # already due
+        loop = asyncio.get_running_loop()
+        due = feed.woken_at + max(self.coalesce, self.streams / self.max_wakeups)
+        if loop.time() >= due:
+            self._wake_streams(feed)
+        else:
+            feed.wake_handle = loop.call_at(due, self._wake_streams, feed)
 
-    def _offer(self, sub: Subscriber, event_id: int, frame: bytes) -> None:
-        if sub.dropped:
-            return
-        try:
-            sub.queue.put_nowait((event_id, frame))
-        except asyncio.QueueFull:
-            # Too slow: end its stream rather than hold anyone else up.
-            _close(sub)
-            self.unsubscribe(sub)
-
-
-def _close(sub: Subscriber) -> None:
-    """End a subscriber's stream: its queue ends with None (room is made for it)."""
-    sub.dropped = True
-    if sub.queue.full():
-        with contextlib.suppress(asyncio.QueueEmpty):
-            sub.queue.get_nowait()
-    sub.queue.put_nowait(None)
+    def _wake_streams(self, feed: Feed) -> None:
+        feed.wake_handle = None
+        feed.woken_at = asyncio.get_running_loop().time()
+        ready, feed.ready = feed.ready, asyncio.Event()
+        ready.set()

@@ -32,13 +32,11 @@ from civicpulse.db import analytics as repo
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.engine import geo
 from civicpulse.errors import NotFound, ValidationFailed
-from civicpulse.live import render
 
 _json = msgspec.json.Encoder()
 INTERVALS = ("day", "week", "month")
 GROUPS = ("category", "area", "team", "status", "none")
 WIDGETS = ("totals", "trend", "backlog", "categories", "rankings", "hotspots", "recent")
-KEEPALIVE_S = 15.0
 PAGE = Path(__file__).parent / "static" / "dashboard.html"
 
 
@@ -454,45 +452,15 @@ async def page(request: Request) -> Response:
 
 async def stream(request: Request) -> Response:
     """Server-sent events: issue changes, SLA warnings and breaches (staff), rollup updates.
-    `Last-Event-ID` resumes after that event; a comment line every 15 s keeps proxies open."""
+    Event ids are the tenant's own event numbers, in commit order; `Last-Event-ID` resumes
+    after that event. A comment line every 15 s keeps proxies open."""
     state, tenant, public, _ = await _viewer(request)
     raw_last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    last_id = 0
+    last_seq = None
     if raw_last:
-        last_id = parse_int(raw_last.strip(), "last-event-id", 0, 2**62)
-    broker = state.broker
-    sub = broker.subscribe(tenant.id, public, last_id)
-
-    async def frames() -> AsyncIterator[bytes]:
-        sent = last_id
-        try:
-            yield b"retry: 3000\n: connected\n\n"
-            if last_id:
-                async with tenant_transaction(state.pool, tenant.id) as conn:
-                    missed = await repo.event_after(conn, tenant.id, last_id, 1000)
-                for row in missed:
-                    frame = render(row, public)
-                    sent = max(sent, row["id"])
-                    if frame is not None:
-                        yield frame
-            while True:
-                try:
-                    item = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
-                if item is None:
-                    return  # dropped as too slow, or shutting down: the client reconnects
-                event_id, frame = item
-                if event_id and event_id <= sent:
-                    continue
-                sent = max(sent, event_id)
-                yield frame
-        finally:
-            broker.unsubscribe(sub)
-
+        last_seq = parse_int(raw_last.strip(), "last-event-id", 0, 2**62)
     return StreamingResponse(
-        frames(),
+        state.broker.stream(tenant.id, public, last_seq),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

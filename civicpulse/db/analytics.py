@@ -121,16 +121,15 @@ async def export_issues(
         yield row
 
 
-async def event_after(
+async def events_after(
     conn: asyncpg.Connection, tenant_id: int, after: int, limit: int
 ) -> list[asyncpg.Record]:
-    return list(await conn.fetch(q("event_after"), tenant_id, after, limit))
+    return list(await conn.fetch(q("events_after"), tenant_id, after, limit))
 
 
-async def events_by_id(
-    conn: asyncpg.Connection, tenant_id: int, ids: Sequence[int]
-) -> list[asyncpg.Record]:
-    return list(await conn.fetch(q("events_by_id"), tenant_id, list(ids)))
+async def last_event_seq(conn: asyncpg.Connection, tenant_id: int) -> int:
+    last: int = await conn.fetchval(q("last_event_seq"), tenant_id)
+    return last
 
 
 async def widget_get(

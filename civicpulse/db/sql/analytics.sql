@@ -263,23 +263,20 @@ SELECT id, status, category, area, team, priority, severity, report_count, lat, 
  WHERE tenant_id = $1 AND opened_at >= $2 AND opened_at < $3
  ORDER BY opened_at, id
 
--- name: event_after
--- Stream resume and fan-out: events after an id, with what a stream may show.
-SELECT e.id, e.issue_id, e.report_id, e.kind, e.from_status, e.to_status, e.created_at, e.data,
-       i.status, i.category, i.area, i.visibility, i.title, i.report_count
+-- name: events_after
+-- The streams: a tenant's events after a sequence number, in commit order (see schema 0011),
+-- with what a stream may show. Serves live fan-out, resume and slow subscribers' catch-up.
+SELECT e.seq, e.issue_id, e.report_id, e.kind, e.from_status, e.to_status, e.created_at,
+       e.data, i.status, i.category, i.area, i.visibility, i.title, i.report_count
   FROM issue_events e
   JOIN issues i ON i.tenant_id = e.tenant_id AND i.id = e.issue_id
- WHERE e.tenant_id = $1 AND e.id > $2
- ORDER BY e.id
+ WHERE e.tenant_id = $1 AND e.seq > $2
+ ORDER BY e.seq
  LIMIT $3
 
--- name: events_by_id
-SELECT e.id, e.issue_id, e.report_id, e.kind, e.from_status, e.to_status, e.created_at, e.data,
-       i.status, i.category, i.area, i.visibility, i.title, i.report_count
-  FROM issue_events e
-  JOIN issues i ON i.tenant_id = e.tenant_id AND i.id = e.issue_id
- WHERE e.tenant_id = $1 AND e.id = ANY($2::bigint[])
- ORDER BY e.id
+-- name: last_event_seq
+-- Where a new stream starts: the tenant's newest event number (0 for none).
+SELECT COALESCE(max(seq), 0) FROM issue_events WHERE tenant_id = $1
 
 -- name: widget_get
 -- A stored dashboard widget no older than $3 seconds (primary key lookup).

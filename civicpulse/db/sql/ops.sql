@@ -24,7 +24,7 @@ SELECT id FROM reports WHERE tenant_id = $1 LIMIT 1
 SELECT id FROM issues WHERE tenant_id = $1 LIMIT 1
 
 -- name: explain_last_event
-SELECT max(id) FROM issue_events WHERE tenant_id = $1
+SELECT max(seq) FROM issue_events WHERE tenant_id = $1
 
 -- name: table_rows
 SELECT relname, reltuples FROM pg_class
