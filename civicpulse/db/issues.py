@@ -95,6 +95,11 @@ async def grouping_settings(
     }
 
 
+async def keyed_plans(conn: asyncpg.Connection) -> None:
+    """For the rest of this transaction, plan key probes only (see the query)."""
+    await conn.execute(q("keyed_plans"))
+
+
 async def lock_regions(conn: asyncpg.Connection, tenant_id: int, keys: Sequence[int]) -> None:
     await conn.fetchval(q("lock_regions"), tenant_id, sorted(keys))
 

@@ -69,6 +69,7 @@ async def group_claim(ctx: GroupContext, claim: Claim) -> int:
     tenant_id = claim.tenant_id
     loop = asyncio.get_running_loop()
     async with tenant_transaction(ctx.pool, tenant_id) as conn:
+        await issues_repo.keyed_plans(conn)
         reports = await issues_repo.load_classified_reports(conn, tenant_id, claim.ids, ctx.owner)
         if not reports:
             return 0

@@ -4,6 +4,7 @@ and never scans reports or issues sequentially."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -55,64 +56,69 @@ async def seeded(db_url: str) -> AsyncIterator[list[TenantKeys]]:
     tenants = [await make_tenant(db_url, f"plan-{i}") for i in range(TENANTS)]
     conn = await asyncpg.connect(db_url)
     try:
-        for t in tenants:
-            # Issues packed into 49 cells of a dense district, eight categories, most closed:
-            # the open ones are the partial indexes.
-            await conn.execute(
-                """
-                INSERT INTO issues (tenant_id, id, status, category, kind, lat, lon, cell,
-                                    report_count, first_reported, last_reported, place_ref)
-                SELECT $1, gen_random_uuid(),
-                       CASE WHEN g % 5 = 0 THEN 'new' ELSE 'closed' END,
-                       (ARRAY['road_defect', 'graffiti', 'streetlight', 'litter_dumping',
-                              'bulky_items', 'trees', 'noise', 'parks'])[1 + g % 8],
-                       'infrastructure', 34 + (g % 7) * 0.004, -118.5 + (g / 7 % 7) * 0.004,
-                       civicpulse_cell(34 + (g % 7) * 0.004, -118.5 + (g / 7 % 7) * 0.004),
-                       1, now() - interval '2 days', now() - (g % 20) * interval '1 day',
-                       -- A quarter know their room (a facility's issues).
-                       CASE WHEN g % 4 = 0 THEN jsonb_build_object('unit', '~' || g % 300) END
-                  FROM generate_series(1, $2) AS g""",
-                t.id,
-                ISSUES_PER_TENANT,
-            )
-            # Reports: mostly done; a few pending, labelled, keyed, attached to issues.
-            issue_ids = await conn.fetchval(
-                "SELECT array_agg(id) FROM issues WHERE tenant_id = $1", t.id
-            )
-            await conn.execute(
-                """
-                INSERT INTO reports (tenant_id, id, text, lat, lon, submitted_at, received_at,
-                                     state, category, label_source, idempotency_key, issue_id)
-                SELECT $1, civicpulse_uuid7(), 'report ' || g, 34.05, -118.25,
-                       now() - g * interval '1 minute', now() - g * interval '1 minute',
-                       CASE WHEN g % 200 = 0 THEN 'received'
-                            WHEN g % 200 = 1 THEN 'classified' ELSE 'grouped' END,
-                       'road_defect', CASE WHEN g % 10 = 0 THEN 'import' END,
-                       CASE WHEN g % 3 = 0 THEN 'key-' || g END,
-                       CASE WHEN g % 200 > 1 THEN ($3::uuid[])[1 + g % 2000] END
-                  FROM generate_series(1, $2) AS g""",
-                t.id,
-                REPORTS_PER_TENANT,
-                issue_ids,
-            )
-            await conn.execute(
-                """
-                INSERT INTO issue_events (tenant_id, issue_id, kind, actor)
-                SELECT tenant_id, id, 'issue_created', 'test' FROM issues
-                 WHERE tenant_id = $1""",
-                t.id,
-            )
-            await conn.execute(
-                """
-                INSERT INTO api_keys (tenant_id, key_hash, prefix, scope)
-                SELECT $1, sha256(('k' || $1::bigint::text || '-' || g)::bytea), 'x', 'submit'
-                  FROM generate_series(1, 500) AS g""",
-                t.id,
-            )
+        await seed(conn, tenants)
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
     yield tenants
+
+
+async def seed(conn: asyncpg.Connection, tenants: list[TenantKeys]) -> None:
+    """Issues, reports, events and keys for each tenant."""
+    for t in tenants:
+        # Issues packed into 49 cells of a dense district, eight categories, most closed:
+        # the open ones are the partial indexes.
+        await conn.execute(
+            """
+            INSERT INTO issues (tenant_id, id, status, category, kind, lat, lon, cell,
+                                report_count, first_reported, last_reported, place_ref)
+            SELECT $1, gen_random_uuid(),
+                   CASE WHEN g % 5 = 0 THEN 'new' ELSE 'closed' END,
+                   (ARRAY['road_defect', 'graffiti', 'streetlight', 'litter_dumping',
+                          'bulky_items', 'trees', 'noise', 'parks'])[1 + g % 8],
+                   'infrastructure', 34 + (g % 7) * 0.004, -118.5 + (g / 7 % 7) * 0.004,
+                   civicpulse_cell(34 + (g % 7) * 0.004, -118.5 + (g / 7 % 7) * 0.004),
+                   1, now() - interval '2 days', now() - (g % 20) * interval '1 day',
+                   -- A quarter know their room (a facility's issues).
+                   CASE WHEN g % 4 = 0 THEN jsonb_build_object('unit', '~' || g % 300) END
+              FROM generate_series(1, $2) AS g""",
+            t.id,
+            ISSUES_PER_TENANT,
+        )
+        # Reports: mostly done; a few pending, labelled, keyed, attached to issues.
+        issue_ids = await conn.fetchval(
+            "SELECT array_agg(id) FROM issues WHERE tenant_id = $1", t.id
+        )
+        await conn.execute(
+            """
+            INSERT INTO reports (tenant_id, id, text, lat, lon, submitted_at, received_at,
+                                 state, category, label_source, idempotency_key, issue_id)
+            SELECT $1, civicpulse_uuid7(), 'report ' || g, 34.05, -118.25,
+                   now() - g * interval '1 minute', now() - g * interval '1 minute',
+                   CASE WHEN g % 200 = 0 THEN 'received'
+                        WHEN g % 200 = 1 THEN 'classified' ELSE 'grouped' END,
+                   'road_defect', CASE WHEN g % 10 = 0 THEN 'import' END,
+                   CASE WHEN g % 3 = 0 THEN 'key-' || g END,
+                   CASE WHEN g % 200 > 1 THEN ($3::uuid[])[1 + g % 2000] END
+              FROM generate_series(1, $2) AS g""",
+            t.id,
+            REPORTS_PER_TENANT,
+            issue_ids,
+        )
+        await conn.execute(
+            """
+            INSERT INTO issue_events (tenant_id, issue_id, kind, actor)
+            SELECT tenant_id, id, 'issue_created', 'test' FROM issues
+             WHERE tenant_id = $1""",
+            t.id,
+        )
+        await conn.execute(
+            """
+            INSERT INTO api_keys (tenant_id, key_hash, prefix, scope)
+            SELECT $1, sha256(('k' || $1::bigint::text || '-' || g)::bytea), 'x', 'submit'
+              FROM generate_series(1, 500) AS g""",
+            t.id,
+        )
 
 
 def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -126,12 +132,15 @@ async def explain(
     tenant_id: int | None,
     sql: str,
     *args: Any,
+    prelude: str | None = None,
 ) -> list[dict[str, Any]]:
     async with pool.acquire() as conn, conn.transaction():
         if tenant_id is not None:
             await conn.execute(
                 "SELECT set_config('civicpulse.tenant_id', $1, true)", str(tenant_id)
             )
+        if prelude is not None:
+            await conn.execute(prelude)
         raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
         # Rolled back: EXPLAIN of an UPDATE plans it without running it.
     return list(plan_nodes(json.loads(raw)[0]["Plan"]))
@@ -377,7 +386,7 @@ async def test_dashboard_queries_use_their_indexes(
         await conn.execute("ANALYZE")
         # A stream resumes a little way back: the last 20 events.
         resume_from = await conn.fetchval(
-            "SELECT max(id) - 20 FROM issue_events WHERE tenant_id = $1", t
+            "SELECT max(seq) - 20 FROM issue_events WHERE tenant_id = $1", t
         )
     finally:
         await conn.close()
@@ -395,9 +404,106 @@ async def test_dashboard_queries_use_their_indexes(
         ("ranking_rows", "issues_resolved", (t, "area", month, now)),
         ("hotspot_rows", ("issues_opened", "issues_list"), (t, month, now, True, 10)),
         ("recent_issues", "issues_list", (t, True, None, None, 10)),
-        ("event_after", "issue_events_pkey", (t, resume_from, 1000)),
+        ("events_after", "issue_events_seq", (t, resume_from, 1000)),
         ("insert_rollup_hours", ("issues_opened", "issues_resolved"), (t, hours)),
         ("export_issues", ("issues_opened", "issues_list"), (t, month, now)),
     ]
     for name, index, args in cases:
         assert_uses(await explain(app_pool, t, q(name), *args), index)
+
+
+@pytest.fixture(params=["never analysed", "analysed while empty"])
+async def unanalysed(request: pytest.FixtureRequest, db_url: str) -> list[TenantKeys]:
+    """Tenants whose rows the statistics do not know: a database never analysed (autovacuum
+    off), or one analysed before the tenants' rows arrived (a fresh tenant, an import)."""
+    tenants = [await make_tenant(db_url, f"fresh-{i}") for i in range(TENANTS)]
+    conn = await asyncpg.connect(db_url)
+    try:
+        if request.param == "analysed while empty":
+            await conn.execute("ANALYZE")
+        await seed(conn, tenants)
+    finally:
+        await conn.close()
+    return tenants
+
+
+async def test_grouping_and_workflow_plans_hold_without_statistics(
+    unanalysed: list[TenantKeys], app_pool: asyncpg.Pool, db_url: str
+) -> None:
+    """The statements every grouping claim and workflow change runs find their rows by key,
+    whatever the statistics say: a tenant-wide scan here would be read once per claim."""
+    t = unanalysed[1].id
+    conn = await asyncpg.connect(db_url)
+    try:
+        issues = [
+            r["id"]
+            for r in await conn.fetch("SELECT id FROM issues WHERE tenant_id = $1 LIMIT 50", t)
+        ]
+        reports = [
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM reports WHERE tenant_id = $1 AND issue_id IS NOT NULL LIMIT 200",
+                t,
+            )
+        ]
+        locked = await conn.fetch(q("lock_issue_workflow"), t, issues)
+        last = await conn.fetchval("SELECT max(seq) FROM issue_events WHERE tenant_id = $1", t)
+    finally:
+        await conn.close()
+    ids = [str(i) for i in reports]
+    links = [uuid.UUID(int=0)] * len(reports)
+    from civicpulse import workflow as wf
+
+    cfg = wf.TenantConfig(t, "UTC", None, None, {})
+    now = datetime.now(UTC)
+    plans = [wf.plan(cfg, wf.state_from_row(r), wf.Change("created", "test"), now) for r in locked]
+    cases: list[tuple[str, str | tuple[str, ...], tuple[Any, ...]]] = [
+        # The pending index holds only unfinished reports: small whatever the tenant holds.
+        ("load_classified_reports", ("reports_pkey", "reports_pending"), (t, reports, "owner")),
+        ("attach_reports", ("reports_pkey", "reports_pending"), (t, reports, links, ["{}"] * len(ids), "owner")),
+        ("add_to_issue_aggregates", "reports_pkey", (t, reports)),
+        ("add_to_issue_aggregates", "issues_pkey", (t, reports)),
+        ("lock_issue_workflow", "issues_pkey", (t, issues)),
+        (
+            "save_issues_workflow",
+            "issues_pkey",
+            workflow_params([wf.save_args(t, p) for p in plans], now),
+        ),
+        ("get_issue", "issues_pkey", (t, issues[0])),
+        ("issue_reports", "reports_issue", (t, issues[0])),
+        ("events_after", "issue_events_seq", (t, last - 20, 1000)),
+    ]
+    probe = [
+        grouping.Report("r", 34.05, -118.25, "road_defect", "infrastructure", "x", time.time(), 2)
+    ]
+    search = grouping.search_for(probe, {})
+    cases.append(
+        (
+            "open_issue_candidates",
+            # A probe per (category, cell), or per cell: either reads one cell's open issues.
+            ("issues_open_category_cell", "issues_open_cell"),
+            (t, *candidate_args(search, grouping.NEAREST)),
+        )
+    )
+    wrong = []
+    for name, index, args in cases:
+        try:
+            nodes = await explain(app_pool, t, q(name), *args, prelude=q("keyed_plans"))
+            assert_uses(nodes, index)
+            tenant_wide = [
+                f"{n['Node Type']} on {n.get('Index Name')}"
+                for n in nodes
+                if re.fullmatch(r"\((\w+\.)?tenant_id = [^()]*\)", n.get("Index Cond", ""))
+                and re.match(r"(reports|issues|issue_events)_", n.get("Index Name", ""))
+            ]
+            assert not tenant_wide, f"reads the whole tenant: {tenant_wide}"
+        except AssertionError as exc:
+            wrong.append(f"{name}: {exc}")
+    assert not wrong, wrong
+    rows = [(i, 1, "resolution", "breach", None) for i in issues]
+    nodes = await explain(
+        app_pool, t, q("replace_timers"), t, *timer_args(rows), prelude=q("keyed_plans")
+    )
+    assert "sla_timers" not in {
+        n.get("Relation Name") for n in nodes if n["Node Type"] == "Seq Scan"
+    }

@@ -50,27 +50,40 @@ WITH probe AS (
                ORDER BY (i.lat - p.lat) ^ 2 + ((i.lon - p.lon) * cos(radians(p.lat))) ^ 2
            ) AS rank
       FROM probe p
-      JOIN issues i ON i.tenant_id = $1 AND i.category = p.category AND i.cell = p.cell
-     WHERE civicpulse_is_open(i.status) AND i.last_reported >= p.since
-       AND i.lat BETWEEN p.lat_lo AND p.lat_hi AND i.lon BETWEEN p.lon_lo AND p.lon_hi
+     -- Each probe a LATERAL subquery (OFFSET 0 keeps the planner from turning it back into a
+     -- join): one index probe per (category, cell), whatever the statistics say of the
+     -- tenant. Joined, with a tenant the statistics thought small, it read the tenant's
+     -- every open issue once and filtered.
+     CROSS JOIN LATERAL (
+           SELECT i.id, i.lat, i.lon FROM issues i
+            WHERE i.tenant_id = $1 AND i.category = p.category AND i.cell = p.cell
+              AND civicpulse_is_open(i.status) AND i.last_reported >= p.since
+              AND i.lat BETWEEN p.lat_lo AND p.lat_hi AND i.lon BETWEEN p.lon_lo AND p.lon_hi
+           OFFSET 0) AS i
 ), placed AS (
     SELECT i.id
       FROM unnest($13::text[], $14::text[], $15::float8[], $16::float8[], $17::float8[],
                   $18::float8[], $19::timestamptz[])
            AS k (key, category, lat_lo, lat_hi, lon_lo, lon_hi, since)
-      JOIN issues i ON i.tenant_id = $1 AND i.place_key = k.key
-     WHERE civicpulse_is_open(i.status) AND i.place_key IS NOT NULL
-       AND i.category = k.category AND i.last_reported >= k.since
-       AND (left(k.key, 1) <> '~'
-            OR (i.lat BETWEEN k.lat_lo AND k.lat_hi AND i.lon BETWEEN k.lon_lo AND k.lon_hi))
+     CROSS JOIN LATERAL (
+           SELECT i.id FROM issues i
+            WHERE i.tenant_id = $1 AND i.place_key = k.key
+              AND civicpulse_is_open(i.status) AND i.place_key IS NOT NULL
+              AND i.category = k.category AND i.last_reported >= k.since
+              AND (left(k.key, 1) <> '~'
+                   OR (i.lat BETWEEN k.lat_lo AND k.lat_hi
+                       AND i.lon BETWEEN k.lon_lo AND k.lon_hi))
+           OFFSET 0) AS i
+), chosen AS (
+    SELECT n.id FROM near n WHERE n.rank <= $12
+    UNION
+    SELECT pl.id FROM placed pl
 )
 SELECT i.id, i.lat, i.lon, i.category, COALESCE(i.kind, 'other') AS kind,
        i.representative_text, extract(epoch FROM i.last_reported)::float8 AS last_t,
        i.report_count, i.subtype, i.scope, i.place_ref, i.alternatives, i.subtypes
-  FROM issues i
- WHERE i.tenant_id = $1
-   AND i.id = ANY (ARRAY(SELECT n.id FROM near n WHERE n.rank <= $12
-                         UNION SELECT pl.id FROM placed pl))
+  FROM chosen c
+ CROSS JOIN LATERAL (SELECT * FROM issues i WHERE i.tenant_id = $1 AND i.id = c.id LIMIT 1) AS i
 
 -- name: not_duplicates_for
 SELECT report_id, issue_id FROM not_duplicates
@@ -134,6 +147,26 @@ UPDATE reports r
 -- Grouping adds reports to issues: fold the batch's reports into each issue's aggregates
 -- (count, first/last, running-mean centroid, max severity, hazards) in O(batch), however
 -- many reports an issue already has. Staff tools that move reports out recompute instead.
+-- One pass over the batch: reports and issues found by primary key, a probe per key (the
+-- reports as a LATERAL probe; the issues under keyed_plans), whatever the statistics say.
+WITH batch AS MATERIALIZED (
+    SELECT r.issue_id, r.submitted_at, r.lat, r.lon, r.severity, r.hazards
+      FROM unnest($2::uuid[]) AS k (id)
+     CROSS JOIN LATERAL (SELECT * FROM reports r
+                          WHERE r.tenant_id = $1 AND r.id = k.id LIMIT 1) AS r
+), hazards AS (
+    SELECT b.issue_id, array_agg(DISTINCT h) AS hazards
+      FROM batch b, unnest(b.hazards) AS h
+     GROUP BY b.issue_id
+), a AS (
+    SELECT b.issue_id, count(*) AS n, min(b.submitted_at) AS first_reported,
+           max(b.submitted_at) AS last_reported, sum(b.lat) AS lat_sum,
+           sum(b.lon) AS lon_sum, max(b.severity) AS severity,
+           COALESCE(hz.hazards, '{}') AS hazards
+      FROM batch b
+      LEFT JOIN hazards hz ON hz.issue_id = b.issue_id
+     GROUP BY b.issue_id, hz.hazards
+)
 UPDATE issues i
    SET report_count = i.report_count + a.n,
        first_reported = LEAST(i.first_reported, a.first_reported),
@@ -150,15 +183,7 @@ UPDATE issues i
                   ELSE civicpulse_priority(GREATEST(i.severity, a.severity),
                                            i.report_count + a.n::int) END,
        updated_at = now()
-  FROM (SELECT r.issue_id, count(*) AS n, min(r.submitted_at) AS first_reported,
-               max(r.submitted_at) AS last_reported, sum(r.lat) AS lat_sum,
-               sum(r.lon) AS lon_sum, max(r.severity) AS severity,
-               ARRAY(SELECT DISTINCT h FROM reports r2, unnest(r2.hazards) AS h
-                      WHERE r2.tenant_id = $1 AND r2.id = ANY($2::uuid[])
-                        AND r2.issue_id = r.issue_id) AS hazards
-          FROM reports r
-         WHERE r.tenant_id = $1 AND r.id = ANY($2::uuid[])
-         GROUP BY r.issue_id) AS a
+  FROM a
  WHERE i.tenant_id = $1 AND i.id = a.issue_id
 
 -- name: refresh_issue_aggregates
@@ -261,3 +286,16 @@ SELECT $1, $2, r.category, COALESCE(c.kind, 'other'), left(r.text, 120), r.text,
   LEFT JOIN categories c ON c.tenant_id = r.tenant_id AND c.code = r.category
  WHERE r.tenant_id = $1 AND r.id = $3 AND r.issue_id = $4
 RETURNING id
+
+-- name: keyed_plans
+-- For the rest of a grouping claim's transaction: nested loops of key probes, never a scan
+-- of the tenant. Every statement of a claim touches O(batch) rows found by primary key; the
+-- planner's estimates of a tenant's rows are only as good as its statistics (none before
+-- the first ANALYZE, far too few for a tenant analysed while it was new), and with a low
+-- estimate one read of the whole tenant, kept aside for a join, looks cheaper than a probe
+-- per key. With hash and merge joins, materialised inner sides, bitmap and sequential scans
+-- priced out, a nested loop that rescans the tenant per key costs far more than one that
+-- probes the primary key: what is left are key probes.
+SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true),
+       set_config('enable_material', 'off', true), set_config('enable_bitmapscan', 'off', true),
+       set_config('enable_seqscan', 'off', true)
