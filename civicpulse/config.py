@@ -65,12 +65,17 @@ class Settings:
     pipeline_retry_backoff: float = 1.0
     pipeline_retry_backoff_max: float = 60.0
     process_pool_workers: int = 0  # 0: one per CPU
-    # Intake first: while the writers commit more than this many rows per second, each
-    # pipeline stage claims at most pipeline_busy_batch reports per pipeline_busy_interval
-    # seconds (the work waits in the database and is caught up after the burst). 0: never.
-    pipeline_busy_rows_per_second: int = 500
-    pipeline_busy_interval: float = 1.0
-    pipeline_busy_batch: int = 50
+    # Intake first (pipeline/pressure.py): while more than 1% of intake requests take longer
+    # than intake_latency_target_ms, the pipeline's share of the process halves, else it
+    # grows back, never below pipeline_min_share (so the pipeline always makes progress).
+    intake_latency_target_ms: float = 20.0
+    pipeline_min_share: float = 0.1
+    # The backlog (reports not yet grouped) is counted every backlog_check_seconds. Past
+    # backlog_limit intake answers 503 with Retry-After; past backlog_alert /readyz warns
+    # and civicpulse_pipeline_backlog shows it. 0: no bound, no alert.
+    backlog_limit: int = 200_000
+    backlog_alert: int = 50_000
+    backlog_check_seconds: float = 2.0
 
     # Classification. No LLM base URL: the local classifier decides everything.
     llm_base_url: str | None = None
@@ -122,6 +127,9 @@ class Settings:
     analyze_changed_fraction: float = 0.2
     analyze_min_rows: int = 1_000
 
+    # Garbage collection: the young generation is collected after this many allocations
+    # (Python's default is 700; what start-up made is frozen). 0: the interpreter's default.
+    gc_gen0_threshold: int = 50_000
     shutdown_timeout: float = 10.0
     auth_cache_seconds: float = 30.0
     # Tenants and keys cached per process (LRU): requests for made-up slugs or keys cannot
@@ -162,6 +170,8 @@ class Settings:
             raise ConfigError("CIVICPULSE_LLM_JSON_MODE must be json_schema, json_object or prompt")
         if self.llm_deadline_seconds <= 0:
             raise ConfigError("CIVICPULSE_LLM_DEADLINE_SECONDS must be above 0")
+        if not 0 < self.pipeline_min_share <= 1:
+            raise ConfigError("CIVICPULSE_PIPELINE_MIN_SHARE must be in (0, 1]")
         if self.stream_max_wakeups <= 0:
             raise ConfigError("CIVICPULSE_STREAM_MAX_WAKEUPS must be above 0")
 

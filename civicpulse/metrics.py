@@ -40,6 +40,16 @@ class Metrics:
         self.queue_depth = Gauge(
             "civicpulse_queue_depth", "Items waiting in a pipeline queue", ["queue"], registry=r
         )
+        self.backlog = Gauge(
+            "civicpulse_pipeline_backlog",
+            "Reports received but not yet grouped (all tenants), as last counted",
+            registry=r,
+        )
+        self.pipeline_share = Gauge(
+            "civicpulse_pipeline_share",
+            "The pipeline's share of the process, adapted to intake latency (0-1)",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "civicpulse_writer_batch_rows",
             "Rows per writer flush",

@@ -8,7 +8,6 @@ and never personal data or report text; a staff key shows everything.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import datetime as dt
 import io

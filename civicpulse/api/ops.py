@@ -32,6 +32,14 @@ async def readyz(request: Request) -> Response:
             warnings = await _statistics_warnings(state)
         except Exception as exc:  # a warning's own failure is only a warning
             warnings = [f"statistics not checked: {type(exc).__name__}"]
+    backlog = state.backlog
+    if backlog.full:
+        warnings.append(
+            f"pipeline backlog {backlog.reports} is at its limit ({backlog.limit}): intake "
+            "answers 503 until the pipeline catches up"
+        )
+    elif backlog.alerting:
+        warnings.append(f"pipeline backlog {backlog.reports} is above {backlog.alert}")
     for name, task in state.tasks.items():
         checks[f"stage:{name}"] = "ok" if not task.done() else "stopped"
     checks["live"] = "ok" if state.broker.alive else "stopped"

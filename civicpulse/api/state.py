@@ -12,6 +12,7 @@ from civicpulse.api.auth import Authenticator
 from civicpulse.config import Settings
 from civicpulse.live import Broker
 from civicpulse.metrics import Metrics
+from civicpulse.pipeline.pressure import Backlog
 from civicpulse.pipeline.writer import Intake
 
 
@@ -25,4 +26,5 @@ class AppState:
     tasks: dict[str, asyncio.Task[None]]
     queues: dict[str, asyncio.Queue[Any]]
     broker: Broker
+    backlog: Backlog
     accepting: bool = True

@@ -34,3 +34,8 @@ async def analyse_stale(
 
 async def autovacuum_on(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval(q("autovacuum_on")))
+
+
+async def pipeline_backlog(conn: asyncpg.Connection) -> int:
+    """Reports waiting for classification or grouping, all tenants (the owner's connection)."""
+    return int(await conn.fetchval(q("pipeline_backlog")))

@@ -8,10 +8,8 @@ died is claimed again when its lease runs out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -42,27 +40,19 @@ async def run(
     lease: timedelta,
     batch: int,
     poll: float,
-    busy: Callable[[], bool] = lambda: False,
-    busy_interval: float = 1.0,
-    busy_batch: int = 50,
     order_wait: timedelta = timedelta(seconds=60),
     max_attempts: int = 5,
 ) -> None:
-    """Claim until stopped; sleep until woken (new commits) or the poll interval passes.
-    While `busy()` (an intake burst), claim at most `busy_batch` reports per `busy_interval`
-    (small batches: a large one would hold the database, and intake's latency, for longer).
-    Classified reports are claimed for grouping in submission order, one claim per tenant at
-    a time (`order_wait`: how long an unclassified report holds its tenant's later ones; after
+    """Claim until stopped; sleep until woken (new commits, a finished claim) or the poll
+    interval passes. Claiming slows to processing speed (the queue to the workers is
+    bounded), and the workers rest as intake needs (pipeline/pressure.py). Classified
+    reports are claimed for grouping in submission order, one claim per tenant at a time
+    (`order_wait`: how long an unclassified report holds its tenant's later ones; after
     `max_attempts` failed claims a report is set aside as failed)."""
     while not stop.is_set():
-        if busy():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), busy_interval)
-            if stop.is_set():
-                break
         # Cleared before claiming: a commit landing during the claim still wakes the next wait.
         wakeup.clear()
-        size = busy_batch if busy() else batch
+        size = batch
         try:
             async with pool.acquire() as conn:
                 if state == "classified":
@@ -83,7 +73,7 @@ async def run(
             for tenant_id, ids in by_tenant.items():
                 # Waits while the classify queue is full: claiming slows to processing speed.
                 await outbox.put(Claim(tenant_id, tuple(ids)))
-            if len(claimed) == size and not busy():
+            if len(claimed) == size:
                 continue  # more may be waiting
         stop_wait = asyncio.ensure_future(stop.wait())
         wake_wait = asyncio.ensure_future(wakeup.wait())

@@ -40,6 +40,7 @@ from civicpulse.metrics import Metrics
 from civicpulse.pipeline.claimer import Claim
 from civicpulse.pipeline.models import ModelStore
 from civicpulse.pipeline.places import PlaceStore
+from civicpulse.pipeline.pressure import Share
 from civicpulse.pipeline.stage import Retry, run_claims
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,7 @@ class ClassifyContext:
     llm_deadline: float = 2.0
     retry: Retry | None = None
     on_done: Callable[[], None] = lambda: None
+    share: Share | None = None  # rest between claims while intake needs the process
 
 
 async def run(inbox: asyncio.Queue[Claim | None], ctx: ClassifyContext) -> None:
@@ -70,7 +72,13 @@ async def run(inbox: asyncio.Queue[Claim | None], ctx: ClassifyContext) -> None:
     # Classification keeps no order: a failed claim is split at once (see pipeline.stage).
     retry = replace(ctx.retry or Retry(ctx.pool, ctx.owner), split=True)
     await run_claims(
-        STAGE, inbox, lambda claim: classify_claim(ctx, claim), ctx.metrics, ctx.on_done, retry
+        STAGE,
+        inbox,
+        lambda claim: classify_claim(ctx, claim),
+        ctx.metrics,
+        ctx.on_done,
+        retry,
+        ctx.share,
     )
 
 

@@ -29,6 +29,7 @@ from civicpulse.engine import grouping
 from civicpulse.ids import uuid7
 from civicpulse.metrics import Metrics
 from civicpulse.pipeline.claimer import Claim
+from civicpulse.pipeline.pressure import Share
 from civicpulse.pipeline.stage import Retry, run_claims
 
 log = structlog.get_logger(__name__)
@@ -49,13 +50,20 @@ class GroupContext:
     owner: str
     retry: Retry | None = None
     on_done: Callable[[], None] = lambda: None
+    share: Share | None = None  # rest between claims while intake needs the process
 
 
 async def run(inbox: asyncio.Queue[Claim | None], ctx: GroupContext) -> None:
     """Group claims until a None sentinel arrives."""
     retry = ctx.retry or Retry(ctx.pool, ctx.owner)
     await run_claims(
-        STAGE, inbox, lambda claim: group_claim(ctx, claim), ctx.metrics, ctx.on_done, retry
+        STAGE,
+        inbox,
+        lambda claim: group_claim(ctx, claim),
+        ctx.metrics,
+        ctx.on_done,
+        retry,
+        ctx.share,
     )
 
 

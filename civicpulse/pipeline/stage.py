@@ -24,6 +24,7 @@ from civicpulse.db import reports as reports_repo
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.metrics import Metrics
 from civicpulse.pipeline.claimer import Claim
+from civicpulse.pipeline.pressure import Share
 
 log = structlog.get_logger(__name__)
 
@@ -47,15 +48,22 @@ async def run_claims(
     metrics: Metrics,
     on_done: Callable[[], None],
     retry: Retry,
+    share: Share | None = None,
 ) -> None:
-    """Process claims until a None sentinel arrives; `on_done` after any progress."""
+    """Process claims until a None sentinel arrives; `on_done` after any progress. After
+    each claim the stage rests as long as `share` says (intake first)."""
     while (claim := await inbox.get()) is not None:
         started = time.perf_counter()
         done = await _attempt(name, claim, process, metrics, retry)
+        worked = time.perf_counter() - started
         metrics.stage_items.labels(name).inc(done)
-        metrics.stage_latency.labels(name).observe(time.perf_counter() - started)
+        metrics.stage_latency.labels(name).observe(worked)
         if done:
             on_done()
+        if share is not None:
+            metrics.pipeline_share.set(share.value)
+            if (rest := share.rest_after(worked)) > 0:
+                await asyncio.sleep(rest)
     log.info(f"{name}_stopped")
 
 

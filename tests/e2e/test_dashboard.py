@@ -10,7 +10,6 @@ import datetime as dt
 import io
 import json
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 

@@ -127,6 +127,39 @@ async def test_a_request_the_database_refuses_fails_alone_and_its_batch_commits(
     )
 
 
+async def test_a_full_backlog_answers_503_until_the_pipeline_catches_up(
+    settings: Settings, db_url: str, tenant_a: TenantKeys
+) -> None:
+    """A load the pipeline cannot keep up with slows its clients down instead of growing a
+    backlog without end: past the bound intake refuses, with Retry-After, and says why."""
+    url = f"/v1/tenants/{tenant_a.slug}/reports"
+    bounded = settings.replace(
+        pipeline_enabled=False, backlog_limit=5, backlog_alert=3, backlog_check_seconds=0.1
+    )
+    async with running_server(bounded) as client:
+        for i in range(5):
+            r = await client.post(url, json={**REPORT, "text": f"r{i}"}, headers=tenant_a.headers())
+            assert r.status_code == 202, r.text
+        await asyncio.sleep(0.5)  # counted
+        refused = await client.post(url, json=REPORT, headers=tenant_a.headers())
+        assert refused.status_code == 503 and refused.headers["retry-after"]
+        assert "backlog" in refused.json()["error"]["message"]
+        ready = (await client.get("/readyz")).json()
+        assert any("backlog 5 is at its limit" in w for w in ready["warnings"]), ready
+        metrics = (await client.get("/metrics")).text
+        assert "civicpulse_pipeline_backlog 5.0" in metrics
+    # With the pipeline running, the backlog drains and intake accepts again.
+    async with running_server(bounded.replace(pipeline_enabled=True)) as client:
+        drained = await wait_until(
+            db_url, "SELECT count(*) FROM reports WHERE state <> 'grouped'", 0, timeout=20
+        )
+        assert drained == 0
+        await asyncio.sleep(0.5)
+        r = await client.post(url, json=REPORT, headers=tenant_a.headers())
+        assert r.status_code == 202, r.text
+    assert await fetchval(db_url, "SELECT count(*) FROM reports") == 6
+
+
 async def test_a_database_outage_fails_the_whole_flush_with_503(
     settings: Settings, db_url: str, tenant_a: TenantKeys
 ) -> None:

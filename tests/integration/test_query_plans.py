@@ -460,7 +460,11 @@ async def test_grouping_and_workflow_plans_hold_without_statistics(
     cases: list[tuple[str, str | tuple[str, ...], tuple[Any, ...]]] = [
         # The pending index holds only unfinished reports: small whatever the tenant holds.
         ("load_classified_reports", ("reports_pkey", "reports_pending"), (t, reports, "owner")),
-        ("attach_reports", ("reports_pkey", "reports_pending"), (t, reports, links, ["{}"] * len(ids), "owner")),
+        (
+            "attach_reports",
+            ("reports_pkey", "reports_pending"),
+            (t, reports, links, ["{}"] * len(ids), "owner"),
+        ),
         ("add_to_issue_aggregates", "reports_pkey", (t, reports)),
         ("add_to_issue_aggregates", "issues_pkey", (t, reports)),
         ("lock_issue_workflow", "issues_pkey", (t, issues)),

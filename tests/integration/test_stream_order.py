@@ -25,9 +25,7 @@ def frames(chunk: bytes) -> list[tuple[int, dict[str, object]]]:
     """The (id, data) of each event frame in a chunk (comments and rollups have no id)."""
     out = []
     for block in chunk.split(b"\n\n"):
-        fields = dict(
-            line.split(b": ", 1) for line in block.split(b"\n") if line and b": " in line
-        )
+        fields = dict(line.split(b": ", 1) for line in block.split(b"\n") if line and b": " in line)
         if b"id" in fields:
             out.append((int(fields[b"id"]), json.loads(fields[b"data"])))
     return out

@@ -105,16 +105,40 @@ def test_hazards_raise_severity() -> None:
     assert rules.hazards_in(rules.normalise("gaslight district"))[0] == ()
 
 
-def test_intake_rate_counts_the_last_complete_second() -> None:
-    from civicpulse.pipeline.pressure import IntakeRate
+def test_the_pipeline_share_halves_while_intake_is_slow_and_grows_back() -> None:
+    from civicpulse.pipeline.pressure import Share
 
-    now = [100.2]
-    rate = IntakeRate(clock=lambda: now[0])
-    rate.add(300)
-    rate.add(250)
-    assert rate.per_second() == 0  # the current second is not complete
-    now[0] = 101.1
-    assert rate.per_second() == 550
-    rate.add(10)
-    now[0] = 103.5  # a quiet second in between: nothing came in the last complete one
-    assert rate.per_second() == 0
+    now = [0.0]
+    share = Share(target=0.02, floor=0.1, window=0.5, clock=lambda: now[0])
+
+    def window(latencies: list[float]) -> None:
+        for latency in latencies:
+            share.observe(latency)
+        now[0] += 0.5
+
+    window([0.005] * 100)
+    assert share.rest_after(1.0) == 0.0  # intake fast: the pipeline has the whole process
+    window([0.005] * 98 + [0.05] * 2)  # 2% over the target: halve
+    assert share.rest_after(0.1) == 0.1 and share.value == 0.5  # rest as long as it worked
+    window([0.05] * 10)
+    share.observe(0.0)
+    assert share.value == 0.25 and share.rest_after(1.0) == 3.0  # work 1 s, rest 3 s
+    for _ in range(10):
+        window([0.05])
+    share.observe(0.0)
+    assert share.value == 0.1  # never below the floor: the pipeline always progresses
+    window([0.005] * 99 + [0.05])  # 1% is within a p99 target
+    share.observe(0.0)
+    assert abs(share.value - 0.2) < 1e-9  # grows back a tenth a window
+
+
+def test_the_backlog_bound_and_alert() -> None:
+    from civicpulse.pipeline.pressure import Backlog
+
+    backlog = Backlog(limit=100, alert=50)
+    assert not backlog.full and not backlog.alerting
+    backlog.reports = 60
+    assert backlog.alerting and not backlog.full
+    backlog.reports = 100
+    assert backlog.full
+    assert not Backlog(limit=0, alert=0, reports=10**9).full  # 0: no bound

@@ -90,3 +90,8 @@ SELECT s.relname, format('ANALYZE public.%I', s.relname) AS statement
 
 -- name: autovacuum_on
 SELECT current_setting('autovacuum')::boolean
+
+-- name: pipeline_backlog
+-- Reports received but not yet grouped, across tenants (the tables' owner reads it): a count
+-- of the partial index reports_pending, which holds only unfinished reports.
+SELECT count(*) FROM reports WHERE state IN ('received', 'classified')
