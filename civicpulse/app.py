@@ -127,6 +127,13 @@ def llm_client(settings: Settings, session: aiohttp.ClientSession, metrics: Metr
     )
 
 
+def _lower_priority(increment: int) -> None:
+    """In each process-pool worker: let intake (this process and the database) have the
+    cores first when they are short; the pipeline's batches wait a little instead."""
+    if increment > 0:
+        os.nice(increment)
+
+
 def _settle_garbage_collector(gen0_threshold: int) -> None:
     """What start-up made (modules, routes, models, pools) lives as long as the process:
     freeze it, so collections stop walking it again and again, and collect the young
@@ -157,7 +164,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.info("migrations_applied", versions=[m.version for m in applied])
         pool = await create_pool(settings, dsn)
         workers = settings.process_pool_workers or os.cpu_count() or 1
-        executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
+        executor = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=get_context("forkserver"),
+            initializer=_lower_priority,
+            initargs=(settings.process_pool_nice,),
+        )
         owner = worker_id()
 
         intake_queue: asyncio.Queue[writer.WriteRequest | None] = asyncio.Queue(
@@ -172,7 +184,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         stop = asyncio.Event()
         received = asyncio.Event()  # set when reports were committed
         share = pressure.Share(
-            target=settings.intake_latency_target_ms / 1000, floor=settings.pipeline_min_share
+            target=settings.intake_latency_target_ms / 1000,
+            limit=settings.intake_latency_limit_ms / 1000,
+            max_delay=settings.pipeline_max_delay_seconds,
+            floor=settings.pipeline_min_share,
         )
         backlog = pressure.Backlog(settings.backlog_limit, settings.backlog_alert)
 
@@ -289,6 +304,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 min_rows=settings.analyze_min_rows,
                 backlog=backlog,
                 backlog_every=settings.backlog_check_seconds,
+                share=share,
                 metrics=metrics,
             ),
             name="maintenance",
@@ -296,6 +312,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         broker = Broker(
             pool, dsn, server_settings(settings), max_wakeups=settings.stream_max_wakeups
         )
+        metrics.streams_open.set_function(lambda: broker.streams)
+        broker.on_table_read = metrics.stream_table_reads.inc
         await broker.start()
         state = AppState(
             settings=settings,

@@ -65,17 +65,24 @@ class Settings:
     pipeline_retry_backoff: float = 1.0
     pipeline_retry_backoff_max: float = 60.0
     process_pool_workers: int = 0  # 0: one per CPU
-    # Intake first (pipeline/pressure.py): while more than 1% of intake requests take longer
-    # than intake_latency_target_ms, the pipeline's share of the process halves, else it
-    # grows back, never below pipeline_min_share (so the pipeline always makes progress).
+    # The pool's workers run at this much lower CPU priority (nice), so that when the cores
+    # are short intake's request handling and commits come first. 0: the same priority.
+    process_pool_nice: int = 5
+    # Intake first, the pipeline never left behind (pipeline/pressure.py). While more than 1%
+    # of intake requests take longer than intake_latency_target_ms, the pipeline's share of
+    # the process halves, else it grows back, never below pipeline_min_share (the pipeline
+    # always makes progress). Once a report has waited pipeline_max_delay_seconds for the
+    # pipeline, the share grows unless intake's p99 passes intake_latency_limit_ms.
     intake_latency_target_ms: float = 20.0
+    intake_latency_limit_ms: float = 100.0
+    pipeline_max_delay_seconds: float = 1.0
     pipeline_min_share: float = 0.1
     # The backlog (reports not yet grouped) is counted every backlog_check_seconds. Past
     # backlog_limit intake answers 503 with Retry-After; past backlog_alert /readyz warns
     # and civicpulse_pipeline_backlog shows it. 0: no bound, no alert.
     backlog_limit: int = 200_000
     backlog_alert: int = 50_000
-    backlog_check_seconds: float = 2.0
+    backlog_check_seconds: float = 0.5
 
     # Classification. No LLM base URL: the local classifier decides everything.
     llm_base_url: str | None = None

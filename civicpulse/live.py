@@ -25,7 +25,7 @@ import asyncio
 import bisect
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,7 @@ class Broker:
     feeds: dict[int, Feed] = field(default_factory=dict)
     streams: int = 0
     table_reads: int = 0  # reads by streams behind their feed (resume, slow clients)
+    on_table_read: Callable[[], None] = lambda: None
     _pending: set[int] = field(default_factory=set)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
@@ -199,6 +200,7 @@ class Broker:
         self, tenant_id: int, cursor: int, public: bool, floor: int
     ) -> tuple[bytes, int]:
         self.table_reads += 1
+        self.on_table_read()
         async with tenant_transaction(self.pool, tenant_id) as conn:
             rows = await repo.events_after(conn, tenant_id, cursor, READ_ROWS)
         if not rows:

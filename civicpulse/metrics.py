@@ -45,6 +45,19 @@ class Metrics:
             "Reports received but not yet grouped (all tenants), as last counted",
             registry=r,
         )
+        self.backlog_wait = Gauge(
+            "civicpulse_pipeline_backlog_wait_seconds",
+            "How long the oldest report waiting for the pipeline has waited, as last counted",
+            registry=r,
+        )
+        self.streams_open = Gauge(
+            "civicpulse_streams_open", "Live streams open in this process", registry=r
+        )
+        self.stream_table_reads = Counter(
+            "civicpulse_stream_table_reads_total",
+            "Reads from the table by streams behind their feed (resumes, slow clients)",
+            registry=r,
+        )
         self.pipeline_share = Gauge(
             "civicpulse_pipeline_share",
             "The pipeline's share of the process, adapted to intake latency (0-1)",

@@ -36,6 +36,9 @@ async def autovacuum_on(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval(q("autovacuum_on")))
 
 
-async def pipeline_backlog(conn: asyncpg.Connection) -> int:
-    """Reports waiting for classification or grouping, all tenants (the owner's connection)."""
-    return int(await conn.fetchval(q("pipeline_backlog")))
+async def pipeline_backlog(conn: asyncpg.Connection) -> tuple[int, float]:
+    """Reports waiting for classification or grouping, all tenants, and the seconds the
+    oldest has waited (the owner's connection)."""
+    row = await conn.fetchrow(q("pipeline_backlog"))
+    assert row is not None
+    return int(row["reports"]), float(row["oldest_wait"])

@@ -4,8 +4,10 @@ One connection of its own, as the tables' owner (ANALYZE needs it, and the backl
 counted across tenants; the application pool's role has neither). Every `every` seconds it
 analyses the tables whose statistics are stale (db/stats.py): never analysed, or changed by
 more than `changed_fraction` of their rows. Every `backlog_every` seconds it counts the
-reports waiting for the pipeline into `backlog` (intake's bound, the metric and /readyz's
-alert read it). A failed round is logged and the next one tries again.
+reports waiting for the pipeline, and how long the oldest has waited, into `backlog`
+(intake's bound, the metric and /readyz's alert read it) and `share` (which gives the
+pipeline more of the process when it falls behind). A failed round is logged and the next
+one tries again.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import structlog
 
 from civicpulse.db import stats
 from civicpulse.metrics import Metrics
-from civicpulse.pipeline.pressure import Backlog
+from civicpulse.pipeline.pressure import Backlog, Share
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +35,7 @@ async def run(
     min_rows: int,
     backlog: Backlog | None = None,
     backlog_every: float = 2.0,
+    share: Share | None = None,
     metrics: Metrics | None = None,
 ) -> None:
     """Analyse (`every` <= 0: never) and count the backlog (`backlog` None or
@@ -54,9 +57,12 @@ async def run(
                     conn = await asyncpg.connect(dsn)
                 if count:
                     assert backlog is not None
-                    backlog.reports = await stats.pipeline_backlog(conn)
+                    backlog.reports, backlog.oldest_wait = await stats.pipeline_backlog(conn)
+                    if share is not None:
+                        share.oldest_wait = backlog.oldest_wait
                     if metrics is not None:
                         metrics.backlog.set(backlog.reports)
+                        metrics.backlog_wait.set(backlog.oldest_wait)
                 if analyse and time.monotonic() >= next_analyse:
                     next_analyse = time.monotonic() + every
                     analysed = await stats.analyse_stale(conn, changed_fraction, min_rows)

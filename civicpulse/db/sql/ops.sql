@@ -92,6 +92,10 @@ SELECT s.relname, format('ANALYZE public.%I', s.relname) AS statement
 SELECT current_setting('autovacuum')::boolean
 
 -- name: pipeline_backlog
--- Reports received but not yet grouped, across tenants (the tables' owner reads it): a count
--- of the partial index reports_pending, which holds only unfinished reports.
-SELECT count(*) FROM reports WHERE state IN ('received', 'classified')
+-- Reports received but not yet grouped, across tenants (the tables' owner reads it), and how
+-- long the oldest has waited: a read of the partial index reports_pending, which holds only
+-- unfinished reports.
+SELECT count(*) AS reports,
+       COALESCE(extract(epoch FROM now() - min(received_at)), 0)::float8 AS oldest_wait
+  FROM reports
+ WHERE state IN ('received', 'classified')
