@@ -1,13 +1,15 @@
 """Bulk import of 311 exports (Los Angeles, San Francisco) and a plain CSV format.
 
 Fast path by design: the C csv reader splits rows, each format picks its columns by
-position (found once from the header) and checks them, and chunks are COPYed into a temp
-table and moved into `reports` with one INSERT ... SELECT under the tenant's RLS setting
-(COPY cannot write an RLS table directly). Ids are made in SQL, attributes are built in SQL
-from a value list, and parsing of the next chunk overlaps with the database writing the
-previous one. Bad rows are reported with their line number and field. Source record ids make
-a re-import add nothing. Imported records are historical: they keep their own times and skip
-the live pipeline.
+position (found once from the header) and checks them, and each chunk is joined into
+COPY's text format and COPYed into a temp table, where PostgreSQL parses the numbers and
+times; one INSERT ... SELECT under the tenant's RLS setting moves the chunk into `reports`
+and makes its issues (COPY cannot write an RLS table directly). Ids are made and attributes
+built in SQL. Parsing overlaps with the database, and two chunks are moved at once on two
+connections: the moves are the larger cost, and each uses one core. Bad rows are reported
+with their line number and field. Source record ids make a re-import add nothing; a record
+repeated in the file is imported once, from its first line. Imported records are
+historical: they keep their own times and skip the live pipeline.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from civicpulse.errors import CivicPulseError
 
 FORMATS = ("la311", "sf311", "csv")
 CHUNK_ROWS = 20_000
+# Chunks moved at once, each on its own connection and transaction (at most the pool's size).
+WRITERS = 2
 LOS_ANGELES = ZoneInfo("America/Los_Angeles")
 _BLANK = frozenset({"", "NA", "NULL"})
 
@@ -125,22 +129,46 @@ class ImportResult:
 # (source_id, text, lat, lon, address, category, submitted_at, channel, attribute_values,
 #  closed_at).
 RowParser = Callable[[list[str]], tuple[Any, ...]]
+# A row stager turns them, and the record's first line, into the staging table's row as
+# text for PostgreSQL to parse: (line, source_id, text, lat, lon, address, category,
+# submitted_at, channel, closed_at, *attribute_values), the columns of
+# reports_repo.import_columns, with "" for a missing value.
+RowStager = Callable[[list[str], int], tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
 class Layout:
     attribute_keys: tuple[str, ...]
-    parse: RowParser
+    stage: RowStager
+
+    def parse(self, row: list[str]) -> tuple[Any, ...]:
+        """The record as typed values (see RowParser; times as aware datetimes with their
+        offset); raises RowError."""
+        s = self.stage(row, 0)
+        return (
+            s[1],
+            s[2],
+            float(s[3]),
+            float(s[4]),
+            s[5] or None,
+            s[6] or None,
+            dt.datetime.fromisoformat(s[7]),
+            s[8],
+            [value or None for value in s[10:]],
+            dt.datetime.fromisoformat(s[9]) if s[9] else None,
+        )
 
 
-def _value(row: list[str], i: int) -> str | None:
+def _value(row: list[str], i: int) -> str:
+    """The field stripped; "" when blank (empty, NA or NULL), which stages as NULL."""
     raw = row[i].strip() if i < len(row) else ""
-    return None if raw in _BLANK else raw
+    return "" if raw in _BLANK else raw
 
 
-def _coordinate(row: list[str], i: int, name: str, limit: float) -> float:
+def _coordinate(row: list[str], i: int, name: str, limit: float) -> str:
+    """The coordinate's text for PostgreSQL to parse, once Python has checked it."""
     raw = _value(row, i)
-    if raw is None:
+    if not raw:
         raise RowError(name, "missing coordinate")
     try:
         value = float(raw)
@@ -148,24 +176,72 @@ def _coordinate(row: list[str], i: int, name: str, limit: float) -> float:
         raise RowError(name, f"not a number: {raw!r}") from None
     if not -limit <= value <= limit or value == 0.0:  # 0.0 is the exports' "unknown"
         raise RowError(name, f"out of range: {raw}")
-    return value
+    # PostgreSQL reads the plain ASCII forms Python reads as the same double; Python also
+    # takes digit separators and other scripts' digits, which go as Python's repr.
+    return raw if raw.isascii() and "_" not in raw else repr(value)
 
 
-def _time(row: list[str], i: int, name: str, zone: ZoneInfo) -> dt.datetime:
+_HOUR_END = dt.timedelta(minutes=59, seconds=59, microseconds=999_999)
+
+
+class _Clock:
+    """Times as text with a UTC offset: a wall time without one is read in the zone as
+    `datetime.replace(tzinfo=zone)` reads it (fold=0: the earlier of two ambiguous times).
+    The source's text is reused when it has the usual form, and the zone is looked up once
+    per hour of wall time: datetime calls are the larger part of parsing a row."""
+
+    __slots__ = ("_offsets", "zone")
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
+        self._offsets: dict[str, str] = {}
+
+    def text(self, raw: str, value: dt.datetime) -> str:
+        """`value`, parsed from `raw` by datetime.fromisoformat, as text PostgreSQL reads."""
+        if value.tzinfo is not None:
+            if len(raw) == 25 and raw[19] in "+-":  # YYYY-MM-DDTHH:MM:SS+HH:MM
+                return raw
+            return str(value)
+        if len(raw) == 19 and raw[10] == " " and raw[7] == "-":  # YYYY-MM-DD HH:MM:SS
+            offset = self._offsets.get(raw[:13])
+            if offset is None:
+                hour = value.replace(minute=0, second=0, microsecond=0)
+                first = hour.replace(tzinfo=self.zone)
+                last = (hour + _HOUR_END).replace(tzinfo=self.zone)
+                # "" when the offset changes within the hour: each value is looked up.
+                same = first.utcoffset() == last.utcoffset()
+                offset = self._offsets[raw[:13]] = str(first)[19:] if same else ""
+            if offset:
+                return raw + offset
+        return str(value.replace(tzinfo=self.zone))
+
+
+def _time(row: list[str], i: int, name: str, clock: _Clock) -> str:
+    """The time's text with its UTC offset."""
     raw = _value(row, i)
-    if raw is None:
+    if not raw:
         raise RowError(name, "missing timestamp")
     try:
         value = dt.datetime.fromisoformat(raw)
     except ValueError:
         raise RowError(name, f"not an ISO-8601 timestamp: {raw!r}") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=zone)
+    if not limits.FIRST_YEAR <= value.year < limits.END_YEAR:  # as limits.check_instant
+        try:
+            limits.check_instant(value, name)
+        except limits.Unstorable as exc:
+            raise RowError(name, exc.message) from None
+    return clock.text(raw, value)
 
 
-def _optional_time(row: list[str], i: int | None, name: str, zone: ZoneInfo) -> dt.datetime | None:
-    if i is None or _value(row, i) is None:
-        return None
-    return _time(row, i, name, zone)
+def _optional_time(row: list[str], i: int | None, name: str, clock: _Clock) -> str:
+    if i is None or not _value(row, i):
+        return ""
+    return _time(row, i, name, clock)
+
+
+def _isoformat(text: str) -> str:
+    """A time's text with the date and time joined by T, as datetime.isoformat() gives it."""
+    return f"{text[:10]}T{text[11:]}" if text else ""
 
 
 def _columns(header: list[str], fmt: str, required: Sequence[str]) -> dict[str, int]:
@@ -184,20 +260,22 @@ def la311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
     i_lat, i_lon, i_addr = col["latitude"], col["longitude"], col.get("address")
     i_source, i_closed = col.get("requestsource"), col.get("closeddate")
     attrs = [col.get(name) for name in LA_ATTRIBUTES]
+    clock = _Clock(LOS_ANGELES)
 
-    def parse(row: list[str]) -> tuple[Any, ...]:
+    def stage(row: list[str], line: int) -> tuple[str, ...]:
         source_id = _value(row, i_id)
-        if source_id is None:
+        if not source_id:
             raise RowError("srnumber", "missing record id")
         kind = _value(row, i_type)
-        if kind is None:
+        if not kind:
             raise RowError("requesttype", "missing request type")
-        address = None if i_addr is None else _value(row, i_addr)
-        source = None if i_source is None else _value(row, i_source)
-        values = [None if i is None else _value(row, i) for i in attrs]
-        closed = _optional_time(row, i_closed, "closeddate", LOS_ANGELES)
-        values.append(None if closed is None else closed.isoformat())
+        if len(kind) > 4000:
+            raise RowError("requesttype", "text must be 1-4000 characters")
+        address = "" if i_addr is None else _value(row, i_addr)
+        source = "" if i_source is None else _value(row, i_source)
+        closed = _optional_time(row, i_closed, "closeddate", clock)
         return (
+            str(line),
             source_id,
             kind,  # the address has its own column; in the text it would teach the
             # classifier that street names mean bulky items
@@ -205,13 +283,14 @@ def la311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
             _coordinate(row, i_lon, "longitude", 180),
             address,
             LA_CATEGORIES.get(kind, "other"),
-            _time(row, i_created, "createddate", LOS_ANGELES),
-            LA_CHANNELS.get(source or "", "import"),
-            values,
+            _time(row, i_created, "createddate", clock),
+            LA_CHANNELS.get(source, "import"),
             closed,
+            *["" if i is None else _value(row, i) for i in attrs],
+            _isoformat(closed),
         )
 
-    return Layout((*LA_ATTRIBUTES, "closed_at"), parse)
+    return Layout((*LA_ATTRIBUTES, "closed_at"), stage)
 
 
 def sf311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) -> Layout:
@@ -221,35 +300,36 @@ def sf311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
     i_type, i_details = col.get("Request.Type"), col.get("Request.Details")
     i_source, i_closed = col.get("Source"), col.get("Closed")
     attrs = [col.get(name) for name in SF_ATTRIBUTES]
+    clock = _Clock(LOS_ANGELES)
 
-    def parse(row: list[str]) -> tuple[Any, ...]:
+    def stage(row: list[str], line: int) -> tuple[str, ...]:
         source_id = _value(row, i_id)
-        if source_id is None:
+        if not source_id:
             raise RowError("CaseID", "missing record id")
-        category = _value(row, i_cat) or ""
-        request_type = None if i_type is None else _value(row, i_type)
-        details = None if i_details is None else _value(row, i_details)
+        category = _value(row, i_cat)
+        request_type = "" if i_type is None else _value(row, i_type)
+        details = "" if i_details is None else _value(row, i_details)
         text = ": ".join(p for p in (request_type or category, details) if p)
         if not text:
             raise RowError("Request.Type", "no text to describe the report")
-        source = None if i_source is None else _value(row, i_source)
-        values = [None if i is None else _value(row, i) for i in attrs]
-        closed = _optional_time(row, i_closed, "Closed", LOS_ANGELES)
-        values.append(None if closed is None else closed.isoformat())
+        source = "" if i_source is None else _value(row, i_source)
+        closed = _optional_time(row, i_closed, "Closed", clock)
         return (
+            str(line),
             source_id,
             text[:4000],
             _coordinate(row, i_lat, "Lat", 90),
             _coordinate(row, i_lon, "Long", 180),
-            None if i_addr is None else _value(row, i_addr),
+            "" if i_addr is None else _value(row, i_addr),
             SF_CATEGORIES.get(category, "other"),
-            _time(row, i_opened, "Opened", LOS_ANGELES),
-            SF_CHANNELS.get(source or "", "import"),
-            values,
+            _time(row, i_opened, "Opened", clock),
+            SF_CHANNELS.get(source, "import"),
             closed,
+            *["" if i is None else _value(row, i) for i in attrs],
+            _isoformat(closed),
         )
 
-    return Layout((*SF_ATTRIBUTES, "closed_at"), parse)
+    return Layout((*SF_ATTRIBUTES, "closed_at"), stage)
 
 
 def csv_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) -> Layout:
@@ -258,34 +338,35 @@ def csv_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) ->
     i_id, i_text, i_lat, i_lon = col["source_id"], col["text"], col["lat"], col["lon"]
     i_time, i_cat, i_addr = col["submitted_at"], col.get("category"), col.get("address")
     i_closed = col.get("closed_at")
+    clock = _Clock(zone)
 
-    def parse(row: list[str]) -> tuple[Any, ...]:
+    def stage(row: list[str], line: int) -> tuple[str, ...]:
         source_id = _value(row, i_id)
-        if source_id is None:
+        if not source_id:
             raise RowError("source_id", "missing record id")
         text = _value(row, i_text)
-        if text is None or len(text) > 4000:
+        if not text or len(text) > 4000:
             raise RowError("text", "text must be 1-4000 characters")
-        category = None
-        raw_category = None if i_cat is None else _value(row, i_cat)
-        if raw_category is not None:
-            category = categories.get(raw_category)
-            if category is None:
+        category = ""
+        raw_category = "" if i_cat is None else _value(row, i_cat)
+        if raw_category:
+            category = categories.get(raw_category, "")
+            if not category:
                 raise RowError("category", f"unknown category {raw_category!r}")
         return (
+            str(line),
             source_id,
             text,
             _coordinate(row, i_lat, "lat", 90),
             _coordinate(row, i_lon, "lon", 180),
-            None if i_addr is None else _value(row, i_addr),
+            "" if i_addr is None else _value(row, i_addr),
             category,
-            _time(row, i_time, "submitted_at", zone),
+            _time(row, i_time, "submitted_at", clock),
             "import",
-            [],
-            _optional_time(row, i_closed, "closed_at", zone),
+            _optional_time(row, i_closed, "closed_at", clock),
         )
 
-    return Layout((), parse)
+    return Layout((), stage)
 
 
 LAYOUTS: dict[str, Callable[[list[str], dict[str, str], ZoneInfo], Layout]] = {
@@ -309,61 +390,141 @@ async def import_file(
     if fmt not in LAYOUTS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}")
     result = ImportResult()
-    # One chunk parses while the previous one is written: the queue holds at most one.
-    chunks: asyncio.Queue[list[tuple[Any, ...]] | None] = asyncio.Queue(maxsize=1)
+    # Chunks parse while earlier ones are written: the queue holds at most one more.
+    chunks: asyncio.Queue[_Chunk | None] = asyncio.Queue(maxsize=1)
+    # Source ids of the chunks not yet committed: a repeat of one of them is dropped here,
+    # so the first line wins and two writers never race for the same record. A repeat of
+    # a committed chunk's record is skipped by the move (looked up, or refused by the
+    # unique index and then looked up).
+    in_flight: list[set[str]] = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
             raise FormatError(f"{path} is empty", field="file")
         layout = LAYOUTS[fmt](header, categories, ZoneInfo(timezone))
-        writer = asyncio.create_task(
-            _write_chunks(pool, tenant_id, fmt, layout.attribute_keys, chunks, result, progress)
-        )
+        keys = layout.attribute_keys
+        names = (*reports_repo.IMPORT_COLUMNS, *keys)
+        async with tenant_transaction(pool, tenant_id) as conn:
+            known = await reports_repo.import_source_known(conn, tenant_id, fmt)
+        writers = [
+            asyncio.create_task(
+                _write_chunks(
+                    pool, tenant_id, fmt, keys, known, chunks, in_flight, result, progress
+                )
+            )
+            for _ in range(max(1, min(WRITERS, pool.get_max_size())))
+        ]
         try:
-            parse = layout.parse
+            stage = layout.stage
             errors = result.errors
-            chunk: list[tuple[Any, ...]] = []
+            rows: list[tuple[str, ...]] = []
+            ids: set[str] = set()
+            repeats = 0
             line = reader.line_num
             for row in reader:
                 start, line = line + 1, reader.line_num
                 if not row:
                     continue
+                result.read += 1
                 try:
-                    parsed = parse(row)
-                    limits.check(parsed, "row")  # NUL, out-of-range times: refused per row
-                    chunk.append((start, *parsed))
+                    staged = stage(row, start)
                 except RowError as exc:
                     errors.append((start, exc.field, exc.message))
-                except limits.Unstorable as exc:
-                    errors.append((start, exc.field, exc.message))
-                result.read += 1
-                if len(chunk) >= CHUNK_ROWS:
-                    await _put(chunks, chunk, writer)
-                    chunk = []
-            if chunk:
-                await _put(chunks, chunk, writer)
-            await _put(chunks, None, writer)
-            await writer
+                    continue
+                source_id = staged[1]
+                if source_id in ids or any(source_id in done for done in in_flight):
+                    repeats += 1
+                    continue
+                ids.add(source_id)
+                rows.append(staged)
+                if len(rows) + repeats >= CHUNK_ROWS:
+                    in_flight.append(ids)
+                    await _put(chunks, _chunk(rows, ids, repeats, names, errors), writers)
+                    rows, ids, repeats = [], set(), 0
+            if rows or repeats:
+                in_flight.append(ids)
+                await _put(chunks, _chunk(rows, ids, repeats, names, errors), writers)
+            for _ in writers:
+                await _put(chunks, None, writers)
+            await asyncio.gather(*writers)
         finally:
-            if not writer.done():
-                writer.cancel()
-                await asyncio.gather(writer, return_exceptions=True)
+            for writer in writers:
+                if not writer.done():
+                    writer.cancel()
+            await asyncio.gather(*writers, return_exceptions=True)
+    result.errors.sort()  # a chunk's unstorable rows are found after its later rows' errors
     return result
 
 
+@dataclass(slots=True)
+class _Chunk:
+    data: bytes  # rows of the staging table's columns in COPY's text format, "" for NULL
+    rows: int  # records in data
+    repeats: int  # records dropped as repeats of an earlier line
+    ids: set[str]  # their source ids (an entry of in_flight until committed)
+
+
+# COPY's text format escapes; fields rarely need them, so a chunk is checked as a whole.
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _chunk(
+    rows: list[tuple[str, ...]],
+    ids: set[str],
+    repeats: int,
+    names: Sequence[str],
+    errors: list[tuple[int, str, str]],
+) -> _Chunk:
+    """A chunk's rows as COPY text; rows holding what PostgreSQL cannot store become errors.
+
+    `names` names the staged fields (line first) for those errors.
+    """
+    text = "".join(["\t".join(row) + "\n" for row in rows])
+    try:  # one scan of the chunk; a row at a time only when it finds something
+        limits.check_text(text, "row")
+    except limits.Unstorable:
+        kept = []
+        for staged in rows:
+            for name, value in zip(names[1:], staged[1:], strict=True):
+                try:
+                    limits.check_text(value, name)
+                except limits.Unstorable as exc:
+                    errors.append((int(staged[0]), exc.field, exc.message))
+                    ids.discard(staged[1])
+                    break
+            else:
+                kept.append(staged)
+        return _chunk(kept, ids, repeats, names, errors)
+    # Unless a field holds a tab, line break or backslash, the counts are exact.
+    width = len(names)
+    if (
+        text.count("\t") != len(rows) * (width - 1)
+        or text.count("\n") != len(rows)
+        or "\\" in text
+        or "\r" in text
+    ):
+        text = "".join(
+            ["\t".join([value.translate(_ESCAPES) for value in row]) + "\n" for row in rows]
+        )
+    return _Chunk(text.encode(), len(rows), repeats, ids)
+
+
 async def _put(
-    queue: asyncio.Queue[list[tuple[Any, ...]] | None],
-    chunk: list[tuple[Any, ...]] | None,
-    writer: asyncio.Task[None],
+    queue: asyncio.Queue[_Chunk | None],
+    chunk: _Chunk | None,
+    writers: list[asyncio.Task[None]],
 ) -> None:
-    if writer.done():
-        writer.result()  # re-raise the writer's failure instead of waiting forever
+    for writer in writers:
+        if writer.done():
+            writer.result()  # re-raise a writer's failure instead of waiting forever
     put = asyncio.ensure_future(queue.put(chunk))
-    await asyncio.wait({put, writer}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({put, *writers}, return_when=asyncio.FIRST_COMPLETED)
     if not put.done():
         put.cancel()
-        writer.result()
+        for writer in writers:
+            if writer.done():
+                writer.result()
 
 
 async def _write_chunks(
@@ -371,16 +532,22 @@ async def _write_chunks(
     tenant_id: int,
     source: str,
     attribute_keys: Sequence[str],
-    chunks: asyncio.Queue[list[tuple[Any, ...]] | None],
+    known: bool,
+    chunks: asyncio.Queue[_Chunk | None],
+    in_flight: list[set[str]],
     result: ImportResult,
     progress: Callable[[int], None] | None,
 ) -> None:
     while (chunk := await chunks.get()) is not None:
-        async with tenant_transaction(pool, tenant_id) as conn:
-            inserted = await reports_repo.import_reports(
-                conn, tenant_id, source, attribute_keys, chunk
-            )
+        inserted = 0
+        if chunk.rows:
+            async with tenant_transaction(pool, tenant_id) as conn:
+                inserted = await reports_repo.import_reports(
+                    conn, tenant_id, source, attribute_keys, chunk.data, skip_known=known
+                )
+        # By identity: two chunks' id sets may be equal (both empty).
+        del in_flight[next(i for i, ids in enumerate(in_flight) if ids is chunk.ids)]
         result.inserted += inserted
-        result.skipped_existing += len(chunk) - inserted
+        result.skipped_existing += chunk.rows + chunk.repeats - inserted
         if progress is not None:
-            progress(len(chunk))
+            progress(chunk.rows + chunk.repeats)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import asyncpg
 
@@ -170,6 +170,11 @@ class Classified(NamedTuple):
     subtypes: str | None = None  # JSON [[subtype, probability], ...]
 
 
+async def deferred_commit(conn: asyncpg.Connection) -> None:
+    """Commit this transaction without waiting for the disk (see the query)."""
+    await conn.execute(q("deferred_commit"))
+
+
 async def finish_classified(
     conn: asyncpg.Connection, tenant_id: int, results: Sequence[Classified], owner: str
 ) -> int:
@@ -254,9 +259,22 @@ IMPORT_COLUMNS = (
     "category",
     "submitted_at",
     "channel",
-    "attribute_values",
     "closed_at",
 )
+# The staging table's attribute columns, a1..aN: values of the format's attribute keys.
+IMPORT_ATTRIBUTES = 10
+
+
+def import_columns(attributes: int) -> tuple[str, ...]:
+    """The staged columns of a format with `attributes` attribute keys, in CSV order."""
+    if attributes > IMPORT_ATTRIBUTES:
+        raise ValueError(f"at most {IMPORT_ATTRIBUTES} attributes can be imported")
+    return (*IMPORT_COLUMNS, *(f"a{i}" for i in range(1, attributes + 1)))
+
+
+async def import_source_known(conn: asyncpg.Connection, tenant_id: int, source: str) -> bool:
+    """Whether the tenant holds any imported record of `source`."""
+    return bool(await conn.fetchval(q("import_source_known"), tenant_id, source))
 
 
 async def import_reports(
@@ -264,25 +282,36 @@ async def import_reports(
     tenant_id: int,
     source: str,
     attribute_keys: Sequence[str],
-    records: list[tuple[Any, ...]],
+    data: bytes,
+    *,
+    skip_known: bool = True,
 ) -> int:
-    """COPY records into a temp table, then move them under RLS; returns rows inserted.
+    """COPY rows into a temp table, then move them under RLS; returns rows inserted.
 
-    Caller holds a tenant transaction. Records follow IMPORT_COLUMNS; each record's
-    attribute values pair with `attribute_keys`.
+    Caller holds a tenant transaction. `data` holds rows of import_columns(len(
+    attribute_keys)), in that order, in COPY's text format with "" for NULL; the attribute
+    columns pair with `attribute_keys`. skip_known=False leaves out the look-up of known
+    records, for a source the tenant did not hold when the import started: a record
+    imported since is still refused by the unique index, and then looked up.
     """
     await conn.execute(q("import_stage_create"))
-    await conn.copy_records_to_table("import_stage", records=records, columns=IMPORT_COLUMNS)
+    await conn.copy_to_table(
+        "import_stage",
+        source=memoryview(data),  # a buffer; asyncpg would take bytes for a file name
+        columns=import_columns(len(attribute_keys)),
+        format="text",
+        null="",
+    )
     keys = list(attribute_keys)
     try:
         async with conn.transaction():  # a savepoint: a lost race rolls back only this
-            status = await conn.execute(q("import_from_stage"), tenant_id, keys, source)
+            status = await conn.execute(q("import_from_stage"), tenant_id, keys, source, skip_known)
     except asyncpg.UniqueViolationError:
-        # A record repeated within the chunk, or another import committed some of these
-        # records since the anti-join looked (the unique index waited for it): drop repeats
-        # and look again.
+        # Another import committed some of these records since the import started or the
+        # anti-join looked (the unique index waited for it), or a record repeats one of an
+        # earlier chunk: drop repeats within the chunk and move it again, looking them up.
         await conn.execute(q("import_stage_dedupe"))
-        status = await conn.execute(q("import_from_stage"), tenant_id, keys, source)
+        status = await conn.execute(q("import_from_stage"), tenant_id, keys, source, True)
     return int(status.split()[-1])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 from pathlib import Path
 
@@ -109,3 +110,104 @@ async def test_plain_csv_reports_each_bad_row(
         (4, "category"),
         (7, "submitted_at"),
     ]
+
+
+async def test_values_reach_the_database_as_read(
+    db_url: str, tenant_a: TenantKeys, tmp_path: Path
+) -> None:
+    path = tmp_path / "tricky.csv"
+    path.write_bytes(
+        b"source_id,text,lat,lon,submitted_at,category,address,closed_at\r\n"
+        b't1,"Tab\there, back\\slash, ""quotes"" and \xc3\xa9",3_4.1,-118.3,'
+        b"2020-11-01 01:30:00,ROAD,1 Main St,2020-11-01T03:00:00-08:00\r\n"
+        b't2,"Line one\r\nline two",34.2,-118.25,2020-03-08 02:30,,,\r\n'
+        b"t3,Has a NUL \x00 in it,34.2,-118.25,2020-03-08 02:30,,,\r\n"
+        b"t4,Far future,34.2,-118.25,2250-01-01 00:00,,,\r\n"
+    )
+    result = await run_import(db_url, tenant_a, path, "csv")
+    assert (result.inserted, result.skipped_existing) == (2, 0)
+    assert result.errors == [
+        (5, "text", "contains NUL, which cannot be stored"),
+        (6, "submitted_at", "must be between 1900-01-01 and 2200-01-01"),
+    ]
+    conn = await asyncpg.connect(db_url)
+    try:
+        rows = {
+            r["source_id"]: r
+            for r in await conn.fetch(
+                "SELECT r.source_id, r.text, r.lat, r.address, r.category, r.submitted_at,"
+                " i.closed_at FROM reports r JOIN issues i"
+                " ON i.tenant_id = r.tenant_id AND i.id = r.issue_id WHERE r.tenant_id = $1",
+                tenant_a.id,
+            )
+        }
+    finally:
+        await conn.close()
+    assert rows["t1"]["text"] == 'Tab\there, back\\slash, "quotes" and \u00e9'
+    assert (rows["t1"]["lat"], rows["t1"]["address"]) == (34.1, "1 Main St")
+    assert rows["t1"]["category"] == "road_defect"
+    # An ambiguous wall time is the earlier one (PDT), a skipped one reads as standard time.
+    assert rows["t1"]["submitted_at"].isoformat() == "2020-11-01T08:30:00+00:00"
+    assert rows["t1"]["closed_at"].isoformat() == "2020-11-01T11:00:00+00:00"
+    assert rows["t2"]["text"] == "Line one\r\nline two"
+    assert rows["t2"]["submitted_at"].isoformat() == "2020-03-08T10:30:00+00:00"
+    assert rows["t2"]["address"] is None and rows["t2"]["closed_at"] is None
+
+
+def _plain_csv(path: Path, records: list[tuple[str, str]]) -> None:
+    path.write_text(
+        "source_id,text,lat,lon,submitted_at\n"
+        + "".join(f"{sid},{text},34.1,-118.3,2024-05-01T10:00:00-07:00\n" for sid, text in records)
+    )
+
+
+async def test_repeats_across_chunks_keep_the_first_line_and_reimport_adds_only_new(
+    db_url: str, tenant_a: TenantKeys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(imports, "CHUNK_ROWS", 2)  # many chunks, two moved at once
+    records = [(f"r{i}", f"first {i}") for i in range(1, 9)]
+    records += [("r1", "repeat 1"), ("r8", "repeat 8"), ("r9", "first 9"), ("r5", "repeat 5")]
+    path = tmp_path / "repeats.csv"
+    _plain_csv(path, records)
+    first = await run_import(db_url, tenant_a, path, "csv")
+    assert (first.read, first.inserted, first.skipped_existing) == (12, 9, 3)
+
+    _plain_csv(path, [*records, ("r10", "first 10"), ("r2", "repeat 2"), ("r11", "first 11")])
+    again = await run_import(db_url, tenant_a, path, "csv")
+    assert (again.inserted, again.skipped_existing) == (2, 13)
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        texts = dict(
+            await conn.fetch(
+                "SELECT source_id, text FROM reports WHERE tenant_id = $1", tenant_a.id
+            )
+        )
+        issues = await conn.fetchval(
+            "SELECT count(*) FROM issues WHERE tenant_id = $1", tenant_a.id
+        )
+    finally:
+        await conn.close()
+    assert texts == {f"r{i}": f"first {i}" for i in range(1, 12)}
+    assert issues == 11  # one per record, none left over from a refused move
+
+
+async def test_concurrent_imports_of_one_file_add_each_record_once(
+    db_url: str, tenant_a: TenantKeys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(imports, "CHUNK_ROWS", 50)
+    path = tmp_path / "same.csv"
+    _plain_csv(path, [(f"c{i}", f"text {i}") for i in range(600)])
+    results = await asyncio.gather(*(run_import(db_url, tenant_a, path, "csv") for _ in range(3)))
+    assert sum(r.inserted for r in results) == 600
+    assert all(r.inserted + r.skipped_existing == 600 and not r.errors for r in results)
+    conn = await asyncpg.connect(db_url)
+    try:
+        counts = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM reports WHERE tenant_id = $1) AS reports,"
+            " (SELECT count(*) FROM issues WHERE tenant_id = $1) AS issues",
+            tenant_a.id,
+        )
+    finally:
+        await conn.close()
+    assert (counts["reports"], counts["issues"]) == (600, 600)
