@@ -124,6 +124,7 @@ async def classify_claim(ctx: ClassifyContext, claim: Claim) -> int:
     for r in results:
         ctx.metrics.classified.labels(msgspec.json.decode(r.classification)["decided_by"]).inc()
     async with tenant_transaction(ctx.pool, tenant_id) as conn:
+        await reports_repo.deferred_commit(conn)
         return await reports_repo.finish_classified(conn, tenant_id, results, ctx.owner)
 
 
