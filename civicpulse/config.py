@@ -75,7 +75,7 @@ class Settings:
     # pipeline, the share grows unless intake's p99 passes intake_latency_limit_ms.
     intake_latency_target_ms: float = 20.0
     intake_latency_limit_ms: float = 100.0
-    pipeline_max_delay_seconds: float = 1.0
+    pipeline_max_delay_seconds: float = 0.5
     pipeline_min_share: float = 0.1
     # The backlog (reports not yet grouped) is counted every backlog_check_seconds. Past
     # backlog_limit intake answers 503 with Retry-After; past backlog_alert /readyz warns

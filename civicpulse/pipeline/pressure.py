@@ -8,7 +8,7 @@ the intake requests that finished in it ("slow": more than 1% took longer than t
 and at the oldest report waiting for the pipeline:
 - pipeline within its delay, intake slow: the share halves (intake first; a burst waits in
   the database and is caught up after it);
-- pipeline behind: the share grows, as long as intake's p99 stays under `limit`, a harder
+- pipeline behind: the share doubles, as long as intake's p99 stays under `limit`, a harder
   bound; past it the share halves, and the backlog's bound below takes over;
 - otherwise it grows by a tenth,
 between a floor and the whole (additive increase, multiplicative decrease, as TCP shares a
@@ -66,12 +66,15 @@ class Share:
         if now < self._window_end:
             return
         if self._window_end:
-            if self.oldest_wait > self.max_delay:
+            behind = self.oldest_wait > self.max_delay
+            if behind:
                 slow = self._over_limit > 0.01 * self._total
             else:
                 slow = self._slow > 0.01 * self._total
             if slow:
                 self.value = max(self.floor, self.value / 2)
+            elif behind:  # catch up fast: a tenth a window would take seconds from the floor
+                self.value = min(1.0, self.value * 2)
             else:
                 self.value = min(1.0, self.value + self.step)
         self._total = self._slow = self._over_limit = 0

@@ -132,15 +132,15 @@ def test_the_pipeline_share_halves_while_intake_is_slow_and_grows_back() -> None
     window([0.005] * 99 + [0.05])  # 1% is within a p99 target
     share.observe(0.0)
     assert abs(share.value - 0.2) < 1e-9  # grows back a tenth a window
-    # The pipeline falls behind: it gains share while intake stays under the hard limit...
+    # The pipeline falls behind: its share doubles while intake stays under the hard limit...
     share.oldest_wait = 5.0
     window([0.05] * 10)
     share.observe(0.0)
-    assert abs(share.value - 0.3) < 1e-9
-    # ...and yields again past it (the backlog's bound then slows intake's clients down).
+    assert abs(share.value - 0.4) < 1e-9
+    # ...and halves again past it (the backlog's bound then slows intake's clients down).
     window([0.5] * 10)
     share.observe(0.0)
-    assert abs(share.value - 0.15) < 1e-9
+    assert abs(share.value - 0.2) < 1e-9
 
 
 def test_the_backlog_bound_and_alert() -> None:
