@@ -39,6 +39,7 @@ from civicpulse.api.state import AppState
 from civicpulse.config import Settings
 from civicpulse.db import migrate
 from civicpulse.db.pool import close_pool, create_pool, server_settings
+from civicpulse.engine import worker
 from civicpulse.live import Broker
 from civicpulse.llm.client import ChatClient, CircuitBreaker
 from civicpulse.metrics import Metrics
@@ -127,13 +128,6 @@ def llm_client(settings: Settings, session: aiohttp.ClientSession, metrics: Metr
     )
 
 
-def _lower_priority(increment: int) -> None:
-    """In each process-pool worker: let intake (this process and the database) have the
-    cores first when they are short; the pipeline's batches wait a little instead."""
-    if increment > 0:
-        os.nice(increment)
-
-
 def _settle_garbage_collector(gen0_threshold: int) -> None:
     """What start-up made (modules, routes, models, pools) lives as long as the process:
     freeze it, so collections stop walking it again and again, and collect the young
@@ -167,8 +161,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         executor = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=get_context("forkserver"),
-            initializer=_lower_priority,
+            initializer=worker.lower_priority,
             initargs=(settings.process_pool_nice,),
+        )
+        # Start the pool's processes now rather than on the first report.
+        await asyncio.gather(
+            *(
+                asyncio.get_running_loop().run_in_executor(executor, worker.ready)
+                for _ in range(workers)
+            )
         )
         owner = worker_id()
 

@@ -65,9 +65,11 @@ class Settings:
     pipeline_retry_backoff: float = 1.0
     pipeline_retry_backoff_max: float = 60.0
     process_pool_workers: int = 0  # 0: one per CPU
-    # The pool's workers run at this much lower CPU priority (nice), so that when the cores
-    # are short intake's request handling and commits come first. 0: the same priority.
-    process_pool_nice: int = 5
+    # The pool's workers may run at a lower CPU priority (nice), so that when the cores are
+    # short intake's request handling and commits come first. 0 (the default): the same
+    # priority; at 5 the first classification after start-up (the model is trained in a
+    # worker) took over a second beside a busy process.
+    process_pool_nice: int = 0
     # Intake first, the pipeline never left behind (pipeline/pressure.py). While more than 1%
     # of intake requests take longer than intake_latency_target_ms, the pipeline's share of
     # the process halves, else it grows back, never below pipeline_min_share (the pipeline
