@@ -335,10 +335,13 @@ async def test_near_simultaneous_reports_in_two_processes_end_up_in_one_issue(
     assert len({r["issue_id"] for r in reports.values()}) == len(places)
     conn = await asyncpg.connect(db_url)
     try:
-        # Both processes did grouping work (otherwise the test proves nothing about races).
+        # Grouping claims of one tenant are taken one at a time, in submission order (schema
+        # 0009), and a process that finishes one takes the next at once, so either process
+        # may have grouped them all: what matters is that reports written through both at
+        # the same moment end up in one issue per place, each counted once.
         groupers = await conn.fetchval("SELECT count(DISTINCT grouping->>'by') FROM reports")
         counts = await conn.fetch("SELECT report_count FROM issues")
     finally:
         await conn.close()
-    assert groupers == 2
+    assert groupers in (1, 2)
     assert sorted(r["report_count"] for r in counts) == [2] * len(places)
