@@ -12,6 +12,7 @@ cost. "other" is what the whole machine (/proc/stat) spent beyond the groups.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -27,8 +28,8 @@ class CpuSample:
     procs: dict[int, tuple[str, float, bool]] = field(default_factory=dict)
 
 
-def _proc_stat(pid: str) -> tuple[str, int, float] | None:
-    """(comm, process group, CPU seconds) of one process, None if it is gone."""
+def proc_stat(pid: str) -> tuple[str, int, float, int] | None:
+    """(comm, process group, CPU seconds, resident pages) of one process; None if gone."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             raw = fh.read()
@@ -36,7 +37,7 @@ def _proc_stat(pid: str) -> tuple[str, int, float] | None:
         return None
     comm = raw[raw.index("(") + 1 : raw.rindex(")")]
     rest = raw[raw.rindex(")") + 2 :].split()
-    return comm, int(rest[2]), (int(rest[11]) + int(rest[12])) / TICK
+    return comm, int(rest[2]), (int(rest[11]) + int(rest[12])) / TICK, int(rest[21])
 
 
 def _machine_busy() -> float:
@@ -57,26 +58,29 @@ def _other_db_backend(pid: str, db: str) -> bool:
     return backend and f" {db} " not in title
 
 
-def sample(at: float, service_pid: int | None, db: str) -> CpuSample:
+def sample(at: float, service_pid: int | None, db: str, clients: Collection[int] = ()) -> CpuSample:
     """CPU seconds so far of every process in a group.
 
     service: the server process itself; workers: the rest of its process group (it runs in a
     session of its own, so that is its ProcessPoolExecutor and the pool's forkserver);
     postgres: every process named postgres (the server's background processes and all
-    backends, whichever database); loadgen: this process.
+    backends, whichever database); loadgen: this process; clients: the given pids (other
+    load-generating processes, bench/streams).
     """
     procs: dict[int, tuple[str, float, bool]] = {}
     me = os.getpid()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        stat = _proc_stat(entry)
+        stat = proc_stat(entry)
         if stat is None:
             continue
-        comm, pgrp, seconds = stat
+        comm, pgrp, seconds, _ = stat
         pid = int(entry)
         if pid == me:
             procs[pid] = ("loadgen", seconds, False)
+        elif pid in clients:
+            procs[pid] = ("clients", seconds, False)
         elif service_pid is not None and pid == service_pid:
             procs[pid] = ("service", seconds, False)
         elif service_pid is not None and pgrp == service_pid:
@@ -86,9 +90,9 @@ def sample(at: float, service_pid: int | None, db: str) -> CpuSample:
     return CpuSample(at=at, machine_busy=_machine_busy(), procs=procs)
 
 
-def seconds_used(a: CpuSample, b: CpuSample) -> dict[str, float]:
+def seconds_used(a: CpuSample, b: CpuSample, groups: tuple[str, ...] = GROUPS) -> dict[str, float]:
     """CPU seconds each group (and postgres_other_db) used between two samples."""
-    out = dict.fromkeys(GROUPS + EXTRA, 0.0)
+    out = dict.fromkeys(groups + EXTRA, 0.0)
     for pid, (group, seconds, other_db) in b.procs.items():
         before = a.procs.get(pid)
         # A pid seen in another group before was reused by a new process: count it whole.
@@ -99,14 +103,20 @@ def seconds_used(a: CpuSample, b: CpuSample) -> dict[str, float]:
     return out
 
 
-def cores_used(a: CpuSample, b: CpuSample) -> dict[str, float]:
+def cores_used(
+    a: CpuSample, b: CpuSample, groups: tuple[str, ...] = GROUPS, other_db_is_other: bool = False
+) -> dict[str, float]:
     """Cores each group used between two samples (CPU seconds / wall seconds), plus the
-    whole machine and `other` (everything outside the groups)."""
+    whole machine and `other` (everything outside the groups, and with `other_db_is_other`
+    other databases' backends too)."""
     wall = b.at - a.at
     if wall <= 0:
         return {}
-    out = {k: round(v / wall, 3) for k, v in seconds_used(a, b).items()}
+    out = {k: round(v / wall, 3) for k, v in seconds_used(a, b, groups).items()}
     machine = (b.machine_busy - a.machine_busy) / wall
     out["machine"] = round(machine, 3)
-    out["other"] = round(max(0.0, machine - sum(out[k] for k in GROUPS)), 3)
+    other = max(0.0, machine - sum(out[k] for k in groups))
+    if other_db_is_other:
+        other += out["postgres_other_db"]
+    out["other"] = round(other, 3)
     return out
