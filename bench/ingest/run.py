@@ -513,9 +513,9 @@ def write_markdown(path: Path, res: dict[str, Any]) -> None:
         caught = http["targets"].get("civicpulse", {}).get("pipeline_after_load")
         if caught:
             lines += [
-                f"Pipeline: during the burst intake comes first (classification and grouping "
-                f"throttle while more than CIVICPULSE_PIPELINE_BUSY_ROWS_PER_SECOND rows/s "
-                f"arrive); when the load stopped {caught['backlog']:,} reports were waiting "
+                f"Pipeline: during the burst classification and grouping take the share of the "
+                f"process that intake's latency leaves them (civicpulse/pipeline/pressure.py); "
+                f"when the load stopped {caught['backlog']:,} reports were waiting "
                 f"and were classified and grouped in {caught['seconds']} s "
                 f"({caught['reports_per_s']:,} reports/s; unfinished: {caught['unfinished']}).",
                 "",
