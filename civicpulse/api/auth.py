@@ -3,12 +3,20 @@
 Outcomes: no or unknown key -> 401; a live key of another tenant, or an unknown tenant ->
 404 (never revealing whether the other tenant's data exists); a key whose scope is too
 small -> 403; a key (or, on public routes without a key, a client address) over its
-tenant's rate limit -> 429 with Retry-After. Revoking a key takes effect within `ttl`
-seconds. The caches are LRU-bounded, so made-up slugs and keys cannot grow memory.
+tenant's rate limit -> 429 with Retry-After. The caches are LRU-bounded, so made-up slugs
+and keys cannot grow memory.
+
+Revoking a key takes effect at once on every process: the change is announced on
+`civicpulse_auth` and each process's listener (civicpulse.live.Broker) drops its key cache;
+the cache's time-to-live (5 s by default) bounds it while a listener reconnects. An expiry
+is checked on every request, cached or not. Use is stamped in `last_used_at` at most once a
+minute per key: requests only note the key in memory, and `flush_usage` writes the notes.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -21,6 +29,7 @@ from civicpulse.db.pool import tenant_transaction
 from civicpulse.errors import Forbidden, NotFound, Throttled, Unauthenticated
 
 SCOPE_RANK = {"submit": 0, "staff": 1, "admin": 2}
+USAGE_STAMP_SECONDS = 60.0  # last_used_at is at most this stale
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +60,18 @@ class TenantContext:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """An authenticated caller: a machine's API key or a person's session."""
+
     tenant: TenantContext
     scope: str
-    key_id: int
-    key_prefix: str
+    # How the event and audit logs name the caller: key:<prefix> or user:<login>.
+    actor: str
+    key_id: int | None = None
+    user_id: int | None = None
 
     @property
-    def actor(self) -> str:
-        """How the event log names this caller."""
-        return f"key:{self.key_prefix}"
+    def staff(self) -> bool:
+        return SCOPE_RANK[self.scope] >= SCOPE_RANK["staff"]
 
 
 class Authenticator:
@@ -78,6 +90,8 @@ class Authenticator:
         self._tenants: LRUCache[TenantContext | None] = LRUCache(cache_size, ttl)
         self._keys: LRUCache[tenants_repo.KeyIdentity | None] = LRUCache(cache_size, ttl)
         self._buckets = TokenBuckets(buckets)
+        self._used: set[int] = set()  # keys used since the last flush_usage
+        self._stamped: dict[int, float] = {}  # key id -> monotonic time of its last stamp
 
     async def tenant(self, slug: str) -> TenantContext:
         """The tenant named in the URL; NotFound when there is none."""
@@ -152,8 +166,10 @@ class Authenticator:
             async with self.pool.acquire() as conn:
                 found = await tenants_repo.authenticate(conn, key_hash)
             self._keys.put(key_hash, found)
-        if found is None:
-            raise Unauthenticated("unknown or revoked API key", field="authorization")
+        if found is None or (
+            found.expires_at is not None and found.expires_at <= dt.datetime.now(dt.UTC)
+        ):
+            raise Unauthenticated("unknown, revoked or expired API key", field="authorization")
         tenant = await self.tenant(slug)
         if tenant.id != found.tenant_id:
             raise NotFound("no such tenant", field="slug")
@@ -170,7 +186,10 @@ class Authenticator:
                 retry_after=wait,
                 field="authorization",
             )
-        return Principal(tenant, found.scope, found.key_id, found.prefix)
+        stamped = self._stamped.get(found.key_id)
+        if stamped is None or time.monotonic() - stamped >= USAGE_STAMP_SECONDS:
+            self._used.add(found.key_id)
+        return Principal(tenant, found.scope, f"key:{found.prefix}", key_id=found.key_id)
 
     async def optional(self, request: Request, slug: str, scope: str) -> Principal | None:
         """Like `require` when the request carries a key; None (anonymous, limited per client
@@ -179,6 +198,24 @@ class Authenticator:
             await self.public(request, slug)  # an unknown tenant is still 404
             return None
         return await self.require(request, slug, scope)
+
+    def forget_keys(self) -> None:
+        """Drop every cached key (one was revoked, expired or re-scoped somewhere)."""
+        self._keys.clear()
+
+    async def flush_usage(self) -> None:
+        """Write `last_used_at` for the keys used since the last flush (at most once a minute
+        per key: the database function skips keys stamped less than a minute ago)."""
+        if not self._used:
+            return
+        used, self._used = self._used, set()
+        now = time.monotonic()
+        for key_id in used:
+            self._stamped[key_id] = now
+        if len(self._stamped) > 2 * self._keys.size:  # forget stamps of long-idle keys
+            self._stamped = {k: t for k, t in self._stamped.items() if now - t < 60}
+        async with self.pool.acquire() as conn:
+            await tenants_repo.touch_api_keys(conn, sorted(used))
 
     def forget_tenant(self, slug: str) -> None:
         """Drop a cached tenant (its taxonomy or limits changed)."""

@@ -51,6 +51,9 @@ class LRUCache(Generic[V]):
     def pop(self, key: Hashable) -> None:
         self._entries.pop(key, None)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
 
 class TokenBuckets:
     """One token bucket per key: `rate` tokens a second up to `burst`; at most `size` keys

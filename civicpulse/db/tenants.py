@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import secrets
@@ -178,17 +179,112 @@ async def list_categories(conn: asyncpg.Connection, tenant_id: int) -> list[Cate
 
 
 async def create_api_key(conn: asyncpg.Connection, slug: str, scope: str, label: str = "") -> str:
-    """Create a key for a tenant and return it; only its hash is stored."""
-    if scope not in SCOPES:
-        raise Conflict(f"scope must be one of {', '.join(SCOPES)}", field="scope")
+    """Create a key for a tenant named by slug (owner connection) and return it; only its
+    hash is stored."""
     async with conn.transaction():
         tenant = await tenant_by_slug(conn, slug)
         if tenant is None:
             raise NotFound(f"no tenant {slug!r}", field="tenant")
         await set_tenant(conn, tenant.id)
-        key, prefix = new_key()
-        await conn.fetchval(q("create_api_key"), tenant.id, hash_key(key), prefix, scope, label)
+        key, _ = await issue_api_key(conn, tenant.id, scope, label, created_by="cli")
     return key
+
+
+async def issue_api_key(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    scope: str,
+    label: str = "",
+    *,
+    expires_at: dt.datetime | None = None,
+    created_by: str = "",
+    rotated_from: int | None = None,
+) -> tuple[str, asyncpg.Record]:
+    """A new key of the tenant set on `conn`: the key (shown once) and its stored row."""
+    if scope not in SCOPES:
+        raise Conflict(f"scope must be one of {', '.join(SCOPES)}", field="scope")
+    key, prefix = new_key()
+    row: asyncpg.Record = await conn.fetchrow(
+        q("create_api_key"),
+        tenant_id,
+        hash_key(key),
+        prefix,
+        scope,
+        label,
+        expires_at,
+        created_by,
+        rotated_from,
+    )
+    return key, row
+
+
+async def list_api_keys(conn: asyncpg.Connection, tenant_id: int) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(q("list_api_keys"), tenant_id)
+    return rows
+
+
+async def lock_api_key(
+    conn: asyncpg.Connection, tenant_id: int, key_id: int
+) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(q("lock_api_key"), tenant_id, key_id)
+    return row
+
+
+async def revoke_api_key(
+    conn: asyncpg.Connection, tenant_id: int, key_id: int
+) -> asyncpg.Record | None:
+    """Revoke a live key; None when it was already revoked (or is not there)."""
+    row: asyncpg.Record | None = await conn.fetchrow(q("revoke_api_key"), tenant_id, key_id)
+    return row
+
+
+async def expire_api_key(
+    conn: asyncpg.Connection, tenant_id: int, key_id: int, at: dt.datetime
+) -> asyncpg.Record:
+    row: asyncpg.Record = await conn.fetchrow(q("expire_api_key"), tenant_id, key_id, at)
+    return row
+
+
+async def rotate_api_key(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    key_id: int,
+    *,
+    grace: dt.timedelta,
+    expires_at: dt.datetime | None,
+    actor: str,
+) -> tuple[str, asyncpg.Record, asyncpg.Record]:
+    """Replace a live key with a new one of the same scope and label (inside the caller's
+    transaction); the old key keeps working for `grace` (zero: revoked at once). Returns the
+    new key, its row and the old key's row."""
+    old = await lock_api_key(conn, tenant_id, key_id)
+    if old is None:
+        raise NotFound("no such API key", field="key_id")
+    now = dt.datetime.now(dt.UTC)
+    if old["revoked_at"] is not None or (
+        old["expires_at"] is not None and old["expires_at"] <= now
+    ):
+        raise Conflict("this API key is revoked or expired; create a new one", field="key_id")
+    key, new = await issue_api_key(
+        conn,
+        tenant_id,
+        old["scope"],
+        old["label"],
+        expires_at=expires_at,
+        created_by=actor,
+        rotated_from=key_id,
+    )
+    if grace <= dt.timedelta(0):
+        ended = await revoke_api_key(conn, tenant_id, key_id)
+        assert ended is not None
+    else:
+        ended = await expire_api_key(conn, tenant_id, key_id, now + grace)
+    return key, new, ended
+
+
+async def touch_api_keys(conn: asyncpg.Connection, key_ids: list[int]) -> None:
+    """Stamp keys' last_used_at (at most once a minute each; see schema 0012)."""
+    await conn.execute(q("touch_api_keys"), key_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +293,7 @@ class KeyIdentity:
     scope: str
     key_id: int
     prefix: str
+    expires_at: dt.datetime | None
 
 
 async def authenticate(conn: asyncpg.Connection, key_hash: bytes) -> KeyIdentity | None:

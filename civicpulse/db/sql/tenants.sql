@@ -50,12 +50,45 @@ ON CONFLICT (tenant_id, code) DO UPDATE
 RETURNING (xmax = 0) AS created
 
 -- name: create_api_key
-INSERT INTO api_keys (tenant_id, key_hash, prefix, scope, label)
-VALUES ($1, $2, $3, $4, $5)
-RETURNING id
+INSERT INTO api_keys (tenant_id, key_hash, prefix, scope, label, expires_at, created_by,
+                      rotated_from)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING id, prefix, scope, label, created_at, created_by, expires_at, revoked_at,
+          last_used_at, rotated_from
+
+-- name: list_api_keys
+-- Never the hash: a listing names keys by id and prefix.
+SELECT id, prefix, scope, label, created_at, created_by, expires_at, revoked_at,
+       last_used_at, rotated_from
+  FROM api_keys
+ WHERE tenant_id = $1
+ ORDER BY id
+
+-- name: lock_api_key
+SELECT id, prefix, scope, label, created_at, created_by, expires_at, revoked_at,
+       last_used_at, rotated_from
+  FROM api_keys
+ WHERE tenant_id = $1 AND id = $2
+   FOR UPDATE
+
+-- name: revoke_api_key
+UPDATE api_keys SET revoked_at = now()
+ WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL
+RETURNING id, prefix, scope, label, created_at, created_by, expires_at, revoked_at,
+          last_used_at, rotated_from
+
+-- name: expire_api_key
+-- A key stops working at $3 (a rotated key's grace period): never later than it would have.
+UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $3), $3)
+ WHERE tenant_id = $1 AND id = $2
+RETURNING id, prefix, scope, label, created_at, created_by, expires_at, revoked_at,
+          last_used_at, rotated_from
 
 -- name: authenticate
-SELECT tenant_id, scope, key_id, prefix FROM civicpulse_authenticate($1)
+SELECT tenant_id, scope, key_id, prefix, expires_at FROM civicpulse_authenticate($1)
+
+-- name: touch_api_keys
+SELECT civicpulse_touch_api_keys($1::bigint[], now())
 
 -- name: rate_limits
 -- Primary-key lookup, read with the tenant (auth cache miss).
