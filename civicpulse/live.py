@@ -19,6 +19,16 @@ paced: at most `max_wakeups` stream wake-ups per second in the process (with 10,
 streams at 2,000 a second each is woken every 5 s, with everything new in one write), and a
 feed's streams are woken in up to 256 groups spread evenly over that interval, so the loop
 reads intake's sockets between groups.
+
+What a public stream shows is decided by civicpulse.visibility: the feed holds the tenant's
+public view (from its dashboard settings) and renders public frames with it, live or read
+back from the table. When the settings change (`k: view` notice, sent on commit by the
+dashboard's PUT), every process re-reads them, drops the frames rendered for the old view
+and ends its open public streams; clients reconnect (EventSource does so by itself) and get
+the new view, or 404 when the dashboard turned private.
+
+The same LISTEN connection carries `civicpulse_auth`: a revoked or expired key, or a
+disabled user, makes every process drop its credential caches (`on_auth_change`).
 """
 
 from __future__ import annotations
@@ -37,9 +47,11 @@ import structlog
 
 from civicpulse.db import analytics as repo
 from civicpulse.db.pool import tenant_transaction
+from civicpulse.visibility import STAFF, View
 
 log = structlog.get_logger(__name__)
 CHANNEL = "civicpulse_events"
+AUTH_CHANNEL = "civicpulse_auth"
 # What the public stream shows: the life of public issues, never who or what was said.
 PUBLIC_KINDS = frozenset(
     {"issue_created", "status_changed", "assigned", "report_attached", "merged_into"}
@@ -51,9 +63,10 @@ WAKE_GROUPS = 256
 _json = msgspec.json.Encoder()
 
 
-def render(row: Mapping[str, Any], public: bool) -> bytes | None:
+def render(row: Mapping[str, Any], view: View) -> bytes | None:
     """One SSE frame for an event row, or None when this view may not see it."""
-    if public and (row["kind"] not in PUBLIC_KINDS or row["visibility"] != "public"):
+    public = not view.staff
+    if public and (row["kind"] not in PUBLIC_KINDS or not view.shows_row(row)):
         return None
     issue = {
         "id": str(row["issue_id"]),
@@ -90,6 +103,9 @@ class Feed:
 
     tenant_id: int
     last_seq: int
+    view: View  # the tenant's public view
+    shown: bool = True  # is the tenant's dashboard public?
+    view_version: int = 0  # bumped when the view changes: public streams then end
     capacity: int = 2048
     floor: int = 0
     subscribers: int = 0
@@ -114,16 +130,27 @@ class Feed:
 
     def add(self, rows: list[asyncpg.Record]) -> None:
         for row in rows:
-            staff = render(row, False)
+            staff = render(row, STAFF)
             assert staff is not None
             self._seqs.append(row["seq"])
             self._staff.append(staff)
-            self._public.append(render(row, True))
+            self._public.append(render(row, self.view))
             self.last_seq = row["seq"]
         if len(self._seqs) > 2 * self.capacity:  # trimmed in bulk: amortised O(1) per event
             cut = len(self._seqs) - self.capacity
             self.floor = self._seqs[cut - 1]
             del self._seqs[:cut], self._staff[:cut], self._public[:cut]
+
+    def set_view(self, view: View, shown: bool) -> None:
+        """The tenant's public view changed: frames rendered for the old one are dropped
+        (streams behind the new floor read from the table) and public streams end."""
+        self.view = view
+        self.shown = shown
+        self.view_version += 1
+        self.floor = self.last_seq
+        self._seqs.clear()
+        self._staff.clear()
+        self._public.clear()
 
     def since(self, cursor: int, public: bool) -> tuple[bytes, int]:
         """What a stream at `cursor` (>= floor) has not had yet, as one chunk, and where it
@@ -148,7 +175,9 @@ class Broker:
     streams: int = 0
     table_reads: int = 0  # reads by streams behind their feed (resume, slow clients)
     on_table_read: Callable[[], None] = lambda: None
+    on_auth_change: Callable[[], None] = lambda: None
     _pending: set[int] = field(default_factory=set)
+    _views: set[int] = field(default_factory=set)  # tenants whose public view changed
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
@@ -177,7 +206,10 @@ class Broker:
         """A stream's body: everything after `last_seq` (or from now), then live events,
         rollup notices and keep-alives, until the client leaves or the broker stops."""
         feed, group = await self._join(tenant_id)
+        version = feed.view_version
         try:
+            if public and not feed.shown:
+                return
             yield b"retry: 3000\n: connected\n\n"
             if last_seq is None:
                 cursor = feed.last_seq
@@ -188,8 +220,11 @@ class Broker:
                     cursor = min(last_seq, await repo.last_event_seq(conn, tenant_id))
             rollups = feed.rollups
             while not self._stopping:
+                if public and feed.view_version != version:
+                    return  # what it may show changed: the client reconnects to the new view
                 if cursor < feed.floor:
-                    chunk, cursor = await self._from_table(tenant_id, cursor, public, feed.floor)
+                    view = feed.view if public else STAFF
+                    chunk, cursor = await self._from_table(tenant_id, cursor, view, feed.floor)
                 else:
                     chunk, cursor = feed.since(cursor, public)
                     if feed.rollups != rollups:
@@ -208,7 +243,7 @@ class Broker:
             self._leave(feed, group)
 
     async def _from_table(
-        self, tenant_id: int, cursor: int, public: bool, floor: int
+        self, tenant_id: int, cursor: int, view: View, floor: int
     ) -> tuple[bytes, int]:
         self.table_reads += 1
         self.on_table_read()
@@ -216,7 +251,7 @@ class Broker:
             rows = await repo.events_after(conn, tenant_id, cursor, READ_ROWS)
         if not rows:
             return b"", floor  # numbers up to the floor that were never used (gaps)
-        frames = (render(row, public) for row in rows)
+        frames = (render(row, view) for row in rows)
         return b"".join(f for f in frames if f is not None), rows[-1]["seq"]
 
     async def _join(self, tenant_id: int) -> tuple[Feed, int]:
@@ -224,9 +259,10 @@ class Broker:
         if feed is None:
             async with tenant_transaction(self.pool, tenant_id) as conn:
                 last = await repo.last_event_seq(conn, tenant_id)
+                view, shown = await repo.public_view(conn, tenant_id)
             feed = self.feeds.get(tenant_id)  # another stream may have made it meanwhile
             if feed is None:
-                feed = Feed(tenant_id, last, self.feed_capacity)
+                feed = Feed(tenant_id, last, view, shown, capacity=self.feed_capacity)
                 self.feeds[tenant_id] = feed
                 # Whatever committed between that read and now comes with the next flush.
                 self._pending.add(tenant_id)
@@ -247,6 +283,9 @@ class Broker:
             if feed.wake_handle is not None:
                 feed.wake_handle.cancel()
 
+    def _on_auth(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self.on_auth_change()
+
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         try:
             note = json.loads(payload)
@@ -259,6 +298,10 @@ class Broker:
         if note.get("k") == "rollup":
             feed.rollups += 1
             self._publish(feed)
+        elif note.get("k") == "view":
+            self._views.add(tenant_id)
+            self._pending.add(tenant_id)
+            self._wake.set()
         else:
             self._pending.add(tenant_id)
             self._wake.set()
@@ -270,6 +313,10 @@ class Broker:
             try:
                 conn = await asyncpg.connect(self.dsn, server_settings=dict(self.server_settings))
                 await conn.add_listener(CHANNEL, self._on_notify)
+                await conn.add_listener(AUTH_CHANNEL, self._on_auth)
+                # Whatever was announced while no listener ran is unknown: start afresh.
+                self.on_auth_change()
+                self._views.update(self.feeds)
                 self._pending.update(self.feeds)
                 await self._flush()
                 while not self._stopping and not conn.is_closed():
@@ -295,6 +342,12 @@ class Broker:
             if feed is None:
                 continue
             async with tenant_transaction(self.pool, tenant_id) as conn:
+                if tenant_id in self._views:
+                    self._views.discard(tenant_id)
+                    view, shown = await repo.public_view(conn, tenant_id)
+                    if (view, shown) != (feed.view, feed.shown):
+                        feed.set_view(view, shown)
+                        self._wake_streams(feed)  # public streams end now
                 while True:
                     rows = await repo.events_after(conn, tenant_id, feed.last_seq, READ_ROWS)
                     feed.add(rows)

@@ -12,7 +12,7 @@ RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT p_staff
-        OR (p_visibility = 'public'
+        OR (COALESCE(p_visibility = 'public', false)
             AND (p_categories IS NULL OR COALESCE(p_category = ANY (p_categories), false))
             AND (p_areas IS NULL OR COALESCE(p_area = ANY (p_areas), false)))
 $$;
@@ -80,6 +80,10 @@ END
 $$;
 CREATE TRIGGER api_keys_notify_auth AFTER UPDATE OF revoked_at, expires_at, scope ON api_keys
     FOR EACH ROW EXECUTE FUNCTION civicpulse_notify_auth();
+
+-- Which API key sent a report: a `submit` key (a resident app) reads back only its own
+-- reports. Nullable and without a default, so adding it rewrites nothing.
+ALTER TABLE reports ADD COLUMN key_id bigint;
 
 -- Append-only record of admin and staff changes (keys, users, rules, policies, dashboards,
 -- merges, ...), with who made them. The service may add and read, never change or remove

@@ -2,8 +2,9 @@
 
 Every figure comes from the hourly rollups (or, for medians and hotspots, from issues
 through their indexes), never from a scan of raw reports. A dashboard is public by
-default: without a key it shows public issues only, in the public categories and areas,
-and never personal data or report text; a staff key shows everything.
+default. Who sees what is decided by civicpulse.visibility alone: without a key (or with a
+`submit` key) every widget, the stream and the exports show the public view; a staff key or
+session shows everything. Stored widgets are keyed by view.
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from civicpulse.api.auth import TenantContext
+from civicpulse.api.auth import Principal, TenantContext
 from civicpulse.api.body import decode, read_json
 from civicpulse.api.params import int_param, parse_int, time_param
 from civicpulse.api.state import AppState
 from civicpulse.db import analytics as repo
+from civicpulse.db.audit import record_audit
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.engine import geo
 from civicpulse.errors import NotFound, ValidationFailed
+from civicpulse.visibility import STAFF, View
 
 _json = msgspec.json.Encoder()
 INTERVALS = ("day", "week", "month")
@@ -115,6 +118,7 @@ async def put_settings(request: Request) -> Response:
         if code not in tenant.category_codes:
             raise ValidationFailed(f"unknown category {code!r}", field=f"public_categories[{i}]")
     async with tenant_transaction(state.pool, tenant.id) as conn:
+        before = settings_out(await repo.dashboard_settings(conn, tenant.id))
         await repo.upsert_dashboard(
             conn,
             tenant.id,
@@ -127,7 +131,20 @@ async def put_settings(request: Request) -> Response:
             body.title,
         )
         row = await repo.dashboard_settings(conn, tenant.id)
-    return _respond(settings_out(row))
+        after = settings_out(row)
+        # A widget made for the old view must not be served for the new one, and open
+        # public streams must stop showing what may now be hidden.
+        await repo.forget_widgets(conn, tenant.id)
+        await repo.notify_view(conn, tenant.id)
+        await record_audit(
+            conn,
+            tenant.id,
+            principal.actor,
+            "dashboard.updated",
+            "dashboard",
+            {"before": before, "after": after},
+        )
+    return _respond(after)
 
 
 # --- analytics ----------------------------------------------------------------------
@@ -140,9 +157,7 @@ async def _trend(
     group: str,
     start: dt.datetime,
     end: dt.datetime,
-    public: bool,
-    cats: list[str] | None,
-    areas: list[str] | None,
+    view: View,
 ) -> list[dict[str, Any]]:
     rows = await repo.trend_rows(
         conn,
@@ -152,9 +167,7 @@ async def _trend(
         start,
         end,
         tenant.timezone,
-        public,
-        cats,
-        areas,
+        *view.sql_args,
     )
     return [
         {
@@ -175,9 +188,7 @@ async def _backlog(
     tenant: TenantContext,
     start: dt.datetime,
     end: dt.datetime,
-    public: bool,
-    cats: list[str] | None,
-    areas: list[str] | None,
+    view: View,
     daily: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Open issues at the end of each day; `daily` is the same range's per-day trend when
@@ -192,9 +203,9 @@ async def _backlog(
     start = max(start, first_start)
     local_start = start.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
     start = local_start.astimezone(dt.UTC)
-    level = await repo.backlog_before(conn, tenant.id, start, public, cats, areas, tenant.timezone)
+    level = await repo.backlog_before(conn, tenant.id, start, *view.sql_args, tenant.timezone)
     if daily is None:
-        daily = await _trend(conn, tenant, "day", "none", start, end, public, cats, areas)
+        daily = await _trend(conn, tenant, "day", "none", start, end, view)
     changes = {dt.date.fromisoformat(t["period"]): t["opened"] - t["resolved"] for t in daily}
     series = []
     day = local_start.date()
@@ -214,11 +225,12 @@ async def _rankings(
     end: dt.datetime,
     min_sample: int,
     prior: float,
+    view: View,
 ) -> dict[str, Any]:
     """Median time to resolve and % within SLA per area or team, shrunk toward the tenant's
     figures in proportion to how few issues a group has (so 2 lucky issues do not top the
     table), ranked by the shrunk median; groups under `min_sample` are listed apart."""
-    rows = await repo.ranking_rows(conn, tenant.id, by, start, end)
+    rows = await repo.ranking_rows(conn, tenant.id, by, start, end, view)
     total = sum(r["resolved"] for r in rows)
     if not total:
         return {"by": by, "ranked": [], "too_few": [], "tenant": None}
@@ -264,10 +276,10 @@ async def _hotspots(
     tenant: TenantContext,
     start: dt.datetime,
     end: dt.datetime,
-    public: bool,
+    view: View,
     limit: int,
 ) -> list[dict[str, Any]]:
-    rows = await repo.hotspot_rows(conn, tenant.id, start, end, public, limit)
+    rows = await repo.hotspot_rows(conn, tenant.id, start, end, view, limit)
     return [
         {
             "cell": r["cell"],
@@ -297,7 +309,7 @@ async def trends(request: Request) -> Response:
         raise ValidationFailed("trends group by category, area, team or none", field="by")
     start, end = _range(request)
     async with tenant_transaction(state.pool, tenant.id) as conn:
-        items = await _trend(conn, tenant, interval, group, start, end, False, None, None)
+        items = await _trend(conn, tenant, interval, group, start, end, STAFF)
     return _respond({"interval": interval, "by": group, "from": start, "to": end, "items": items})
 
 
@@ -305,7 +317,7 @@ async def backlog(request: Request) -> Response:
     state, tenant = await _staff(request)
     start, end = _range(request)
     async with tenant_transaction(state.pool, tenant.id) as conn:
-        items = await _backlog(conn, tenant, start, end, False, None, None)
+        items = await _backlog(conn, tenant, start, end, STAFF)
     return _respond({"items": items})
 
 
@@ -316,7 +328,7 @@ async def rankings(request: Request) -> Response:
     min_sample = int_param(request, "min_sample", 5, 1, 100_000)
     prior = float(int_param(request, "prior", 10, 0, 100_000))
     async with tenant_transaction(state.pool, tenant.id) as conn:
-        body = await _rankings(conn, tenant, by, start, end, min_sample, prior)
+        body = await _rankings(conn, tenant, by, start, end, min_sample, prior, STAFF)
     return _respond(body)
 
 
@@ -325,26 +337,29 @@ async def hotspots(request: Request) -> Response:
     start, end = _range(request, days=90)
     limit = int_param(request, "limit", 10, 1, 100)
     async with tenant_transaction(state.pool, tenant.id) as conn:
-        items = await _hotspots(conn, tenant, start, end, False, limit)
+        items = await _hotspots(conn, tenant, start, end, STAFF, limit)
     return _respond({"items": items})
 
 
 # --- the dashboard's data -----------------------------------------------------------
 
 
-async def _viewer(request: Request) -> tuple[AppState, TenantContext, bool, dict[str, Any]]:
-    """Who is looking: (state, tenant, public view?, dashboard settings). Without a key the
-    dashboard must be public (404 otherwise: nothing tells a private one exists); with a
-    key it must be a staff key."""
+async def _viewer(request: Request) -> tuple[AppState, TenantContext, View, dict[str, Any]]:
+    """Who is looking: (state, tenant, view, dashboard settings). Staff (key or session) get
+    the staff view. Anyone else (no key, or a resident app's `submit` key) gets the public
+    view, and only while the dashboard is public (404 otherwise: nothing tells a private one
+    exists)."""
     state: AppState = request.state.app
     slug = request.path_params["slug"]
-    principal = await state.auth.optional(request, slug, "staff")
+    principal: Principal | None = await state.auth.optional(request, slug, "submit")
     tenant = principal.tenant if principal else await state.auth.tenant(slug)
     async with tenant_transaction(state.pool, tenant.id) as conn:
         settings = settings_out(await repo.dashboard_settings(conn, tenant.id))
-    if principal is None and not settings["public"]:
+    if principal is not None and principal.staff:
+        return state, tenant, STAFF, settings
+    if not settings["public"]:
         raise NotFound("no such tenant", field="slug")
-    return state, tenant, principal is None, settings
+    return state, tenant, View.public(settings), settings
 
 
 async def _stored(
@@ -365,12 +380,11 @@ async def _stored(
 
 async def data(request: Request) -> Response:
     """Everything the dashboard page draws, in one read."""
-    state, tenant, public, settings = await _viewer(request)
+    state, tenant, view, settings = await _viewer(request)
+    public = not view.staff
     days = int_param(request, "days", 30, 1, 36600)
     end = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     start = end - dt.timedelta(days=days)
-    cats = settings["public_categories"] if public else None
-    areas = settings["public_areas"] if public else None
     widgets = settings["widgets"]
     body: dict[str, Any] = {
         "tenant": {"slug": tenant.slug, "name": tenant.name, "timezone": tenant.timezone},
@@ -381,11 +395,9 @@ async def data(request: Request) -> Response:
         "generated_at": dt.datetime.now(dt.UTC),
     }
     async with tenant_transaction(state.pool, tenant.id) as conn:
-        trend = await _trend(conn, tenant, "day", "none", start, end, public, cats, areas)
-        series = await _backlog(conn, tenant, start, end, public, cats, areas, trend)
-        by_category = await _trend(
-            conn, tenant, "month", "category", start, end, public, cats, areas
-        )
+        trend = await _trend(conn, tenant, "day", "none", start, end, view)
+        series = await _backlog(conn, tenant, start, end, view, trend)
+        by_category = await _trend(conn, tenant, "month", "category", start, end, view)
         opened = sum(t["opened"] for t in trend)
         resolved = sum(t["resolved"] for t in trend)
         body["totals"] = {
@@ -408,32 +420,22 @@ async def data(request: Request) -> Response:
             body["rankings"] = await _stored(
                 conn,
                 tenant.id,
-                f"rankings:area:{days}",
+                f"rankings:area:{days}:{view.cache_key}",
                 max_age,
-                lambda: _rankings(conn, tenant, "area", start, end, 5, 10.0),
+                lambda: _rankings(conn, tenant, "area", start, end, 5, 10.0, view),
             )
         if "hotspots" in widgets:
-            view = "public" if public else "staff"
             body["hotspots"] = await _stored(
                 conn,
                 tenant.id,
-                f"hotspots:{view}:{days}",
+                f"hotspots:{days}:{view.cache_key}",
                 max_age,
-                lambda: _hotspots(conn, tenant, start, end, public, 10),
+                lambda: _hotspots(conn, tenant, start, end, view, 10),
             )
         if "recent" in widgets:
-            recent = await repo.recent_issues(conn, tenant.id, public, cats, areas, 10)
+            recent = await repo.recent_issues(conn, tenant.id, view, 10)
             body["recent"] = [
-                {
-                    "id": str(r["id"]),
-                    "status": r["status"],
-                    "category": r["category"],
-                    "area": r["area"],
-                    "report_count": r["report_count"],
-                    "opened_at": r["opened_at"],
-                    "resolved_at": r["resolved_at"],
-                    **({} if public else {"title": r["title"]}),
-                }
+                view.public_issue(r) if public else {**view.public_issue(r), "title": r["title"]}
                 for r in recent
             ]
     return _respond(body)
@@ -453,13 +455,13 @@ async def stream(request: Request) -> Response:
     """Server-sent events: issue changes, SLA warnings and breaches (staff), rollup updates.
     Event ids are the tenant's own event numbers, in commit order; `Last-Event-ID` resumes
     after that event. A comment line every 15 s keeps proxies open."""
-    state, tenant, public, _ = await _viewer(request)
+    state, tenant, view, _ = await _viewer(request)
     raw_last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     last_seq = None
     if raw_last:
         last_seq = parse_int(raw_last.strip(), "last-event-id", 0, 2**62)
     return StreamingResponse(
-        state.broker.stream(tenant.id, public, last_seq),
+        state.broker.stream(tenant.id, not view.staff, last_seq),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -490,6 +492,25 @@ EXPORT_COLUMNS = (
     "visibility",
     "title",
 )
+# The public export: public issues' public facts (no title: it is a report's words; no
+# team or assignee, no internal policy names).
+PUBLIC_EXPORT_COLUMNS = (
+    "id",
+    "status",
+    "category",
+    "area",
+    "report_count",
+    "lat",
+    "lon",
+    "opened_at",
+    "acknowledged_at",
+    "resolved_at",
+    "closed_at",
+    "response_business_s",
+    "response_target_s",
+    "resolution_business_s",
+    "resolution_target_s",
+)
 
 
 def _csv_line(values: Any) -> bytes:
@@ -502,16 +523,18 @@ def _csv_line(values: Any) -> bytes:
 
 async def export_issues(request: Request) -> Response:
     """Issues opened in [from, to) as CSV, streamed from a server-side cursor: memory stays
-    flat however long the period."""
-    state, tenant = await _staff(request)
+    flat however long the period. Staff get every issue and column; anyone else, while the
+    dashboard is public, the public view's issues and public columns (open data)."""
+    state, tenant, view, _ = await _viewer(request)
     start, end = _range(request, days=365)
+    columns = EXPORT_COLUMNS if view.staff else PUBLIC_EXPORT_COLUMNS
 
     async def rows() -> AsyncIterator[bytes]:
-        yield _csv_line(EXPORT_COLUMNS)
+        yield _csv_line(columns)
         async with tenant_transaction(state.pool, tenant.id) as conn:
             chunk: list[bytes] = []
-            async for row in repo.export_issues(conn, tenant.id, start, end):
-                chunk.append(_csv_line(row.values()))
+            async for row in repo.export_issues(conn, tenant.id, start, end, view):
+                chunk.append(_csv_line(row[c] for c in columns))
                 if len(chunk) >= 500:
                     yield b"".join(chunk)
                     chunk = []
@@ -527,12 +550,13 @@ async def export_issues(request: Request) -> Response:
 
 
 async def export_trends(request: Request) -> Response:
-    """Opened, closed out and % within SLA per day and category, as CSV."""
-    state, tenant = await _staff(request)
+    """Opened, closed out and % within SLA per day and category, as CSV, in the caller's view
+    (see export_issues)."""
+    state, tenant, view, _ = await _viewer(request)
     start, end = _range(request, days=365)
     interval = _choice(request, "interval", INTERVALS, "day")
     async with tenant_transaction(state.pool, tenant.id) as conn:
-        items = await _trend(conn, tenant, interval, "category", start, end, False, None, None)
+        items = await _trend(conn, tenant, interval, "category", start, end, view)
     lines = [_csv_line(("period", "category", "opened", "resolved", "within_sla_pct"))]
     lines += [
         _csv_line((i["period"], i["key"], i["opened"], i["resolved"], i["within_sla_pct"]))

@@ -14,17 +14,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from civicpulse import workflow
-from civicpulse.api.auth import SCOPE_RANK
 from civicpulse.api.body import decode, read_json
 from civicpulse.api.reports import location
 from civicpulse.api.state import AppState
 from civicpulse.api.versions import check_version, etag, expected_version
+from civicpulse.db import analytics as analytics_repo
 from civicpulse.db import issues as issues_repo
+from civicpulse.db import reports as reports_repo
+from civicpulse.db.audit import record_audit
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.domain import limits
 from civicpulse.engine import geo, grouping
 from civicpulse.errors import Conflict, NotFound, ValidationFailed
 from civicpulse.ids import uuid7
+from civicpulse.visibility import STAFF, View
 
 NEARBY_LIMIT = 5
 NEARBY_MIN_RADIUS_M = 250.0
@@ -116,19 +119,30 @@ def issue_out(row: Any) -> dict[str, Any]:
     }
 
 
-def _grouping(raw: str | None, staff: bool) -> dict[str, Any] | None:
-    """A report's grouping record: the rule, the link's scores, and for staff the best issue
-    it did not join with the feature that kept it out ("why_not")."""
+def _grouping(raw: str | None) -> dict[str, Any] | None:
+    """A report's grouping record (staff only): the rule, the link's scores, and the best
+    issue it did not join with the feature that kept it out ("why_not")."""
     if raw is None:
         return None
     record: dict[str, Any] = msgspec.json.decode(raw)
-    if not staff:
-        record.pop("why_not", None)
     return record
 
 
+def public_issue_out(view: View, row: Any) -> dict[str, Any]:
+    """An issue as the public (a `submit` key) sees it: its public facts only."""
+    return {
+        **view.public_issue(row),
+        "lat": row["lat"],
+        "lon": row["lon"],
+        "last_reported": row["last_reported"],
+        "expected_datetime": row["resolution_due_at"],
+    }
+
+
 async def get_issue(request: Request) -> Response:
-    """An issue with its reports; staff also get its event log."""
+    """An issue with its reports and event log (staff). A `submit` key (a resident app) gets
+    the issue's public facts, and only when the public may see the issue or one of the
+    key's own reports joined it; otherwise 404, as if there were none."""
     state: AppState = request.state.app
     slug = request.path_params["slug"]
     principal = await state.auth.require(request, slug, "submit")
@@ -138,10 +152,20 @@ async def get_issue(request: Request) -> Response:
         row = await issues_repo.get_issue(conn, tenant_id, issue_id)
         if row is None:
             raise NotFound("no such issue", field="issue_id")
+        if not principal.staff:
+            view, _ = await analytics_repo.public_view(conn, tenant_id)
+            if not view.shows_row(row) and not await issues_repo.issue_reported_with(
+                conn,
+                tenant_id,
+                issue_id,
+                await reports_repo.own_report_keys(conn, tenant_id, principal.key_id),
+            ):
+                raise NotFound("no such issue", field="issue_id")
+            body = {"view": "public", **public_issue_out(view, row)}
+            return _respond(200, body, {"ETag": etag(row["version"])})
         reports = await issues_repo.issue_reports(conn, tenant_id, issue_id)
-        staff = SCOPE_RANK[principal.scope] >= SCOPE_RANK["staff"]
-        events = await issues_repo.issue_events(conn, tenant_id, issue_id) if staff else []
-    body = issue_out(row)
+        events = await issues_repo.issue_events(conn, tenant_id, issue_id)
+    body = {"view": "staff", **issue_out(row)}
     body["reports"] = [
         {
             "id": str(r["id"]),
@@ -155,30 +179,31 @@ async def get_issue(request: Request) -> Response:
             "place": location(r["place_ref"], r["place"]),
             "submitted_at": r["submitted_at"],
             "channel": r["channel"],
-            "grouping": _grouping(r["grouping"], staff),
+            "grouping": _grouping(r["grouping"]),
         }
         for r in reports
     ]
-    if staff:
-        body["events"] = [
-            {
-                "id": e["id"],
-                "kind": e["kind"],
-                "actor": e["actor"],
-                "report_id": None if e["report_id"] is None else str(e["report_id"]),
-                "from_status": e["from_status"],
-                "to_status": e["to_status"],
-                "note": e["note"],
-                "data": msgspec.json.decode(e["data"]),
-                "created_at": e["created_at"],
-            }
-            for e in events
-        ]
+    body["events"] = [
+        {
+            "id": e["id"],
+            "kind": e["kind"],
+            "actor": e["actor"],
+            "report_id": None if e["report_id"] is None else str(e["report_id"]),
+            "from_status": e["from_status"],
+            "to_status": e["to_status"],
+            "note": e["note"],
+            "data": msgspec.json.decode(e["data"]),
+            "created_at": e["created_at"],
+        }
+        for e in events
+    ]
     return _respond(200, body, {"ETag": etag(row["version"])})
 
 
 async def nearby(request: Request) -> Response:
-    """The closest open issues (at most 5), so a resident can follow one instead of filing."""
+    """The closest open issues (at most 5), so a resident can follow one instead of filing.
+    Staff see every issue with its title; anyone else the public view's issues as public
+    summaries."""
     state: AppState = request.state.app
     slug = request.path_params["slug"]
     principal = await state.auth.require(request, slug, "submit")
@@ -192,8 +217,9 @@ async def nearby(request: Request) -> Response:
     radius = max(NEARBY_MIN_RADIUS_M, grouping.search_radius(category or "other", "", {}))
     tenant_id = principal.tenant.id
     async with tenant_transaction(state.pool, tenant_id) as conn:
+        view = STAFF if principal.staff else (await analytics_repo.public_view(conn, tenant_id))[0]
         rows = await issues_repo.nearby_issues(
-            conn, tenant_id, geo.cells_within(lat, lon, radius), category
+            conn, tenant_id, geo.cells_within(lat, lon, radius), category, view
         )
     ranked = sorted(
         ((geo.distance_m(lat, lon, r["lat"], r["lon"]), r) for r in rows),
@@ -201,12 +227,9 @@ async def nearby(request: Request) -> Response:
     )
     items = [
         {
-            "id": str(r["id"]),
-            "status": r["status"],
-            "category": r["category"],
-            "title": r["title"],
+            **view.public_issue(r),
+            **({"title": r["title"]} if view.staff else {}),
             "distance_m": round(d, 1),
-            "report_count": r["report_count"],
             "last_reported": r["last_reported"],
             "links": {"self": f"/v1/tenants/{slug}/issues/{r['id']}"},
         }
@@ -279,6 +302,14 @@ async def merge(request: Request) -> Response:
                 principal.actor,
                 [(target, None, "comment", None, _json.encode({"note": change.note}).decode())],
             )
+        await record_audit(
+            conn,
+            tenant_id,
+            principal.actor,
+            "issue.merged",
+            str(source),
+            {"into": str(target), "reports": len(moved)},
+        )
         row = await issues_repo.get_issue(conn, tenant_id, target)
         assert row is not None  # locked above
     return _respond(200, issue_out(row), {"ETag": etag(row["version"])})
@@ -309,6 +340,14 @@ async def split(request: Request) -> Response:
             await issues_repo.insert_not_duplicate(
                 conn, tenant_id, report_id, source, principal.actor
             )
+        await record_audit(
+            conn,
+            tenant_id,
+            principal.actor,
+            "issue.split",
+            str(source),
+            {"report": str(report_id), "new_issue": str(new_issue)},
+        )
         await issues_repo.refresh_issue_aggregates(conn, tenant_id, [source, new_issue])
         # Where each issue is, its scope and mixes, from the reports each now holds.
         await issues_repo.refresh_issue_profiles(conn, tenant_id, [source, new_issue])

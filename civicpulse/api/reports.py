@@ -69,7 +69,11 @@ def _link(slug: str, report_id: str) -> Links:
 
 
 def to_new_report(
-    tenant: TenantContext, report: ReportIn, key: str | None, body_hash: bytes | None
+    tenant: TenantContext,
+    report: ReportIn,
+    key: str | None,
+    body_hash: bytes | None,
+    key_id: int | None = None,
 ) -> NewReport:
     """Validate what msgspec cannot (the tenant's taxonomy) and encode JSON columns."""
     category = None
@@ -97,6 +101,7 @@ def to_new_report(
         idempotency_key=key,
         body_hash=body_hash,
         place=report.place,
+        key_id=key_id,
     )
 
 
@@ -127,7 +132,13 @@ async def create_report(request: Request) -> Response:
     body = await read_json(request, state.settings.max_body_bytes)
     report = decode(_decode_report, body)
     tenant = await _tenant_knowing(state, principal, report)
-    row = to_new_report(tenant, report, key, hashlib.sha256(body).digest() if key else None)
+    row = to_new_report(
+        tenant,
+        report,
+        key,
+        hashlib.sha256(body).digest() if key else None,
+        principal.key_id,
+    )
     (outcome,) = await state.intake.submit([row])
     return _accepted(slug, outcome)
 
@@ -166,6 +177,7 @@ async def create_batch(request: Request) -> Response:
                     report,
                     item_key,
                     hashlib.sha256(item_bytes).digest() if key else None,
+                    principal.key_id,
                 )
             )
             positions.append(index)
@@ -206,6 +218,9 @@ async def create_batch(request: Request) -> Response:
 
 
 async def get_report(request: Request) -> Response:
+    """A report. Staff read any of their tenant's; a `submit` key (a resident app) only
+    those it sent (or the key it replaced sent): another resident's words, address and
+    contact are not its to read, and such a report is 404, as if it did not exist."""
     state: AppState = request.state.app
     slug = request.path_params["slug"]
     principal = await state.auth.require(request, slug, "submit")
@@ -213,6 +228,10 @@ async def get_report(request: Request) -> Response:
     tenant_id = principal.tenant.id
     async with tenant_transaction(state.pool, tenant_id) as conn:
         row = await reports_repo.get_report(conn, tenant_id, report_id)
+        if row is not None and not principal.staff:
+            own = await reports_repo.own_report_keys(conn, tenant_id, principal.key_id)
+            if row["key_id"] is None or row["key_id"] not in own:
+                row = None
     if row is None:
         raise NotFound("no such report", field="report_id")
     return _respond(200, _report_out(slug, row))

@@ -133,20 +133,40 @@ class IssueEvent(Shape, frozen=True, kw_only=True):
     created_at: AwareDatetime
 
 
-class IssueDetail(IssueOut, frozen=True, kw_only=True):
-    """An issue with its reports; `events` (the log) only for staff keys."""
+class IssueDetail(IssueOut, frozen=True, kw_only=True, tag_field="view", tag="staff"):
+    """An issue as staff see it: everything, with its reports and its event log."""
 
     reports: list[IssueReport]
-    events: list[IssueEvent] | UnsetType = UNSET
+    events: list[IssueEvent]
+
+
+class PublicIssue(Shape, frozen=True, kw_only=True, tag_field="view", tag="public"):
+    """An issue as a `submit` key sees it (civicpulse.visibility): its public facts, never
+    a report's words, an address or who handles it."""
+
+    id: str
+    status: Status
+    category: str | None
+    area: str | None
+    report_count: int
+    opened_at: AwareDatetime
+    resolved_at: AwareDatetime | None
+    closed_at: AwareDatetime | None
+    lat: float | None
+    lon: float | None
+    last_reported: AwareDatetime | None
+    expected_datetime: AwareDatetime | None
 
 
 class NearbyIssue(Shape, frozen=True, kw_only=True):
     id: str
     status: Status
     category: str | None
-    title: str
-    distance_m: float
+    area: str | None
     report_count: int
+    opened_at: AwareDatetime
+    title: str | UnsetType = UNSET  # staff only: it is the first report's words
+    distance_m: float
     last_reported: AwareDatetime | None
     links: Links
 
@@ -154,6 +174,48 @@ class NearbyIssue(Shape, frozen=True, kw_only=True):
 class NearbyIssues(Shape, frozen=True, kw_only=True):
     radius_m: float
     items: list[NearbyIssue]
+
+
+class KeyOut(Shape, frozen=True, kw_only=True):
+    id: int
+    prefix: str
+    scope: Literal["submit", "staff", "admin"]
+    label: str
+    status: Literal["active", "expired", "revoked"]
+    created_at: AwareDatetime
+    created_by: str
+    expires_at: AwareDatetime | None
+    revoked_at: AwareDatetime | None
+    last_used_at: AwareDatetime | None
+    rotated_from: int | None
+
+
+class KeyList(Shape, frozen=True, kw_only=True):
+    items: list[KeyOut]
+
+
+class NewKey(KeyOut, frozen=True, kw_only=True):
+    """A key as it is made: the only time the key itself is shown."""
+
+    key: str
+
+
+class RotatedKey(NewKey, frozen=True, kw_only=True):
+    replaced: KeyOut
+
+
+class AuditEntry(Shape, frozen=True, kw_only=True):
+    id: int
+    at: AwareDatetime
+    actor: str
+    action: str
+    target: str
+    data: dict[str, Any]
+
+
+class AuditPage(Shape, frozen=True, kw_only=True):
+    items: list[AuditEntry]
+    next_before: int | None
 
 
 class IssueSummary(Shape, frozen=True, kw_only=True):
@@ -398,6 +460,7 @@ class RecentIssue(Shape, frozen=True, kw_only=True):
     report_count: int
     opened_at: AwareDatetime
     resolved_at: AwareDatetime | None
+    closed_at: AwareDatetime | None
     title: str | UnsetType = UNSET  # staff view only
 
 

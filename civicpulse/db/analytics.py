@@ -11,6 +11,7 @@ import asyncpg
 
 from civicpulse.db.classifier import tenant_by_id
 from civicpulse.db.queries import q
+from civicpulse.visibility import View
 
 
 async def take_dirty_rollups(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
@@ -76,6 +77,13 @@ async def upsert_dashboard(conn: asyncpg.Connection, tenant_id: int, *values: An
     await conn.execute(q("upsert_dashboard"), tenant_id, *values)
 
 
+async def public_view(conn: asyncpg.Connection, tenant_id: int) -> tuple[View, bool]:
+    """The tenant's public view (civicpulse.visibility), and whether its dashboard is
+    public at all."""
+    settings = await dashboard_settings(conn, tenant_id)
+    return View.public(settings), settings is None or bool(settings["public"])
+
+
 async def trend_rows(conn: asyncpg.Connection, tenant_id: int, *args: Any) -> list[asyncpg.Record]:
     return list(await conn.fetch(q("trend_rows"), tenant_id, *args))
 
@@ -91,9 +99,14 @@ async def first_rollup_day(conn: asyncpg.Connection, tenant_id: int) -> dt.date 
 
 
 async def ranking_rows(
-    conn: asyncpg.Connection, tenant_id: int, by: str, start: dt.datetime, end: dt.datetime
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    by: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    view: View,
 ) -> list[asyncpg.Record]:
-    return list(await conn.fetch(q("ranking_rows"), tenant_id, by, start, end))
+    return list(await conn.fetch(q("ranking_rows"), tenant_id, by, start, end, *view.sql_args))
 
 
 async def hotspot_rows(
@@ -101,23 +114,25 @@ async def hotspot_rows(
     tenant_id: int,
     start: dt.datetime,
     end: dt.datetime,
-    public: bool,
+    view: View,
     limit: int,
 ) -> list[asyncpg.Record]:
-    return list(await conn.fetch(q("hotspot_rows"), tenant_id, start, end, public, limit))
+    return list(await conn.fetch(q("hotspot_rows"), tenant_id, start, end, *view.sql_args, limit))
 
 
 async def recent_issues(
-    conn: asyncpg.Connection, tenant_id: int, *args: Any
+    conn: asyncpg.Connection, tenant_id: int, view: View, limit: int
 ) -> list[asyncpg.Record]:
-    return list(await conn.fetch(q("recent_issues"), tenant_id, *args))
+    return list(await conn.fetch(q("recent_issues"), tenant_id, *view.sql_args, limit))
 
 
 async def export_issues(
-    conn: asyncpg.Connection, tenant_id: int, start: dt.datetime, end: dt.datetime
+    conn: asyncpg.Connection, tenant_id: int, start: dt.datetime, end: dt.datetime, view: View
 ) -> AsyncIterator[asyncpg.Record]:
     """A server-side cursor (the caller holds the transaction): rows arrive in chunks."""
-    async for row in conn.cursor(q("export_issues"), tenant_id, start, end, prefetch=500):
+    async for row in conn.cursor(
+        q("export_issues"), tenant_id, start, end, *view.sql_args, prefetch=500
+    ):
         yield row
 
 
@@ -141,6 +156,15 @@ async def widget_get(
 
 async def widget_put(conn: asyncpg.Connection, tenant_id: int, name: str, body: str) -> None:
     await conn.execute(q("widget_put"), tenant_id, name, body)
+
+
+async def forget_widgets(conn: asyncpg.Connection, tenant_id: int) -> None:
+    await conn.execute(q("forget_widgets"), tenant_id)
+
+
+async def notify_view(conn: asyncpg.Connection, tenant_id: int) -> None:
+    """Tell every process (on commit) that this tenant's public view changed."""
+    await conn.execute(q("notify_view"), tenant_id)
 
 
 async def notify_rollup(conn: asyncpg.Connection, tenant_id: int) -> None:

@@ -21,6 +21,7 @@ from civicpulse.engine.grouping import (
     report_scope,
 )
 from civicpulse.engine.places import NOWHERE, Where
+from civicpulse.visibility import View
 
 _where = msgspec.json.Decoder(Where)
 _mixes = msgspec.json.Decoder(list[tuple[str, float]])
@@ -287,12 +288,25 @@ async def issue_events(
 
 
 async def nearby_issues(
-    conn: asyncpg.Connection, tenant_id: int, cells: Sequence[int], category: str | None
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    cells: Sequence[int],
+    category: str | None,
+    view: View,
 ) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await conn.fetch(
-        q("nearby_issues"), tenant_id, list(cells), category
+        q("nearby_issues"), tenant_id, list(cells), category, *view.sql_args
     )
     return rows
+
+
+async def issue_reported_with(
+    conn: asyncpg.Connection, tenant_id: int, issue_id: uuid.UUID, key_ids: Sequence[int]
+) -> bool:
+    """Did one of these keys send a report that joined the issue?"""
+    if not key_ids:
+        return False
+    return bool(await conn.fetchval(q("issue_reported_with"), tenant_id, issue_id, list(key_ids)))
 
 
 async def lock_issue(

@@ -13,6 +13,16 @@ from civicpulse.db.queries import q
 from civicpulse.domain.reports import NewReport, WriteOutcome
 
 
+async def own_report_keys(
+    conn: asyncpg.Connection, tenant_id: int, key_id: int | None
+) -> list[int]:
+    """The keys whose reports `key_id` may read back (none for a caller without a key)."""
+    if key_id is None:
+        return []
+    keys: list[int] | None = await conn.fetchval(q("own_report_keys"), tenant_id, key_id)
+    return keys or []
+
+
 async def insert_reports(
     conn: asyncpg.Connection, tenant_id: int, rows: Sequence[NewReport]
 ) -> list[WriteOutcome]:
@@ -50,6 +60,7 @@ async def insert_reports(
             [r.idempotency_key for r in to_insert],
             [r.body_hash for r in to_insert],
             [r.place for r in to_insert],
+            [r.key_id for r in to_insert],
         )
     }
 

@@ -155,6 +155,8 @@ class NewReport(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str | None
     body_hash: bytes | None
     place: str | None = None
+    # The API key it came with: a `submit` key reads back only its own reports.
+    key_id: int | None = None
 
 
 class WriteOutcome(msgspec.Struct, frozen=True):

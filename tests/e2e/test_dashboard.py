@@ -346,13 +346,19 @@ async def test_public_and_private_views(
             }
         finally:
             await conn.close()
-        assert stored == {"rankings:area:30", "hotspots:public:30", "hotspots:staff:30"}
+        # ... and one per view: staff and public never share one (civicpulse.visibility).
+        assert {n for n in stored if n.endswith(":staff")} == {
+            "rankings:area:30:staff",
+            "hotspots:30:staff",
+        }
+        public_names = stored - {"rankings:area:30:staff", "hotspots:30:staff"}
+        assert len(public_names) == 2 and all(":public-" in n for n in public_names)
         page = await client.get(f"/t/{tenant_a.slug}/dashboard")
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         assert (await client.get("/t/nobody/dashboard")).status_code == 404
-        assert (
-            await client.get(url(tenant_a, "dashboard/data"), headers=tenant_a.headers())
-        ).status_code == 403
+        # A resident app's submit key sees what the public sees.
+        as_submit = await client.get(url(tenant_a, "dashboard/data"), headers=tenant_a.headers())
+        assert as_submit.status_code == 200 and as_submit.json()["view"] == "public"
         assert (
             await client.get(url(tenant_a, "dashboard/data"), headers=tenant_b.headers("staff"))
         ).status_code == 404

@@ -31,6 +31,13 @@ WITH opened AS (
                               AND i.resolution_target_s IS NOT NULL) AS measured,
            count(*) FILTER (WHERE i.status IN ('resolved', 'closed')
                               AND i.resolution_business_s <= i.resolution_target_s) AS met,
+           count(*) FILTER (WHERE i.status IN ('resolved', 'closed')
+                              AND i.visibility = 'public'
+                              AND i.resolution_business_s IS NOT NULL
+                              AND i.resolution_target_s IS NOT NULL) AS measured_public,
+           count(*) FILTER (WHERE i.status IN ('resolved', 'closed')
+                              AND i.visibility = 'public'
+                              AND i.resolution_business_s <= i.resolution_target_s) AS met_public,
            COALESCE(sum(extract(epoch FROM i.resolved_at - i.sla_started_at))
                     FILTER (WHERE i.status IN ('resolved', 'closed')), 0) AS wall_sum
       FROM issues i
@@ -44,10 +51,12 @@ WITH opened AS (
 )
 INSERT INTO rollup_hourly (tenant_id, hour, category, area, team, opened, opened_public,
                            resolved, resolved_public, resolution_measured, resolution_met,
+                           resolution_measured_public, resolution_met_public,
                            resolve_wall_s_sum)
 SELECT $1, hour, category, area, team, COALESCE(o.opened, 0), COALESCE(o.opened_public, 0),
        COALESCE(r.resolved, 0), COALESCE(r.resolved_public, 0), COALESCE(r.measured, 0),
-       COALESCE(r.met, 0), COALESCE(r.wall_sum, 0)
+       COALESCE(r.met, 0), COALESCE(r.measured_public, 0), COALESCE(r.met_public, 0),
+       COALESCE(r.wall_sum, 0)
   FROM opened o
   FULL JOIN resolved r USING (hour, category, area, team)
 
@@ -70,6 +79,13 @@ WITH opened AS (
                               AND i.resolution_target_s IS NOT NULL) AS measured,
            count(*) FILTER (WHERE i.status IN ('resolved', 'closed')
                               AND i.resolution_business_s <= i.resolution_target_s) AS met,
+           count(*) FILTER (WHERE i.status IN ('resolved', 'closed')
+                              AND i.visibility = 'public'
+                              AND i.resolution_business_s IS NOT NULL
+                              AND i.resolution_target_s IS NOT NULL) AS measured_public,
+           count(*) FILTER (WHERE i.status IN ('resolved', 'closed')
+                              AND i.visibility = 'public'
+                              AND i.resolution_business_s <= i.resolution_target_s) AS met_public,
            COALESCE(sum(extract(epoch FROM i.resolved_at - i.sla_started_at))
                     FILTER (WHERE i.status IN ('resolved', 'closed')), 0) AS wall_sum
       FROM issues i
@@ -78,10 +94,12 @@ WITH opened AS (
 )
 INSERT INTO rollup_hourly (tenant_id, hour, category, area, team, opened, opened_public,
                            resolved, resolved_public, resolution_measured, resolution_met,
+                           resolution_measured_public, resolution_met_public,
                            resolve_wall_s_sum)
 SELECT $1, hour, category, area, team, COALESCE(o.opened, 0), COALESCE(o.opened_public, 0),
        COALESCE(r.resolved, 0), COALESCE(r.resolved_public, 0), COALESCE(r.measured, 0),
-       COALESCE(r.met, 0), COALESCE(r.wall_sum, 0)
+       COALESCE(r.met, 0), COALESCE(r.measured_public, 0), COALESCE(r.met_public, 0),
+       COALESCE(r.wall_sum, 0)
   FROM opened o
   FULL JOIN resolved r USING (hour, category, area, team)
 
@@ -93,10 +111,12 @@ DELETE FROM rollup_daily WHERE tenant_id = $1 AND day = ANY($2::date[])
 -- rows of those days.
 INSERT INTO rollup_daily (tenant_id, day, category, area, team, opened, opened_public,
                           resolved, resolved_public, resolution_measured, resolution_met,
+                          resolution_measured_public, resolution_met_public,
                           resolve_wall_s_sum)
 SELECT $1, (r.hour AT TIME ZONE $3)::date, r.category, r.area, r.team, sum(r.opened),
        sum(r.opened_public), sum(r.resolved), sum(r.resolved_public),
-       sum(r.resolution_measured), sum(r.resolution_met), sum(r.resolve_wall_s_sum)
+       sum(r.resolution_measured), sum(r.resolution_met), sum(r.resolution_measured_public),
+       sum(r.resolution_met_public), sum(r.resolve_wall_s_sum)
   FROM rollup_hourly r
  WHERE r.tenant_id = $1
    AND r.hour >= ((SELECT min(d) FROM unnest($2::date[]) AS d)::timestamp AT TIME ZONE $3)
@@ -108,10 +128,12 @@ SELECT $1, (r.hour AT TIME ZONE $3)::date, r.category, r.area, r.team, sum(r.ope
 -- Every daily row of a tenant from its hourly rows (a rebuild).
 INSERT INTO rollup_daily (tenant_id, day, category, area, team, opened, opened_public,
                           resolved, resolved_public, resolution_measured, resolution_met,
+                          resolution_measured_public, resolution_met_public,
                           resolve_wall_s_sum)
 SELECT $1, (r.hour AT TIME ZONE $2)::date, r.category, r.area, r.team, sum(r.opened),
        sum(r.opened_public), sum(r.resolved), sum(r.resolved_public),
-       sum(r.resolution_measured), sum(r.resolution_met), sum(r.resolve_wall_s_sum)
+       sum(r.resolution_measured), sum(r.resolution_met), sum(r.resolution_measured_public),
+       sum(r.resolution_met_public), sum(r.resolve_wall_s_sum)
   FROM rollup_hourly r
  WHERE r.tenant_id = $1
  GROUP BY 2, 3, 4, 5
@@ -121,7 +143,8 @@ DELETE FROM rollup_daily WHERE tenant_id = $1
 
 -- name: rollup_day_rows
 SELECT day, category, area, team, opened, opened_public, resolved, resolved_public,
-       resolution_measured, resolution_met, resolve_wall_s_sum
+       resolution_measured, resolution_met, resolution_measured_public,
+       resolution_met_public, resolve_wall_s_sum
   FROM rollup_daily
  WHERE tenant_id = $1
  ORDER BY day, category, area, team
@@ -131,7 +154,8 @@ DELETE FROM rollup_hourly WHERE tenant_id = $1
 
 -- name: rollup_rows
 SELECT hour, category, area, team, opened, opened_public, resolved, resolved_public,
-       resolution_measured, resolution_met, resolve_wall_s_sum
+       resolution_measured, resolution_met, resolution_measured_public,
+       resolution_met_public, resolve_wall_s_sum
   FROM rollup_hourly
  WHERE tenant_id = $1
  ORDER BY hour, category, area, team
@@ -177,41 +201,43 @@ ON CONFLICT (tenant_id) DO UPDATE
 -- name: trend_rows
 -- Opened and closed out per period and group, from the daily rollups. $2 is day|week|month,
 -- $3 the group (category|area|team|none), [$4, $5) the range (whole tenant-local days: the
--- day of $4 up to the day of the instant before $5), $6 the tenant's zone, $7 public only,
--- $8/$9 the public categories/areas (NULL: all).
+-- day of $4 up to the day of the instant before $5), $6 the tenant's zone, ($7, $8, $9) the
+-- view (civicpulse.visibility): staff count everything, the public their public counts in
+-- the groups civicpulse_shown lets them see.
 SELECT date_trunc($2, r.day::timestamp) AS period,
        CASE $3 WHEN 'category' THEN r.category WHEN 'area' THEN r.area
                WHEN 'team' THEN r.team ELSE '' END AS key,
-       sum(CASE WHEN $7 THEN r.opened_public ELSE r.opened END)::bigint AS opened,
-       sum(CASE WHEN $7 THEN r.resolved_public ELSE r.resolved END)::bigint AS resolved,
-       sum(r.resolution_measured)::bigint AS measured,
-       sum(r.resolution_met)::bigint AS met
+       sum(CASE WHEN $7 THEN r.opened ELSE r.opened_public END)::bigint AS opened,
+       sum(CASE WHEN $7 THEN r.resolved ELSE r.resolved_public END)::bigint AS resolved,
+       sum(CASE WHEN $7 THEN r.resolution_measured
+                ELSE r.resolution_measured_public END)::bigint AS measured,
+       sum(CASE WHEN $7 THEN r.resolution_met ELSE r.resolution_met_public END)::bigint AS met
   FROM rollup_daily r
  WHERE r.tenant_id = $1
    AND r.day >= ($4::timestamptz AT TIME ZONE $6)::date
    AND r.day <= (($5::timestamptz - interval '1 microsecond') AT TIME ZONE $6)::date
-   AND ($8::text[] IS NULL OR r.category = ANY($8::text[]))
-   AND ($9::text[] IS NULL OR r.area = ANY($9::text[]))
+   AND civicpulse_shown($7, $8::text[], $9::text[], 'public', NULLIF(r.category, ''),
+                        NULLIF(r.area, ''))
  GROUP BY 1, 2
  ORDER BY 1, 2
 
 -- name: backlog_before
--- Open issues (opened minus closed out) before the tenant-local day of $2 ($6 the zone);
--- the backlog series starts from it.
-SELECT COALESCE(sum(CASE WHEN $3 THEN r.opened_public - r.resolved_public
-                         ELSE r.opened - r.resolved END), 0)::bigint
+-- Open issues (opened minus closed out) before the tenant-local day of $2 ($6 the zone) in
+-- the view ($3, $4, $5); the backlog series starts from it.
+SELECT COALESCE(sum(CASE WHEN $3 THEN r.opened - r.resolved
+                         ELSE r.opened_public - r.resolved_public END), 0)::bigint
   FROM rollup_daily r
  WHERE r.tenant_id = $1 AND r.day < ($2::timestamptz AT TIME ZONE $6)::date
-   AND ($4::text[] IS NULL OR r.category = ANY($4::text[]))
-   AND ($5::text[] IS NULL OR r.area = ANY($5::text[]))
+   AND civicpulse_shown($3, $4::text[], $5::text[], 'public', NULLIF(r.category, ''),
+                        NULLIF(r.area, ''))
 
 -- name: first_rollup_day
 -- The tenant's first day with anything in it: a long backlog series starts there.
 SELECT min(day) FROM rollup_daily WHERE tenant_id = $1
 
 -- name: ranking_rows
--- Areas or teams over issues closed out in [$3, $4): median wall time to resolve and the
--- share within SLA. Reads issues through issues_resolved.
+-- Areas or teams over issues closed out in [$3, $4) that the view ($5, $6, $7) sees: median
+-- wall time to resolve and the share within SLA. Reads issues through issues_resolved.
 SELECT CASE $2 WHEN 'area' THEN i.area ELSE i.team END AS key,
        count(*) AS resolved,
        percentile_cont(0.5) WITHIN GROUP (
@@ -222,10 +248,12 @@ SELECT CASE $2 WHEN 'area' THEN i.area ELSE i.team END AS key,
   FROM issues i
  WHERE i.tenant_id = $1 AND i.resolved_at >= $3 AND i.resolved_at < $4
    AND i.resolved_at IS NOT NULL AND i.status IN ('resolved', 'closed')
+   AND civicpulse_shown($5, $6::text[], $7::text[], i.visibility, i.category, i.area)
  GROUP BY 1
 
 -- name: hotspot_rows
--- Places that keep coming back: issues opened in [$2, $3) by geo cell. A cell is named by
+-- Places that keep coming back: issues opened in [$2, $3) that the view ($4, $5, $6) sees,
+-- by geo cell. A cell is named by
 -- its most severe issue's category (one gas leak beside one water leak is a gas hotspot,
 -- not the alphabetically first), and carries its whole mix of categories.
 SELECT i.cell, count(*) AS issues, sum(i.report_count)::bigint AS reports,
@@ -236,31 +264,32 @@ SELECT i.cell, count(*) AS issues, sum(i.report_count)::bigint AS reports,
   FROM issues i
  WHERE i.tenant_id = $1 AND i.opened_at >= $2 AND i.opened_at < $3
    AND i.cell IS NOT NULL AND i.status <> 'duplicate'
-   AND ($4::boolean IS FALSE OR i.visibility = 'public')
+   AND civicpulse_shown($4, $5::text[], $6::text[], i.visibility, i.category, i.area)
  GROUP BY i.cell
 HAVING count(*) >= 2
  ORDER BY count(*) DESC, i.cell
- LIMIT $5
+ LIMIT $7
 
 -- name: recent_issues
--- The newest issues for a dashboard table: public ones only when $2.
-SELECT id, status, category, area, title, report_count, opened_at, resolved_at, visibility
+-- The newest issues the view ($2, $3, $4) sees, for a dashboard table.
+SELECT id, status, category, area, title, report_count, opened_at, resolved_at, closed_at,
+       visibility
   FROM issues
  WHERE tenant_id = $1 AND status <> 'duplicate'
-   AND (NOT $2 OR visibility = 'public')
-   AND ($3::text[] IS NULL OR category = ANY($3::text[]))
-   AND ($4::text[] IS NULL OR area = ANY($4::text[]))
+   AND civicpulse_shown($2, $3::text[], $4::text[], visibility, category, area)
  ORDER BY opened_at DESC, id DESC
  LIMIT $5
 
 -- name: export_issues
--- Issues opened in [$2, $3) for the CSV export, read through a cursor.
+-- Issues opened in [$2, $3) that the view ($4, $5, $6) sees, for the CSV export, read
+-- through a cursor (the caller drops the columns the public may not see).
 SELECT id, status, category, area, team, priority, severity, report_count, lat, lon,
        opened_at, acknowledged_at, resolved_at, closed_at, sla_policy,
        response_business_s, response_target_s, resolution_business_s, resolution_target_s,
        visibility, title
   FROM issues
  WHERE tenant_id = $1 AND opened_at >= $2 AND opened_at < $3
+   AND civicpulse_shown($4, $5::text[], $6::text[], visibility, category, area)
  ORDER BY opened_at, id
 
 -- name: events_after
@@ -282,6 +311,15 @@ SELECT COALESCE(max(seq), 0) FROM issue_events WHERE tenant_id = $1
 -- A stored dashboard widget no older than $3 seconds (primary key lookup).
 SELECT body FROM dashboard_widgets
  WHERE tenant_id = $1 AND name = $2 AND computed_at > now() - make_interval(secs => $3)
+
+-- name: forget_widgets
+-- The dashboard's settings changed: no stored widget may outlive the view it was made for.
+DELETE FROM dashboard_widgets WHERE tenant_id = $1
+
+-- name: notify_view
+-- Delivered on commit: every process re-reads the tenant's public view, and its open public
+-- streams end (a dashboard turned private stops streaming at once).
+SELECT pg_notify('civicpulse_events', json_build_object('t', $1::bigint, 'k', 'view')::text)
 
 -- name: widget_put
 INSERT INTO dashboard_widgets (tenant_id, name, body, computed_at)

@@ -244,10 +244,18 @@ SELECT id, kind, actor, report_id, from_status, to_status, note, data, created_a
  ORDER BY id
 
 -- name: nearby_issues
-SELECT id, status, category, title, lat, lon, report_count, first_reported, last_reported
+-- Open issues in the cells $2 that the view ($4, $5, $6; civicpulse.visibility) sees.
+SELECT id, status, category, area, title, lat, lon, report_count, opened_at, first_reported,
+       last_reported
   FROM issues
  WHERE tenant_id = $1 AND cell = ANY($2::bigint[]) AND civicpulse_is_open(status)
    AND ($3::text IS NULL OR category = $3)
+   AND civicpulse_shown($4, $5::text[], $6::text[], visibility, category, area)
+
+-- name: issue_reported_with
+-- Has any of the keys $3 sent a report that joined issue $2? (reports_issue)
+SELECT EXISTS (SELECT 1 FROM reports
+                WHERE tenant_id = $1 AND issue_id = $2 AND key_id = ANY($3::bigint[]))
 
 -- name: issue_points
 SELECT lat, lon FROM issues WHERE tenant_id = $1 AND id = ANY($2::uuid[])

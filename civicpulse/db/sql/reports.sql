@@ -6,16 +6,16 @@
 -- is resolved by find_idempotent_reports in the same transaction.
 INSERT INTO reports (
     tenant_id, id, text, lat, lon, address, requested_category, submitted_at, channel,
-    reporter, attributes, media_urls, idempotency_key, body_hash, place
+    reporter, attributes, media_urls, idempotency_key, body_hash, place, key_id
 )
 SELECT $1, u.id, u.text, u.lat, u.lon, u.address, u.requested_category,
        COALESCE(u.submitted_at, now()), u.channel, u.reporter::jsonb, u.attributes::jsonb,
-       u.media_urls::jsonb, u.idempotency_key, u.body_hash, u.place
+       u.media_urls::jsonb, u.idempotency_key, u.body_hash, u.place, u.key_id
   FROM unnest($2::uuid[], $3::text[], $4::float8[], $5::float8[], $6::text[], $7::text[],
               $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[],
-              $13::text[], $14::bytea[], $15::text[])
+              $13::text[], $14::bytea[], $15::text[], $16::bigint[])
        AS u (id, text, lat, lon, address, requested_category, submitted_at, channel,
-             reporter, attributes, media_urls, idempotency_key, body_hash, place)
+             reporter, attributes, media_urls, idempotency_key, body_hash, place, key_id)
 ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id
 
@@ -28,9 +28,16 @@ SELECT id, idempotency_key, body_hash, state
 SELECT id, state, text, lat, lon, address, requested_category, category, severity,
        classification, issue_id, channel, submitted_at, received_at, processed_at,
        attributes, media_urls, summary, hazards, language, needs_review, place, place_ref,
-       subtype, alternatives, failure
+       subtype, alternatives, failure, key_id
   FROM reports
  WHERE tenant_id = $1 AND id = $2
+
+-- name: own_report_keys
+-- The keys whose reports key $2 may read: itself and the key it replaced (a rotation keeps
+-- a resident app's view of what it sent).
+SELECT array_remove(ARRAY[k.id, k.rotated_from], NULL)
+  FROM api_keys k
+ WHERE k.tenant_id = $1 AND k.id = $2
 
 -- name: claim_reports
 SELECT tenant_id, id FROM civicpulse_claim_reports($1, $2, $3, $4, $5)
