@@ -14,6 +14,7 @@ from starlette.routing import Route
 from civicpulse.api.body import decode, read_json
 from civicpulse.api.state import AppState
 from civicpulse.db import tenants as tenants_repo
+from civicpulse.db.audit import record_audit
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.errors import ValidationFailed
 
@@ -122,6 +123,14 @@ async def put_category(request: Request) -> Response:
     async with tenant_transaction(state.pool, principal.tenant.id) as conn:
         created = await tenants_repo.upsert_category(
             conn, principal.tenant.id, category, item.active
+        )
+        await record_audit(
+            conn,
+            principal.tenant.id,
+            principal.actor,
+            "category.created" if created else "category.updated",
+            code,
+            msgspec.to_builtins(item),
         )
     state.auth.forget_tenant(slug)
     out = CategoryOut(

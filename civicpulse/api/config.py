@@ -21,6 +21,7 @@ from civicpulse.api.body import decode, read_json
 from civicpulse.api.state import AppState
 from civicpulse.db import tenants as tenants_repo
 from civicpulse.db import workflow as repo
+from civicpulse.db.audit import record_audit
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.engine import areas as areas_engine
 from civicpulse.engine import tenant_rules
@@ -104,6 +105,9 @@ async def put_team(request: Request) -> Response:
     body = await _body(request, state, _decode_team)
     async with tenant_transaction(state.pool, principal.tenant.id) as conn:
         row = await repo.upsert_team(conn, principal.tenant.id, code, body.name)
+        await record_audit(
+            conn, principal.tenant.id, principal.actor, "team.updated", code, {"name": body.name}
+        )
     return _respond(200, dict(row))
 
 
@@ -144,6 +148,9 @@ async def put_area(request: Request) -> Response:
             body.name,
             _json.encode(body.geometry).decode(),
             area.bbox,
+        )
+        await record_audit(
+            conn, principal.tenant.id, principal.actor, "area.updated", code, {"name": body.name}
         )
     return _respond(200, _area_out(row))
 
@@ -210,6 +217,14 @@ async def put_calendar(request: Request) -> Response:
             body.timezone,
             _json.encode(hours).decode(),
             sorted(set(body.holidays)),
+        )
+        await record_audit(
+            conn,
+            principal.tenant.id,
+            principal.actor,
+            "calendar.updated",
+            code,
+            msgspec.to_builtins(body),
         )
     return _respond(200, _calendar_out(row))
 
@@ -293,6 +308,14 @@ async def put_policy(request: Request) -> Response:
             )
         except asyncpg.ForeignKeyViolationError:
             raise ValidationFailed("unknown calendar", field="calendar") from None
+        await record_audit(
+            conn,
+            principal.tenant.id,
+            principal.actor,
+            "policy.updated",
+            code,
+            msgspec.to_builtins(body),
+        )
     return _respond(200, {"code": code, **msgspec.to_builtins(body)})
 
 
@@ -350,6 +373,14 @@ async def put_rules(request: Request) -> Response:
                 "another rule set was uploaded at the same time; retry", field="rules"
             ) from None
         row = await repo.current_rules(conn, tenant_id)
+        await record_audit(
+            conn,
+            tenant_id,
+            principal.actor,
+            "rules.updated",
+            f"version:{row['version'] if row else ''}",
+            {"mode": ruleset.mode, "rules": len(ruleset.rules)},
+        )
     return _respond(201, _rules_out(row))
 
 
@@ -409,6 +440,14 @@ async def put_rate_limits(request: Request) -> Response:
             body.key_burst,
             body.public_per_second,
             body.public_burst,
+        )
+        await record_audit(
+            conn,
+            principal.tenant.id,
+            principal.actor,
+            "rate_limits.updated",
+            "",
+            msgspec.to_builtins(body),
         )
     state.auth.forget_tenant(principal.tenant.slug)  # other processes: within the cache TTL
     return _respond(200, _limits_out(state, own))

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from civicpulse.api.body import decode, read_json
 from civicpulse.api.state import AppState
 from civicpulse.db import places as places_repo
+from civicpulse.db.audit import record_audit
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.domain.places import PlaceIn, PlaceWithCode, place_out, to_place
 from civicpulse.domain.reports import PlaceCode
@@ -70,6 +71,7 @@ async def put_place(request: Request) -> Response:
     place = to_place(code, item)
     async with tenant_transaction(state.pool, principal.tenant.id) as conn:
         created, _ = await places_repo.upsert_places(conn, principal.tenant.id, [place])
+        await record_audit(conn, principal.tenant.id, principal.actor, "place.updated", code)
     state.auth.forget_tenant(slug)
     return _respond(201 if created else 200, place_out(place))
 
@@ -88,6 +90,14 @@ async def import_places(request: Request) -> Response:
     places = [to_place(i.code, i) for i in items]
     async with tenant_transaction(state.pool, principal.tenant.id) as conn:
         created, updated = await places_repo.upsert_places(conn, principal.tenant.id, places)
+        await record_audit(
+            conn,
+            principal.tenant.id,
+            principal.actor,
+            "place.imported",
+            "",
+            {"created": created, "updated": updated},
+        )
     state.auth.forget_tenant(slug)
     return _respond(200, {"created": created, "updated": updated})
 
@@ -100,6 +110,8 @@ async def delete_place(request: Request) -> Response:
     code = _code(request)
     async with tenant_transaction(state.pool, principal.tenant.id) as conn:
         deleted = await places_repo.delete_place(conn, principal.tenant.id, code)
+        if deleted:
+            await record_audit(conn, principal.tenant.id, principal.actor, "place.deleted", code)
     if not deleted:
         raise NotFound("no such place", field="code")
     state.auth.forget_tenant(slug)

@@ -282,6 +282,15 @@ async def rotate_api_key(
     return key, new, ended
 
 
+def key_status(row: asyncpg.Record, now: dt.datetime) -> str:
+    """active, expired or revoked."""
+    if row["revoked_at"] is not None:
+        return "revoked"
+    if row["expires_at"] is not None and row["expires_at"] <= now:
+        return "expired"
+    return "active"
+
+
 async def touch_api_keys(conn: asyncpg.Connection, key_ids: list[int]) -> None:
     """Stamp keys' last_used_at (at most once a minute each; see schema 0012)."""
     await conn.execute(q("touch_api_keys"), key_ids)
