@@ -9,6 +9,7 @@ what they hold, and only then does the pool close.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import socket
@@ -22,11 +23,12 @@ from multiprocessing import get_context
 from typing import Any
 
 import aiohttp
+import asyncpg
 import structlog
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from civicpulse.api import categories, dashboard, issues, openapi, ops, reports
+from civicpulse.api import categories, dashboard, issues, keys, openapi, ops, reports, sessions
 from civicpulse.api import config as config_api
 from civicpulse.api import errors as api_errors
 from civicpulse.api import metrics as metrics_api
@@ -310,29 +312,34 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
             name="maintenance",
         )
+        auth = Authenticator(
+            pool,
+            settings.auth_cache_seconds,
+            cache_size=settings.auth_cache_size,
+            limits=RateLimits(
+                settings.rate_limit_key_per_second,
+                settings.rate_limit_key_burst,
+                settings.rate_limit_public_per_second,
+                settings.rate_limit_public_burst,
+            ),
+            buckets=settings.rate_limit_buckets,
+        )
+        tasks["key-usage"] = asyncio.create_task(
+            _stamp_key_usage(auth, stop, settings.key_usage_flush_seconds), name="key-usage"
+        )
         broker = Broker(
             pool, dsn, server_settings(settings), max_wakeups=settings.stream_max_wakeups
         )
         metrics.streams_open.set_function(lambda: broker.streams)
         broker.on_table_read = metrics.stream_table_reads.inc
+        broker.on_auth_change = auth.forget_credentials
         await broker.start()
         state = AppState(
             settings=settings,
             pool=pool,
             intake=intake,
             backlog=backlog,
-            auth=Authenticator(
-                pool,
-                settings.auth_cache_seconds,
-                cache_size=settings.auth_cache_size,
-                limits=RateLimits(
-                    settings.rate_limit_key_per_second,
-                    settings.rate_limit_key_burst,
-                    settings.rate_limit_public_per_second,
-                    settings.rate_limit_public_burst,
-                ),
-                buckets=settings.rate_limit_buckets,
-            ),
+            auth=auth,
             metrics=metrics,
             tasks=tasks,
             queues={
@@ -375,6 +382,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *places_api.routes,
             *metrics_api.routes,
             *dashboard.routes,
+            *keys.routes,
+            *sessions.routes,
             *openapi.routes,
         ],
         lifespan=lifespan,
@@ -385,6 +394,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.add_middleware(EdgeGuard)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app
+
+
+async def _stamp_key_usage(auth: Authenticator, stop: asyncio.Event, every: float) -> None:
+    """Write API keys' last_used_at every `every` seconds (and once more on the way out)."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+        try:
+            await auth.flush_usage()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("key_usage_not_stamped", error=repr(exc))
+        if stop.is_set():
+            return
 
 
 async def _drain(
@@ -418,7 +440,7 @@ async def _drain(
     for name in writers:
         await finish(name)
     stop.set()
-    stopped_by_event = ("scheduler", "aggregator", "maintenance")
+    stopped_by_event = ("scheduler", "aggregator", "maintenance", "key-usage")
     for name in [n for n in tasks if n.startswith("claimer-") or n in stopped_by_event]:
         await finish(name)
     for prefix, queue in (("classify-", classify_queue), ("group-", group_queue)):

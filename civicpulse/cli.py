@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -219,23 +221,262 @@ def cmd_tenant_delete(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_key_create(settings: Settings, args: argparse.Namespace) -> int:
-    from civicpulse.db import tenants
+_DURATION = re.compile(r"^([0-9]{1,6})([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
-    async def run(dsn: str) -> str:
-        conn = await _owner(dsn)
-        try:
-            return await tenants.create_api_key(conn, args.tenant, args.scope, args.label)
-        finally:
-            await conn.close()
 
-    key = asyncio.run(run(resolve_dsn(settings)))
+def duration(text: str) -> dt.timedelta:
+    """A duration written as a number and a unit: 90s, 15m, 1h, 30d."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30s, 15m, 1h, 90d")
+    return dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _expiry(lasting: dt.timedelta | None) -> dt.datetime | None:
+    return None if lasting is None else dt.datetime.now(dt.UTC) + lasting
+
+
+def _print_new_key(key: str, scope: str, slug: str, row: Any) -> None:
     print(key)
+    ends = "" if row["expires_at"] is None else f", expires {row['expires_at'].isoformat()}"
     print(
-        f"(a {args.scope} key for {args.tenant}; only its hash is stored, so it cannot be "
-        "shown again)",
+        f"(key {row['id']}: a {scope} key for {slug}{ends}; only its hash is stored, so it "
+        "cannot be shown again)",
         file=sys.stderr,
     )
+
+
+def cmd_key_create(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse.db import audit, tenants
+
+    async def run(dsn: str) -> tuple[str, Any]:
+        async with _tenant_owner(dsn, args.tenant) as (conn, tenant):
+            key, row = await tenants.issue_api_key(
+                conn,
+                tenant.id,
+                args.scope,
+                args.label,
+                expires_at=_expiry(args.expires_in),
+                created_by="cli",
+            )
+            await audit.record_audit(
+                conn,
+                tenant.id,
+                "cli",
+                "key.created",
+                f"key:{row['id']}",
+                {"scope": args.scope, "label": args.label, "expires_at": row["expires_at"]},
+            )
+            return key, row
+
+    key, row = asyncio.run(run(resolve_dsn(settings)))
+    _print_new_key(key, args.scope, args.tenant, row)
+    return 0
+
+
+def cmd_key_list(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse.db import tenants
+
+    async def run(dsn: str) -> list[Any]:
+        async with _tenant_owner(dsn, args.tenant) as (conn, tenant):
+            return await tenants.list_api_keys(conn, tenant.id)
+
+    def when(value: dt.datetime | None) -> str:
+        return "-" if value is None else value.isoformat(timespec="seconds")
+
+    now = dt.datetime.now(dt.UTC)
+    print("id\tprefix\tscope\tstatus\tcreated\texpires\tlast used\tlabel")
+    for k in asyncio.run(run(resolve_dsn(settings))):
+        print(
+            f"{k['id']}\t{k['prefix']}\t{k['scope']}\t{tenants.key_status(k, now)}\t"
+            f"{when(k['created_at'])}\t{when(k['expires_at'])}\t{when(k['last_used_at'])}\t"
+            f"{k['label']}"
+        )
+    return 0
+
+
+def cmd_key_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse.db import audit, tenants
+
+    async def run(dsn: str) -> bool:
+        async with _tenant_owner(dsn, args.tenant) as (conn, tenant):
+            row = await tenants.revoke_api_key(conn, tenant.id, args.key_id)
+            if row is None:
+                if await tenants.lock_api_key(conn, tenant.id, args.key_id) is None:
+                    raise CivicPulseError(f"no key {args.key_id} in {args.tenant}", field="key_id")
+                return False
+            await audit.record_audit(conn, tenant.id, "cli", "key.revoked", f"key:{args.key_id}")
+            return True
+
+    if asyncio.run(run(resolve_dsn(settings))):
+        print(f"revoked key {args.key_id} of {args.tenant}; every process refuses it now")
+    else:
+        print(f"key {args.key_id} of {args.tenant} was already revoked")
+    return 0
+
+
+def cmd_key_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse.db import audit, tenants
+
+    async def run(dsn: str) -> tuple[str, Any, Any]:
+        async with _tenant_owner(dsn, args.tenant) as (conn, tenant):
+            key, new, old = await tenants.rotate_api_key(
+                conn,
+                tenant.id,
+                args.key_id,
+                grace=args.grace,
+                expires_at=_expiry(args.expires_in),
+                actor="cli",
+            )
+            await audit.record_audit(
+                conn,
+                tenant.id,
+                "cli",
+                "key.rotated",
+                f"key:{args.key_id}",
+                {"new_key": new["id"], "grace_seconds": args.grace.total_seconds()},
+            )
+            return key, new, old
+
+    key, new, old = asyncio.run(run(resolve_dsn(settings)))
+    _print_new_key(key, new["scope"], args.tenant, new)
+    ends = "now" if old["revoked_at"] is not None else old["expires_at"].isoformat()
+    print(f"(key {args.key_id}, which it replaces, stops working {ends})", file=sys.stderr)
+    return 0
+
+
+def _new_password(settings: Settings) -> str:
+    """The new password: CIVICPULSE_NEW_PASSWORD when set, else asked for twice (never taken
+    from the command line, where other users and the shell history would see it)."""
+    if settings.new_password:
+        return str(settings.new_password)
+    import getpass
+
+    first = getpass.getpass("New password: ")
+    if getpass.getpass("Again: ") != first:
+        raise CivicPulseError("the two passwords differ", field="password")
+    return first
+
+
+@asynccontextmanager
+async def _tenant_owner(dsn: str, slug: str) -> AsyncIterator[tuple[asyncpg.Connection, Any]]:
+    """An owner connection in a transaction set to the tenant named by `slug`."""
+    from civicpulse.db import tenants
+    from civicpulse.db.pool import set_tenant
+
+    conn = await _owner(dsn)
+    try:
+        async with conn.transaction():
+            tenant = await tenants.tenant_by_slug(conn, slug)
+            if tenant is None:
+                raise CivicPulseError(f"no tenant {slug!r}", field="tenant")
+            await set_tenant(conn, tenant.id)
+            yield conn, tenant
+    finally:
+        await conn.close()
+
+
+async def _locked_user(conn: asyncpg.Connection, tenant_id: int, login: str) -> Any:
+    from civicpulse import accounts
+    from civicpulse.db import accounts as accounts_repo
+    from civicpulse.errors import NotFound
+
+    name = accounts.normalize_login(login)
+    user = None if name is None else await accounts_repo.lock_user_by_login(conn, tenant_id, name)
+    if user is None:
+        raise NotFound(f"no user {login!r} in this tenant", field="login")
+    return user
+
+
+def cmd_user_create(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse import accounts
+    from civicpulse.db import accounts as accounts_repo
+    from civicpulse.db import migrate
+    from civicpulse.db.audit import record_audit
+
+    login = accounts.check_login(args.login)
+    password = _new_password(settings)
+    accounts.check_password(password, login)
+
+    async def run(dsn: str) -> Any:
+        await migrate.migrate(dsn, settings.schema_dir)
+        password_hash = await accounts.hash_in_thread(password)
+        async with _tenant_owner(dsn, args.tenant) as (conn, tenant):
+            user = await accounts_repo.create_user(
+                conn, tenant.id, login, args.name, args.role, password_hash
+            )
+            await record_audit(
+                conn,
+                tenant.id,
+                "cli",
+                "user.created",
+                f"user:{user.login}",
+                {"id": user.id, "role": user.role, "display_name": user.display_name},
+            )
+            return user
+
+    user = asyncio.run(run(resolve_dsn(settings)))
+    print(f"created {user.role} user {user.login} (id {user.id}) in {args.tenant}")
+    return 0
+
+
+def cmd_user_reset_password(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse import accounts
+    from civicpulse.db import accounts as accounts_repo
+
+    password = _new_password(settings)
+    accounts.check_password(password, accounts.normalize_login(args.login) or "")
+
+    async def run(dsn: str) -> Any:
+        password_hash = await accounts.hash_in_thread(password)
+        async with _tenant_owner(dsn, args.tenant) as (conn, tenant):
+            user = await _locked_user(conn, tenant.id, args.login)
+            return await accounts_repo.change_user(
+                conn, tenant.id, user, "cli", password_hash=password_hash
+            )
+
+    user = asyncio.run(run(resolve_dsn(settings)))
+    print(f"set a new password for {user.login} in {args.tenant}; their sessions have ended")
+    return 0
+
+
+def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse.db import accounts as accounts_repo
+
+    async def run(dsn: str) -> tuple[Any, bool]:
+        async with _tenant_owner(dsn, args.tenant) as (conn, tenant):
+            user = await _locked_user(conn, tenant.id, args.login)
+            if user.disabled_at is not None:
+                return user, False
+            changed = await accounts_repo.change_user(conn, tenant.id, user, "cli", disabled=True)
+            return changed, True
+
+    user, changed = asyncio.run(run(resolve_dsn(settings)))
+    if changed:
+        print(f"disabled {user.login} in {args.tenant}; their sessions have ended")
+    else:
+        print(f"{user.login} in {args.tenant} was already disabled")
+    return 0
+
+
+def cmd_user_list(settings: Settings, args: argparse.Namespace) -> int:
+
+    from civicpulse.db import accounts as accounts_repo
+
+    async def run(dsn: str) -> list[Any]:
+        async with _tenant_owner(dsn, args.tenant) as (conn, tenant):
+            return list(await accounts_repo.list_users(conn, tenant.id))
+
+    now = dt.datetime.now(dt.UTC)
+    for u in asyncio.run(run(resolve_dsn(settings))):
+        if u.disabled_at is not None:
+            status = "disabled"
+        elif u.locked_until is not None and u.locked_until > now:
+            status = f"locked until {u.locked_until.isoformat(timespec='seconds')}"
+        else:
+            status = "active"
+        print(f"{u.id}\t{u.login}\t{u.role}\t{status}\t{u.display_name}")
     return 0
 
 
@@ -291,7 +532,6 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
-    import datetime as dt
     import random
     import tempfile
 
@@ -584,7 +824,99 @@ def build_parser() -> argparse.ArgumentParser:
     kcreate.add_argument("--tenant", required=True, help="tenant slug")
     kcreate.add_argument("--scope", required=True, choices=["submit", "staff", "admin"])
     kcreate.add_argument("--label", default="", help="a note to recognise the key by")
+    kcreate.add_argument(
+        "--expires-in", type=duration, help="stop working after this long (30d, 12h, ...)"
+    )
     kcreate.set_defaults(func=cmd_key_create)
+    klist = ksub.add_parser(
+        "list",
+        help="list a tenant's API keys",
+        description="List a tenant's API keys, id first on each line, with their prefix "
+        "(the key's first characters after cp_), scope, status (active, expired, revoked), "
+        "creation, expiry and last use (written at most once a minute). Keys themselves are "
+        "never shown again.",
+    )
+    klist.add_argument("--tenant", required=True, help="tenant slug")
+    klist.set_defaults(func=cmd_key_list)
+    krevoke = ksub.add_parser(
+        "revoke",
+        help="revoke an API key",
+        description="Revoke an API key: every service process refuses it within seconds.",
+    )
+    krevoke.add_argument("--tenant", required=True, help="tenant slug")
+    krevoke.add_argument("key_id", type=int, metavar="KEY_ID", help="the key's id (key list)")
+    krevoke.set_defaults(func=cmd_key_revoke)
+    krotate = ksub.add_parser(
+        "rotate",
+        help="replace an API key with a new one, printed once",
+        description="Make a new key with the old one's scope and label, print it once, and "
+        "let the old one work for a grace period (default 1h; 0s revokes it at once).",
+    )
+    krotate.add_argument("--tenant", required=True, help="tenant slug")
+    krotate.add_argument("key_id", type=int, metavar="KEY_ID", help="the key's id (key list)")
+    krotate.add_argument(
+        "--grace",
+        type=duration,
+        default=dt.timedelta(hours=1),
+        help="how long the old key keeps working (default 1h)",
+    )
+    krotate.add_argument(
+        "--expires-in", type=duration, help="the new key stops working after this long"
+    )
+    krotate.set_defaults(func=cmd_key_rotate)
+
+    user = sub.add_parser(
+        "user",
+        help="manage staff accounts (people)",
+        description="Manage staff accounts: people who log in with a password (POST "
+        "/v1/tenants/{slug}/session) and then work with the role's rights, as a key of that "
+        "scope would. A new password is read from CIVICPULSE_NEW_PASSWORD when it is set, "
+        "else asked for twice; never from the command line. It needs at least 12 "
+        "characters. Every change is in the tenant's audit log (actor: cli).",
+    )
+    usub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    ucreate = usub.add_parser(
+        "create",
+        help="create a user",
+        description="Create a staff account. Roles: staff (staff work on reports and "
+        "issues) or admin (everything, user management included).",
+    )
+    ucreate.add_argument("--tenant", required=True, help="tenant slug")
+    ucreate.add_argument(
+        "--login", required=True, help="an email address or a name (stored lower-cased)"
+    )
+    ucreate.add_argument("--name", default="", help="display name")
+    ucreate.add_argument(
+        "--role", choices=["staff", "admin"], default="staff", help="default: staff"
+    )
+    ucreate.set_defaults(func=cmd_user_create)
+    ureset = usub.add_parser(
+        "reset-password",
+        help="set a user's password; ends their sessions",
+        description="Set a new password for a user: their sessions end at once and a "
+        "lockout after failed logins is lifted.",
+    )
+    ureset.add_argument("--tenant", required=True, help="tenant slug")
+    ureset.add_argument("--login", required=True, help="the user's login")
+    ureset.set_defaults(func=cmd_user_reset_password)
+    udisable = usub.add_parser(
+        "disable",
+        help="disable a user; ends their sessions",
+        description="Disable a user: their sessions end at once and they can no longer log "
+        "in. An admin enables them again with PATCH /v1/tenants/{slug}/users/{id} "
+        '{"disabled": false}.',
+    )
+    udisable.add_argument("--tenant", required=True, help="tenant slug")
+    udisable.add_argument("--login", required=True, help="the user's login")
+    udisable.set_defaults(func=cmd_user_disable)
+    ulist = usub.add_parser(
+        "list",
+        help="list a tenant's users",
+        description="List a tenant's staff accounts, one a line, tab-separated: id, login, "
+        "role, state (active, disabled, or locked until a time), display name.",
+    )
+    ulist.add_argument("--tenant", required=True, help="tenant slug")
+    ulist.set_defaults(func=cmd_user_list)
 
     clf = sub.add_parser(
         "classifier",

@@ -141,7 +141,11 @@ class Settings:
     # (Python's default is 700; what start-up made is frozen). 0: the interpreter's default.
     gc_gen0_threshold: int = 50_000
     shutdown_timeout: float = 10.0
-    auth_cache_seconds: float = 30.0
+    # How long a process trusts a cached key or tenant. Revocations are also announced to
+    # every process at once (civicpulse_auth); this bounds them while a listener reconnects.
+    auth_cache_seconds: float = 5.0
+    # How often API keys' last_used_at is written (each key at most once a minute).
+    key_usage_flush_seconds: float = 10.0
     # Tenants and keys cached per process (LRU): requests for made-up slugs or keys cannot
     # grow memory past this.
     auth_cache_size: int = 10_000
@@ -155,6 +159,21 @@ class Settings:
     rate_limit_public_burst: float = 40.0
     # Buckets kept per process (LRU): the least recently seen client's bucket goes first.
     rate_limit_buckets: int = 100_000
+
+    # Staff sessions (civicpulse/api/sessions.py): a session ends after this long without a
+    # request (idle) and this long after its login (absolute), whichever comes first.
+    session_idle_minutes: float = 60.0
+    session_max_hours: float = 12.0
+    # Logins: after this many consecutive failures an account is locked (429 with
+    # Retry-After, the password unchecked) for login_lockout_seconds; and each client
+    # address may try at most login_per_minute logins a minute per tenant (burst the same;
+    # 0: no limit).
+    login_max_failures: int = 5
+    login_lockout_seconds: float = 900.0
+    login_per_minute: float = 10.0
+    # Read only by `civicpulse user create` and `user reset-password` (the new password, so
+    # that it never appears in the command line); when unset they prompt for it.
+    new_password: Secret | None = None
 
     schema_dir: Path | None = None
 
@@ -184,6 +203,17 @@ class Settings:
             raise ConfigError("CIVICPULSE_PIPELINE_MIN_SHARE must be in (0, 1]")
         if self.stream_max_wakeups <= 0:
             raise ConfigError("CIVICPULSE_STREAM_MAX_WAKEUPS must be above 0")
+        if self.session_idle_minutes <= 0 or self.session_max_hours <= 0:
+            raise ConfigError(
+                "CIVICPULSE_SESSION_IDLE_MINUTES and CIVICPULSE_SESSION_MAX_HOURS must be above 0"
+            )
+        if self.login_max_failures < 1:
+            raise ConfigError("CIVICPULSE_LOGIN_MAX_FAILURES must be at least 1")
+        if self.login_lockout_seconds < 0 or self.login_per_minute < 0:
+            raise ConfigError(
+                "CIVICPULSE_LOGIN_LOCKOUT_SECONDS and CIVICPULSE_LOGIN_PER_MINUTE must not be "
+                "negative"
+            )
 
     def replace(self, **changes: object) -> Settings:
         """Return a copy with some fields changed."""

@@ -28,6 +28,7 @@ from civicpulse.db.issues import candidate_args
 from civicpulse.db.pool import set_tenant
 from civicpulse.db.queries import q
 from civicpulse.engine import geo, grouping
+from civicpulse.visibility import View
 
 Params = Callable[[asyncpg.Connection, int], Awaitable[tuple[Any, ...]]]
 LARGE_TABLE_ROWS = 10_000
@@ -54,7 +55,7 @@ async def _candidates(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
 
 async def _nearby(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
     lat, lon, category = await _issue_place(conn, t)
-    return (t, geo.cells_within(lat, lon, 250), category)
+    return (t, geo.cells_within(lat, lon, 250), category, *PUBLIC_VIEW)
 
 
 async def _report(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
@@ -74,7 +75,7 @@ async def _zone(conn: asyncpg.Connection, t: int) -> str:
 
 async def _trend(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
     zone = await _zone(conn, t)
-    return (t, "week", "category", _now() - dt.timedelta(days=365), _now(), zone, False, None, None)
+    return (t, "week", "category", _now() - dt.timedelta(days=365), _now(), zone, *PUBLIC_VIEW)
 
 
 async def _resume(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
@@ -89,6 +90,11 @@ def _fixed(*tail: Any) -> Params:
     return params
 
 
+# What the public dashboards pass (civicpulse.visibility): the public view of a tenant that
+# lists no public categories or areas.
+PUBLIC_VIEW = View(False).sql_args
+
+
 @dataclass(frozen=True)
 class HotQuery:
     name: str  # the named query in civicpulse/db/sql
@@ -101,11 +107,11 @@ async def _sla(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
 
 
 async def _ranking(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
-    return (t, "area", _now() - dt.timedelta(days=30), _now())
+    return (t, "area", _now() - dt.timedelta(days=30), _now(), *PUBLIC_VIEW)
 
 
 async def _hotspots(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
-    return (t, _now() - dt.timedelta(days=30), _now(), True, 10)
+    return (t, _now() - dt.timedelta(days=30), _now(), *PUBLIC_VIEW, 10)
 
 
 HOT_QUERIES: tuple[HotQuery, ...] = (
@@ -127,7 +133,7 @@ HOT_QUERIES: tuple[HotQuery, ...] = (
     HotQuery("trend_rows", "dashboard trend: a year by week and category", _trend),
     HotQuery("ranking_rows", "areas ranked over 30 days", _ranking),
     HotQuery("hotspot_rows", "recurring places over 30 days", _hotspots),
-    HotQuery("recent_issues", "newest public issues", _fixed(True, None, None, 10)),
+    HotQuery("recent_issues", "newest public issues", _fixed(*PUBLIC_VIEW, 10)),
     HotQuery("events_after", "stream resume after the last 20 events", _resume),
 )
 

@@ -81,6 +81,7 @@ def test_settings(db_url: str, **changes: object) -> Settings:
         # Tests post as fast as they can; the rate-limit tests turn the limits on.
         rate_limit_key_per_second=0.0,
         rate_limit_public_per_second=0.0,
+        login_per_minute=0.0,
     )
     return base.replace(**changes) if changes else base
 

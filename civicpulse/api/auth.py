@@ -11,18 +11,33 @@ Revoking a key takes effect at once on every process: the change is announced on
 the cache's time-to-live (5 s by default) bounds it while a listener reconnects. An expiry
 is checked on every request, cached or not. Use is stamped in `last_used_at` at most once a
 minute per key: requests only note the key in memory, and `flush_usage` writes the notes.
+
+People log in instead (civicpulse/api/sessions.py) and send the `civicpulse_session` cookie.
+It is looked at only when there is no Authorization header, so key requests (intake) pay
+nothing for it. A session is looked up on every request, under the URL's tenant (another
+tenant's session matches nothing: 401), never cached, so revoking it (logout, a disabled
+user, a password reset) takes effect at once; its role is the scope. A cookie is ambient
+(the browser sends it by itself), so a session's writes (any method but GET, HEAD, OPTIONS)
+must also carry the session's CSRF token, in X-CSRF-Token or a form's `csrf_token` field:
+403 otherwise. A key needs none. A session's requests share the per-key rate limit, one
+bucket per user.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import time
 from dataclasses import dataclass, field
 
 import asyncpg
 from starlette.requests import Request
 
+from civicpulse import accounts
+from civicpulse.api.forms import FORM_MEDIA, media_type, read_form
 from civicpulse.api.throttle import LRUCache, TokenBuckets
+from civicpulse.config import Settings
+from civicpulse.db import accounts as accounts_repo
 from civicpulse.db import places as places_repo
 from civicpulse.db import tenants as tenants_repo
 from civicpulse.db.pool import tenant_transaction
@@ -30,6 +45,29 @@ from civicpulse.errors import Forbidden, NotFound, Throttled, Unauthenticated
 
 SCOPE_RANK = {"submit": 0, "staff": 1, "admin": 2}
 USAGE_STAMP_SECONDS = 60.0  # last_used_at is at most this stale
+# A session's last_seen_at is at most this stale (or half the idle timeout, if shorter).
+SESSION_STAMP_SECONDS = 60.0
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_TOKEN_LENGTH = 128  # longer cookies are not tokens this service made
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """How long sessions last, from the settings in force."""
+
+    idle: dt.timedelta
+    lifetime: dt.timedelta
+    # last_seen_at is rewritten only when older than this.
+    stamp_every: dt.timedelta
+
+    @classmethod
+    def of(cls, settings: Settings) -> SessionPolicy:
+        idle = dt.timedelta(minutes=settings.session_idle_minutes)
+        return cls(
+            idle=idle,
+            lifetime=dt.timedelta(hours=settings.session_max_hours),
+            stamp_every=min(dt.timedelta(seconds=SESSION_STAMP_SECONDS), idle / 2),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +106,8 @@ class Principal:
     actor: str
     key_id: int | None = None
     user_id: int | None = None
+    # The session a person's request came with (None for a key).
+    session: accounts_repo.Session | None = None
 
     @property
     def staff(self) -> bool:
@@ -119,6 +159,18 @@ class Authenticator:
             )
         return tenant
 
+    def throttle_login(self, request: Request, tenant: TenantContext, per_minute: float) -> None:
+        """Count a login attempt against the client address's budget for this tenant;
+        Throttled (429) when it is spent."""
+        address = request.client.host if request.client else ""
+        wait = self._buckets.take(("login", tenant.id, address), per_minute / 60, per_minute)
+        if wait:
+            raise Throttled(
+                "too many logins from this address; retry later",
+                retry_after=wait,
+                field="client",
+            )
+
     async def _load_tenant(self, slug: str) -> TenantContext | None:
         async with self.pool.acquire() as conn:
             tenant = await tenants_repo.tenant_by_slug(conn, slug)
@@ -155,8 +207,16 @@ class Authenticator:
         )
 
     async def require(self, request: Request, slug: str, scope: str) -> Principal:
-        """Authenticate the request for `slug` with at least `scope`."""
-        header = request.headers.get("authorization", "")
+        """Authenticate the request for `slug` with at least `scope`: by its bearer key, or
+        without one by its session cookie."""
+        header = request.headers.get("authorization")
+        if not header:
+            token = request.cookies.get(accounts.SESSION_COOKIE)
+            if token:
+                return await self.session(request, slug, scope, token)
+            raise Unauthenticated(
+                "missing bearer API key (or session cookie)", field="authorization"
+            )
         kind, _, key = header.partition(" ")
         if kind.lower() != "bearer" or not key.strip():
             raise Unauthenticated("missing bearer API key", field="authorization")
@@ -191,16 +251,72 @@ class Authenticator:
             self._used.add(found.key_id)
         return Principal(tenant, found.scope, f"key:{found.prefix}", key_id=found.key_id)
 
+    async def session(self, request: Request, slug: str, scope: str, token: str) -> Principal:
+        """Authenticate the request for `slug` with at least `scope` by its session token
+        (the cookie's value): 401 unless the session is live and its user enabled, 403 for a
+        write without the session's CSRF token or a role below `scope`."""
+        tenant = await self.tenant(slug)
+        found: accounts_repo.Session | None = None
+        if len(token) <= MAX_TOKEN_LENGTH:
+            settings: Settings = request.state.app.settings
+            policy = SessionPolicy.of(settings)
+            async with tenant_transaction(self.pool, tenant.id) as conn:
+                found = await accounts_repo.session_by_token(
+                    conn, tenant.id, accounts.hash_token(token), policy.idle, policy.stamp_every
+                )
+        if found is None:
+            raise Unauthenticated(
+                "no session, or it was ended or has expired; log in again", field="session"
+            )
+        if request.method not in SAFE_METHODS:
+            await self._check_csrf(request, found)
+        if SCOPE_RANK[found.role] < SCOPE_RANK[scope]:
+            raise Forbidden(
+                f"this user's role is {found.role}; {scope} is required", field="session"
+            )
+        limits = tenant.limits
+        wait = self._buckets.take(("user", found.user_id), limits.key_per_second, limits.key_burst)
+        if wait:
+            raise Throttled(
+                "this user is over the rate limit; retry later",
+                retry_after=wait,
+                field="session",
+            )
+        return Principal(
+            tenant, found.role, f"user:{found.login}", user_id=found.user_id, session=found
+        )
+
+    async def _check_csrf(self, request: Request, session: accounts_repo.Session) -> None:
+        sent = request.headers.get(accounts.CSRF_HEADER)
+        if sent is None and media_type(request) == FORM_MEDIA:
+            settings: Settings = request.state.app.settings
+            form = await read_form(request, settings.max_body_bytes)
+            sent = form.get(accounts.CSRF_FIELD)
+        if not sent or not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
+            raise Forbidden(
+                "a write with a session needs the session's CSRF token in X-CSRF-Token "
+                "(GET .../session gives it)",
+                field=accounts.CSRF_HEADER,
+            )
+
     async def optional(self, request: Request, slug: str, scope: str) -> Principal | None:
-        """Like `require` when the request carries a key; None (anonymous, limited per client
-        address) when it has none."""
+        """Like `require` when the request carries a key or a live session; None
+        (anonymous, limited per client address) when it has neither. A session cookie that
+        no longer works counts as none: a stale cookie must not hide the public view."""
         if not request.headers.get("authorization"):
+            token = request.cookies.get(accounts.SESSION_COOKIE)
+            if token:
+                try:
+                    return await self.session(request, slug, scope, token)
+                except Unauthenticated:
+                    pass
             await self.public(request, slug)  # an unknown tenant is still 404
             return None
         return await self.require(request, slug, scope)
 
-    def forget_keys(self) -> None:
-        """Drop every cached key (one was revoked, expired or re-scoped somewhere)."""
+    def forget_credentials(self) -> None:
+        """Drop every cached credential (a key was revoked, expired or re-scoped, or a user
+        disabled, somewhere)."""
         self._keys.clear()
 
     async def flush_usage(self) -> None:

@@ -25,7 +25,18 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from civicpulse import __version__, workflow
-from civicpulse.api import apidocs, config, dashboard, issues, metrics, reports, shapes
+from civicpulse.accounts import SESSION_COOKIE
+from civicpulse.api import (
+    apidocs,
+    config,
+    dashboard,
+    issues,
+    keys,
+    metrics,
+    reports,
+    sessions,
+    shapes,
+)
 from civicpulse.api import workflow as workflow_api
 from civicpulse.api.categories import KINDS, CategoryIn, CategoryOut
 from civicpulse.api.errors import ErrorEnvelope
@@ -47,7 +58,9 @@ from civicpulse.engine.tenant_rules import RuleSet
 
 OPENAPI_VERSION = "3.1.1"
 JSON = "application/json"
-Scope = Literal["public", "optional", "submit", "staff", "admin"]
+# public: no credential; optional: none or a key (public or staff view); session: a
+# person's session cookie; submit < staff < admin: a key (or session) of that scope or above.
+Scope = Literal["public", "optional", "session", "submit", "staff", "admin"]
 
 
 def one_of(values: Sequence[str]) -> Any:
@@ -116,6 +129,7 @@ PATH_PARAMS: dict[str, tuple[Any, str]] = {
 CategoryCode = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,64}$")]
 Time = Annotated[dt.datetime, Meta(tz=True)]
 Priority = Annotated[int, Meta(ge=1, le=5)]
+KeyId = Annotated[int, Meta(ge=1, le=2**62)]
 
 
 def bounded(low: int, high: int) -> Any:
@@ -162,6 +176,83 @@ def _batch(settings: Settings) -> Any:
 REPORTS = "/v1/tenants/{slug}/reports"
 ISSUES = "/v1/tenants/{slug}/issues"
 T = "/v1/tenants/{slug}"
+
+# --- accounts: a person logs in; the session cookie then works as a key of the role ---
+
+SET_COOKIE = Param(
+    "Set-Cookie",
+    str,
+    f"The session: {SESSION_COOKIE}=<token>; HttpOnly; SameSite=Lax; Path=/ "
+    "(and Secure over https).",
+)
+CSRF_TOKEN = Param(
+    "X-CSRF-Token", str, "The session's CSRF token (from the login or GET .../session).", True
+)
+SESSION_NOTE = (
+    f"Sends the `{SESSION_COOKIE}` cookie that POST .../session set; an "
+    "Authorization header is not a session."
+)
+ADMIN_NOTE = (
+    "An admin's session (the cookie) works as an admin key does; its writes need X-CSRF-Token."
+)
+ACCOUNT_OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", f"{T}/session"): Operation(
+        "Log in (a person)",
+        "accounts",
+        "public",
+        {200: Reply(sessions.SessionOut, headers=(SET_COOKIE,))},
+        body=sessions.LoginIn,
+        errors=(401, 429),
+        description="JSON, or an HTML form (application/x-www-form-urlencoded) with the same "
+        "fields. 401 for an unknown login, a disabled user or a wrong password alike. 429 "
+        "with Retry-After when the address made too many logins, or the account is locked "
+        "after too many failures (the password is then not checked).",
+    ),
+    ("GET", f"{T}/session"): Operation(
+        "Who is logged in, and the session's CSRF token",
+        "accounts",
+        "session",
+        {200: sessions.SessionOut},
+        errors=(401, 429),
+        description=SESSION_NOTE,
+    ),
+    ("DELETE", f"{T}/session"): Operation(
+        "Log out",
+        "accounts",
+        "session",
+        {204: Reply(media=None, description="Logged out", headers=(SET_COOKIE,))},
+        headers=(CSRF_TOKEN,),
+        errors=(401, 403, 429),
+        description=SESSION_NOTE,
+    ),
+    ("GET", f"{T}/users"): Operation(
+        "The tenant's staff accounts",
+        "accounts",
+        "admin",
+        {200: sessions.UserList},
+        description=ADMIN_NOTE,
+    ),
+    ("POST", f"{T}/users"): Operation(
+        "Create a staff account",
+        "accounts",
+        "admin",
+        {201: Reply(sessions.UserOut, description="Created")},
+        body=sessions.UserIn,
+        errors=(409,),
+        description=f"409 when the login is taken. {ADMIN_NOTE}",
+    ),
+    ("PATCH", f"{T}/users/{{user_id}}"): Operation(
+        "Change a staff account: role, display name, disabled, password",
+        "accounts",
+        "admin",
+        {200: sessions.UserOut},
+        body=sessions.UserPatch,
+        path={"user_id": (Annotated[int, Meta(ge=1)], "A user id, as GET .../users lists it.")},
+        description="Disabling a user or setting their password ends their sessions at once; "
+        f"a new password also lifts a lockout. {ADMIN_NOTE}",
+    ),
+}
+
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     # --- operations -------------------------------------------------------------------
@@ -267,10 +358,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         ),
     ),
     ("GET", f"{ISSUES}/{{issue_id}}"): Operation(
-        "Get an issue with its reports (and, for staff, its log)",
+        "Get an issue",
         "issues",
         "submit",
-        {200: Reply(shapes.IssueDetail, headers=(ETAG,))},
+        {200: Reply(shapes.IssueDetail | shapes.PublicIssue, headers=(ETAG,))},
+        description="Staff: everything, with its reports and log (`view: staff`). A `submit` "
+        "key: the public facts (`view: public`) of an issue the public may see or that one "
+        "of its own reports joined; 404 otherwise.",
     ),
     ("POST", f"{ISSUES}/{{issue_id}}/merge"): Operation(
         "Merge this issue into another",
@@ -352,6 +446,48 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors=(400, 412, 428),
         description="A comment is the first response of a cycle when it comes first, so it "
         "needs the version read like every other issue write.",
+    ),
+    # --- keys and audit -------------------------------------------------------------------
+    ("GET", f"{T}/keys"): Operation(
+        "The tenant's API keys", "keys", "admin", {200: shapes.KeyList}
+    ),
+    ("POST", f"{T}/keys"): Operation(
+        "Create an API key",
+        "keys",
+        "admin",
+        {201: Reply(shapes.NewKey, description="Created: `key` is shown this once")},
+        body=keys.KeyIn,
+    ),
+    ("DELETE", f"{T}/keys/{{key_id}}"): Operation(
+        "Revoke an API key",
+        "keys",
+        "admin",
+        {200: shapes.KeyOut},
+        path={"key_id": (KeyId, "The key's id (first in `civicpulse key list`).")},
+        description="Refused on every process within seconds. Revoking again changes nothing.",
+    ),
+    ("POST", f"{T}/keys/{{key_id}}/rotate"): Operation(
+        "Replace an API key with a new one",
+        "keys",
+        "admin",
+        {201: Reply(shapes.RotatedKey, description="Created: `key` is shown this once")},
+        body=keys.RotateIn,
+        path={"key_id": (KeyId, "The key's id.")},
+        errors=(409,),
+        description="The new key has the old one's scope and label; the old one keeps "
+        "working for `grace_seconds` (0: revoked at once).",
+    ),
+    ("GET", f"{T}/audit"): Operation(
+        "The audit log, newest first",
+        "keys",
+        "admin",
+        {200: shapes.AuditPage},
+        query=(
+            Param("before", bounded(1, 2**62), "Entries before this id (`next_before`)."),
+            Param("action", str, "Only this action, e.g. key.revoked."),
+            Param("actor", str, "Only this actor, e.g. user:ana@example.org."),
+            Param("limit", bounded(1, 1000), "How many.", default=100),
+        ),
     ),
     # --- configuration ------------------------------------------------------------------
     ("GET", f"{T}/rate-limits"): Operation(
@@ -553,14 +689,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", f"{T}/exports/issues.csv"): Operation(
         "Issues opened in a period, as CSV",
         "analytics",
-        "staff",
+        "optional",
         {200: Reply(str, "text/csv", "One row per issue, with a header row")},
         query=time_range(365),
     ),
     ("GET", f"{T}/exports/trends.csv"): Operation(
         "Trends per period and category, as CSV",
         "analytics",
-        "staff",
+        "optional",
         {200: Reply(str, "text/csv", "One row per period and category, with a header row")},
         query=(*time_range(365), Param("interval", one_of(dashboard.INTERVALS), "Period.")),
     ),
@@ -571,6 +707,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: Reply(str, "text/html", "The page; its data come from .../dashboard/data")},
         errors=(429,),  # limited per client address, as the public data are
     ),
+    **ACCOUNT_OPERATIONS,
 }
 
 TAGS = {
@@ -582,6 +719,8 @@ TAGS = {
     "configuration": "Teams, areas, business calendars, SLA policies, rules.",
     "analytics": "SLA figures, trends, rankings, hotspots, exports.",
     "dashboards": "Dashboard settings, data, page and live stream.",
+    "keys": "API keys (list, create, revoke, rotate) and the audit log, for admins.",
+    "accounts": "Staff accounts: logins, sessions, user management.",
     "operations": "Liveness, readiness, metrics.",
     "contract": "This document.",
 }
@@ -621,7 +760,7 @@ def walk(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, s
 def _error_statuses(op: Operation, path: str) -> list[int]:
     statuses = set(op.errors)
     statuses.add(400)  # a NUL anywhere in the path or query string (api/edge.py)
-    if op.scope in ("submit", "staff", "admin", "optional"):
+    if op.scope in ("submit", "staff", "admin", "optional", "session"):
         statuses.add(401)
     if op.scope in ("staff", "admin", "optional"):
         statuses.add(403)
@@ -640,8 +779,10 @@ def _security(scope: Scope) -> list[dict[str, list[str]]]:
     if scope == "public":
         return []
     if scope == "optional":
-        return [{}, {"bearerAuth": ["staff"]}]
-    return [{"bearerAuth": [scope]}]
+        return [{}, {"bearerAuth": ["staff"]}, {"sessionCookie": []}]
+    if scope == "session":
+        return [{"sessionCookie": []}]
+    return [{"bearerAuth": [scope]}, {"sessionCookie": []}]
 
 
 def document(routes: Sequence[BaseRoute], settings: Settings) -> dict[str, Any]:
@@ -747,7 +888,14 @@ def document(routes: Sequence[BaseRoute], settings: Settings) -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "A tenant API key (`civicpulse key create`); the "
                     "requirement lists the scope it needs.",
-                }
+                },
+                "sessionCookie": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": SESSION_COOKIE,
+                    "description": "A person's session (POST .../session): it works as a key "
+                    "of the user's role (staff or admin); writes also need X-CSRF-Token.",
+                },
             },
         },
     }
@@ -761,7 +909,9 @@ _PHRASES = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content", 207: 
 def _describe(op: Operation) -> str:
     scope = {
         "public": "No key needed.",
-        "optional": "No key (public view), or a staff key (staff view).",
+        "optional": "No key or a submit key: the public view (civicpulse.visibility). A "
+        "staff key or session: the staff view.",
+        "session": "Needs a person's session cookie.",
     }.get(op.scope, f"Needs a key with scope {op.scope} or above.")
     return " ".join(part for part in (op.description, scope) if part)
 

@@ -34,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from civicpulse.accounts import SESSION_COOKIE
 from civicpulse.api import openapi
 from civicpulse.app import create_app
 from civicpulse.config import Settings
@@ -165,10 +166,15 @@ def _fuzz(app: Any, tenant: TenantKeys) -> tuple[list[Found], dict[str, Counter[
             known = dict(param for part, param in existing.items() if part in operation.path)
             if known:
                 passes.append({"slug": tenant.slug, **known})
+            headers = auth
+            if operation.path.endswith("/session") and operation.method.upper() != "POST":
+                # Routes of a person's session: a fresh one (an earlier user change or
+                # logout may have ended the last), sent as a browser does.
+                headers = _session(app, tenant.slug)
             for path_parameters in passes:
                 for mode in schemathesis.GenerationMode:
                     strategy = operation.as_strategy(
-                        generation_mode=mode, path_parameters=path_parameters, headers=auth
+                        generation_mode=mode, path_parameters=path_parameters, headers=headers
                     )
                     _explore(strategy, check)
     finally:
@@ -176,10 +182,28 @@ def _fuzz(app: Any, tenant: TenantKeys) -> tuple[list[Found], dict[str, Counter[
     return list(found.values()), statuses
 
 
+SESSION_USER = {"login": "contract@example.org", "password": "a long enough password"}
+
+
+def _session(app: Any, slug: str) -> dict[str, str]:
+    """Headers carrying a new session of the seeded staff user, and its CSRF token."""
+    with get_client(app) as client:
+        r = client.post(f"/v1/tenants/{slug}/session", json=SESSION_USER)
+        assert r.status_code == 200, r.text
+        return {
+            "Cookie": f"{SESSION_COOKIE}={r.cookies[SESSION_COOKIE]}",
+            "X-CSRF-Token": r.json()["csrf_token"],
+        }
+
+
 def _seed(app: Any, slug: str, auth: dict[str, str]) -> dict[str, tuple[str, str]]:
-    """A place, and a report grouped into an issue: path part -> (parameter, value)."""
+    """A place, a staff user, and a report grouped into an issue: path part -> (parameter,
+    value)."""
     base = f"/v1/tenants/{slug}"
     with get_client(app) as client:
+        r = client.post(f"{base}/users", json={**SESSION_USER, "role": "staff"}, headers=auth)
+        assert r.status_code == 201, r.text
+        user_id = r.json()["id"]
         r = client.put(f"{base}/places/B1", json={"kind": "building", "name": "B1"}, headers=auth)
         assert r.status_code in (200, 201), r.text
         r = client.post(f"{base}/reports", json=REPORT, headers=auth)
@@ -193,6 +217,7 @@ def _seed(app: Any, slug: str, auth: dict[str, str]) -> dict[str, tuple[str, str
             time.sleep(0.05)
     return {
         "/places/{code}": ("code", "B1"),
+        "/users/{user_id}": ("user_id", str(user_id)),
         "{report_id}": ("report_id", report_id),
         "{issue_id}": ("issue_id", report["issue_id"]),
     }

@@ -130,7 +130,9 @@ async def test_open_public_streams_end_when_the_view_changes(
         # Showing graffiti too: open public streams end (they reconnect to the new view);
         # a staff stream is not touched.
         changer = asyncio.create_task(
-            change_soon({"public_categories": ["road_defect", "graffiti"], "public_areas": ["north"]})
+            change_soon(
+                {"public_categories": ["road_defect", "graffiti"], "public_areas": ["north"]}
+            )
         )
         staff_task = asyncio.create_task(read_for(client, stream, 4.0, tenant_a.headers("staff")))
         _, ended = await read_for(client, stream, 4.0)

@@ -21,6 +21,7 @@ from civicpulse.db.tenants import hash_key
 from civicpulse.db.workflow import timer_args, workflow_params
 from civicpulse.engine import geo, grouping
 from civicpulse.engine.places import Where
+from civicpulse.visibility import STAFF, View
 from tests.support import TenantKeys, make_tenant
 
 # The query of civicpulse_claim_grouping, in the parts that stand in the function's source as
@@ -49,6 +50,11 @@ CLAIM_GROUPING_PARTS = (CLAIM_WAITING, CLAIM_WAITING_ORDER, CLAIM_BUSY, CLAIM_RE
 TENANTS = 4
 REPORTS_PER_TENANT = 5_000
 ISSUES_PER_TENANT = 2_500
+
+# The public view as the dashboards pass it (civicpulse_shown's arguments): with no public
+# lists, and with a tenant's public categories and areas.
+PUBLIC = View(False).sql_args
+LISTED = View(False, frozenset({"road_defect", "streetlight"}), frozenset({"north"})).sql_args
 
 
 @pytest.fixture
@@ -167,13 +173,13 @@ async def test_hot_queries_use_their_indexes(
         ("labelled_reports", "reports_labels", t, (t, 50_000)),
         ("count_labels", "reports_labels", t, (t,)),
         ("issue_reports", "reports_issue", t, (t, some_id)),
-        ("nearby_issues", "issues_open_cell", t, (t, cells, None)),
+        ("nearby_issues", "issues_open_cell", t, (t, cells, None, *PUBLIC)),
         # With a category, either open-issue index is a good plan: let the planner choose.
         (
             "nearby_issues",
             ("issues_open_cell", "issues_open_category_cell"),
             t,
-            (t, cells, "road_defect"),
+            (t, cells, "road_defect", *PUBLIC),
         ),
         ("get_issue", "issues_pkey", t, (t, some_id)),
         ("issue_events", "issue_events_issue", t, (t, some_id)),
@@ -398,15 +404,15 @@ async def test_dashboard_queries_use_their_indexes(
         (
             "trend_rows",
             "rollup_daily_pkey",
-            (t, "day", "category", month, now, "UTC", False, None, None),
+            (t, "day", "category", month, now, "UTC", *LISTED),
         ),
-        ("backlog_before", "rollup_daily_pkey", (t, month, False, None, None, "UTC")),
-        ("ranking_rows", "issues_resolved", (t, "area", month, now)),
-        ("hotspot_rows", ("issues_opened", "issues_list"), (t, month, now, True, 10)),
-        ("recent_issues", "issues_list", (t, True, None, None, 10)),
+        ("backlog_before", "rollup_daily_pkey", (t, month, *LISTED, "UTC")),
+        ("ranking_rows", "issues_resolved", (t, "area", month, now, *LISTED)),
+        ("hotspot_rows", ("issues_opened", "issues_list"), (t, month, now, *LISTED, 10)),
+        ("recent_issues", "issues_list", (t, *LISTED, 10)),
         ("events_after", "issue_events_seq", (t, resume_from, 1000)),
         ("insert_rollup_hours", ("issues_opened", "issues_resolved"), (t, hours)),
-        ("export_issues", ("issues_opened", "issues_list"), (t, month, now)),
+        ("export_issues", ("issues_opened", "issues_list"), (t, month, now, *STAFF.sql_args)),
     ]
     for name, index, args in cases:
         assert_uses(await explain(app_pool, t, q(name), *args), index)

@@ -105,12 +105,25 @@ def test_scopes_follow_the_handlers(app: Starlette) -> None:
     doc = openapi.document(app.routes, SETTINGS)
     paths = doc["paths"]
     assert paths["/healthz"]["get"]["security"] == []
-    assert paths["/v1/tenants/{slug}/reports"]["post"]["security"] == [{"bearerAuth": ["submit"]}]
-    assert paths["/v1/tenants/{slug}/reports"]["get"]["security"] == [{"bearerAuth": ["staff"]}]
-    assert paths["/v1/tenants/{slug}/rules"]["put"]["security"] == [{"bearerAuth": ["admin"]}]
+    # A person's session works wherever a key of its role does.
+    session = {"sessionCookie": []}
+    assert paths["/v1/tenants/{slug}/reports"]["post"]["security"] == [
+        {"bearerAuth": ["submit"]},
+        session,
+    ]
+    assert paths["/v1/tenants/{slug}/reports"]["get"]["security"] == [
+        {"bearerAuth": ["staff"]},
+        session,
+    ]
+    assert paths["/v1/tenants/{slug}/rules"]["put"]["security"] == [
+        {"bearerAuth": ["admin"]},
+        session,
+    ]
+    assert paths["/v1/tenants/{slug}/session"]["delete"]["security"] == [session]
     assert paths["/v1/tenants/{slug}/dashboard/data"]["get"]["security"] == [
         {},
         {"bearerAuth": ["staff"]},
+        session,
     ]
     stream = paths["/v1/tenants/{slug}/stream"]["get"]["responses"]["200"]["content"]
     assert set(stream) == {"text/event-stream"}
