@@ -34,7 +34,8 @@ import asyncpg
 from starlette.requests import Request
 
 from civicpulse import accounts
-from civicpulse.api.forms import FORM_MEDIA, media_type, read_form
+from civicpulse.api.body import media_type
+from civicpulse.api.forms import FORM_MEDIA, read_form
 from civicpulse.api.throttle import LRUCache, TokenBuckets
 from civicpulse.config import Settings
 from civicpulse.db import accounts as accounts_repo

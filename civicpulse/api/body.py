@@ -14,17 +14,29 @@ from civicpulse.errors import ValidationFailed
 T = TypeVar("T")
 
 
+def media_type(request: Request) -> str:
+    """The request's media type, lower-cased, without parameters."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
 async def read_json(request: Request, limit: int) -> bytes:
     """The raw JSON body, refused with 415 or 413 before it can use memory."""
-    content_type = request.headers.get("content-type", "")
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media != "application/json":
+    if media_type(request) != "application/json":
         raise HTTPError(
             415,
             "unsupported_media_type",
             "Content-Type must be application/json",
             field="content-type",
         )
+    body = await read_bounded(request, limit)
+    if not body:
+        raise HTTPError(400, "malformed_json", "request body is empty", field=None)
+    return body
+
+
+async def read_bounded(request: Request, limit: int) -> bytes:
+    """The raw body: 413 as soon as it (or its declared length) passes `limit` bytes, so it
+    cannot use more memory than that."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -42,10 +54,7 @@ async def read_json(request: Request, limit: int) -> bytes:
         if total > limit:
             raise _too_large(limit)
         chunks.append(chunk)
-    body = b"".join(chunks)
-    if not body:
-        raise HTTPError(400, "malformed_json", "request body is empty", field=None)
-    return body
+    return b"".join(chunks)
 
 
 def _too_large(limit: int) -> HTTPError:

@@ -12,16 +12,12 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
+from civicpulse.api.body import read_bounded
 from civicpulse.api.errors import HTTPError
 
 FORM_MEDIA = "application/x-www-form-urlencoded"
 MAX_FIELDS = 100
 _PARSED = "civicpulse.form"
-
-
-def media_type(request: Request) -> str:
-    """The request's media type, lower-cased, without parameters."""
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
 async def read_form(request: Request, limit: int) -> dict[str, str]:
@@ -30,19 +26,10 @@ async def read_form(request: Request, limit: int) -> dict[str, str]:
     parsed: dict[str, str] | None = request.scope.get(_PARSED)
     if parsed is not None:
         return parsed
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    body = await read_bounded(request, limit)
     try:
         pairs = parse_qsl(
-            b"".join(chunks).decode(),
+            body.decode(),
             keep_blank_values=True,
             errors="strict",
             max_num_fields=MAX_FIELDS,
@@ -59,7 +46,3 @@ async def read_form(request: Request, limit: int) -> dict[str, str]:
         parsed.setdefault(name, value)
     request.scope[_PARSED] = parsed
     return parsed
-
-
-def _too_large(limit: int) -> HTTPError:
-    return HTTPError(413, "payload_too_large", f"request body exceeds {limit} bytes", field="body")

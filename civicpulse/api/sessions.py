@@ -31,9 +31,9 @@ from starlette.routing import Route
 
 from civicpulse import accounts
 from civicpulse.api.auth import Principal, SessionPolicy
-from civicpulse.api.body import decode, read_json
+from civicpulse.api.body import decode, media_type, read_json
 from civicpulse.api.errors import decode_error
-from civicpulse.api.forms import FORM_MEDIA, media_type, read_form
+from civicpulse.api.forms import FORM_MEDIA, read_form
 from civicpulse.api.state import AppState
 from civicpulse.db import accounts as repo
 from civicpulse.db.audit import record_audit
