@@ -124,6 +124,10 @@ class Feed:
     _seqs: list[int] = field(default_factory=list)
     _staff: list[bytes] = field(default_factory=list)
     _public: list[bytes | None] = field(default_factory=list)
+    _issues: list[str] = field(default_factory=list)  # each event's issue
+    # Issues with public frames held (a superset after trims): when one of them stops being
+    # shown (made private, moved out of the public areas), its held frames are dropped.
+    _shown: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.floor = self.last_seq
@@ -132,14 +136,29 @@ class Feed:
         for row in rows:
             staff = render(row, STAFF)
             assert staff is not None
+            issue = str(row["issue_id"])
+            public = render(row, self.view)
+            if public is not None:
+                self._shown.add(issue)
+            elif issue in self._shown and not self.view.shows_row(row):
+                self._hide(issue)
             self._seqs.append(row["seq"])
             self._staff.append(staff)
-            self._public.append(render(row, self.view))
+            self._public.append(public)
+            self._issues.append(issue)
             self.last_seq = row["seq"]
         if len(self._seqs) > 2 * self.capacity:  # trimmed in bulk: amortised O(1) per event
             cut = len(self._seqs) - self.capacity
             self.floor = self._seqs[cut - 1]
-            del self._seqs[:cut], self._staff[:cut], self._public[:cut]
+            del self._seqs[:cut], self._staff[:cut], self._public[:cut], self._issues[:cut]
+
+    def _hide(self, issue: str) -> None:
+        """The public may no longer see this issue: a stream joining now must not be sent
+        the frames it had while it was shown (a read from the table would not show them)."""
+        self._shown.discard(issue)
+        for i, held in enumerate(self._issues):
+            if held == issue:
+                self._public[i] = None
 
     def set_view(self, view: View, shown: bool) -> None:
         """The tenant's public view changed: frames rendered for the old one are dropped
@@ -151,6 +170,8 @@ class Feed:
         self._seqs.clear()
         self._staff.clear()
         self._public.clear()
+        self._issues.clear()
+        self._shown.clear()
 
     def since(self, cursor: int, public: bool) -> tuple[bytes, int]:
         """What a stream at `cursor` (>= floor) has not had yet, as one chunk, and where it

@@ -281,3 +281,40 @@ async def test_a_submit_key_reads_public_facts_and_its_own_reports_only(
         other = {"Authorization": f"Bearer {other_key.json()['key']}"}
         theirs = await client.get(url(tenant_a, f"reports/{sent.json()['id']}"), headers=other)
         assert theirs.status_code == 404
+
+
+async def test_frames_of_an_issue_made_private_are_not_replayed_from_memory(
+    settings: Settings, db_url: str, tenant_a: TenantKeys
+) -> None:
+    secrets = await seed(db_url, tenant_a)
+    shown = secrets.issues["shown"]
+    staff = tenant_a.headers("staff")
+    async with running_server(settings) as client:
+        stream = url(tenant_a, "stream")
+        conn = await asyncpg.connect(db_url)
+        try:
+            floor = await conn.fetchval(
+                "SELECT max(seq) FROM issue_events WHERE tenant_id = $1", tenant_a.id
+            )
+        finally:
+            await conn.close()
+        # A public stream keeps the tenant's feed in memory while the issue is public...
+        holder = asyncio.create_task(read_for(client, stream, 6.0))
+        await asyncio.sleep(0.5)
+        await log_events(db_url, tenant_a, secrets)
+        await asyncio.sleep(0.5)
+        # ... then staff make it private.
+        issue = (await client.get(url(tenant_a, f"issues/{shown}"), headers=staff)).json()
+        r = await client.patch(
+            url(tenant_a, f"issues/{shown}"),
+            json={"visibility": "private", "version": issue["version"]},
+            headers=staff,
+        )
+        assert r.status_code == 200, r.text
+        await asyncio.sleep(0.5)
+        # A stream resuming inside what the feed holds gets nothing of it any more.
+        raw, _ = await read_for(client, stream, 1.0, {"Last-Event-ID": str(floor)})
+        assert str(shown) not in raw, raw
+        assert {f["data"]["issue"]["id"] for f in frames(raw)} <= {str(secrets.issues["shown_too"])}
+        held, _ = await holder
+        assert str(shown) in held  # it was sent live while it was public
