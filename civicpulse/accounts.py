@@ -11,17 +11,19 @@ in the cookie; the database keeps their sha256 (`hash_token`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import hashlib
 import math
 import re
 import secrets
+from collections.abc import AsyncIterator
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from civicpulse.errors import ValidationFailed
+from civicpulse.errors import Overloaded, ValidationFailed
 
 # argon2-cffi's default: RFC 9106's low-memory profile, Argon2id, t=3, m=64 MiB, p=4.
 HASHER = PasswordHasher()
@@ -121,6 +123,37 @@ async def verify_in_thread(stored: str | None, password: str) -> bool:
     disabled user) it verifies against the dummy hash, at the same cost, and is False."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, _verify_or_dummy, stored, password)
+
+
+class PasswordWork:
+    """Argon2 work in one process, bounded: at most `concurrency` hashes at once (each holds
+    64 MiB and a core for ~0.2 s) and `waiting` more queued; beyond that a login is refused
+    at once with 503 (Overloaded), so a flood of logins (unknown ones cost as much) cannot
+    take the process's memory, its thread pool or every core."""
+
+    def __init__(self, concurrency: int, waiting: int) -> None:
+        self._slots = asyncio.Semaphore(concurrency)
+        self._room = concurrency + waiting
+        self._inside = 0
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        if self._inside >= self._room:
+            raise Overloaded("too many logins at once; retry in a moment", retry_after=1)
+        self._inside += 1
+        try:
+            async with self._slots:
+                yield
+        finally:
+            self._inside -= 1
+
+    async def hash(self, password: str) -> str:
+        async with self._slot():
+            return await hash_in_thread(password)
+
+    async def verify(self, stored: str | None, password: str) -> bool:
+        async with self._slot():
+            return await verify_in_thread(stored, password)
 
 
 def new_session_token() -> str:

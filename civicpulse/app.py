@@ -28,6 +28,7 @@ import structlog
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from civicpulse import accounts
 from civicpulse.api import categories, dashboard, issues, keys, openapi, ops, reports, sessions
 from civicpulse.api import config as config_api
 from civicpulse.api import errors as api_errors
@@ -323,6 +324,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 settings.rate_limit_public_burst,
             ),
             buckets=settings.rate_limit_buckets,
+            tenant_ttl=settings.tenant_cache_seconds,
         )
         tasks["key-usage"] = asyncio.create_task(
             _stamp_key_usage(auth, stop, settings.key_usage_flush_seconds), name="key-usage"
@@ -348,6 +350,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "group": group_queue,
             },
             broker=broker,
+            passwords=accounts.PasswordWork(
+                settings.password_hash_concurrency, settings.password_hash_waiting
+            ),
         )
         log.info(
             "service_started",

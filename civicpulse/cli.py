@@ -626,6 +626,7 @@ def cmd_classifier_train(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_places_import(settings: Settings, args: argparse.Namespace) -> int:
+    from civicpulse.db import audit
     from civicpulse.db import places as places_repo
     from civicpulse.db.pool import tenant_transaction
     from civicpulse.placefile import read_places
@@ -645,7 +646,16 @@ def cmd_places_import(settings: Settings, args: argparse.Namespace) -> int:
             _tenant_pool(settings, dsn, args.tenant) as (pool, tenant, _),
             tenant_transaction(pool, tenant.id) as conn,
         ):
-            return await places_repo.upsert_places(conn, tenant.id, found)
+            created, updated = await places_repo.upsert_places(conn, tenant.id, found)
+            await audit.record_audit(
+                conn,
+                tenant.id,
+                "cli",
+                "place.imported",
+                str(path),
+                {"created": created, "updated": updated},
+            )
+            return created, updated
 
     created, updated = asyncio.run(run(resolve_dsn(settings)))
     print(f"read {len(found)} places: {created} created, {updated} replaced")

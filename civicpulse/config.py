@@ -144,6 +144,9 @@ class Settings:
     # How long a process trusts a cached key or tenant. Revocations are also announced to
     # every process at once (civicpulse_auth); this bounds them while a listener reconnects.
     auth_cache_seconds: float = 5.0
+    # How long a process trusts a cached tenant (its taxonomy, places and rate limits); a
+    # change made through this process applies here at once.
+    tenant_cache_seconds: float = 30.0
     # How often API keys' last_used_at is written (each key at most once a minute).
     key_usage_flush_seconds: float = 10.0
     # Tenants and keys cached per process (LRU): requests for made-up slugs or keys cannot
@@ -171,6 +174,10 @@ class Settings:
     login_max_failures: int = 5
     login_lockout_seconds: float = 900.0
     login_per_minute: float = 10.0
+    # Argon2 hashes at once per process (each ~64 MiB and a core for ~0.2 s), and logins
+    # that may wait for one; beyond that a login is answered 503 at once.
+    password_hash_concurrency: int = 2
+    password_hash_waiting: int = 32
     # Read only by `civicpulse user create` and `user reset-password` (the new password, so
     # that it never appears in the command line); when unset they prompt for it.
     new_password: Secret | None = None
@@ -206,6 +213,11 @@ class Settings:
         if self.session_idle_minutes <= 0 or self.session_max_hours <= 0:
             raise ConfigError(
                 "CIVICPULSE_SESSION_IDLE_MINUTES and CIVICPULSE_SESSION_MAX_HOURS must be above 0"
+            )
+        if self.password_hash_concurrency < 1 or self.password_hash_waiting < 0:
+            raise ConfigError(
+                "CIVICPULSE_PASSWORD_HASH_CONCURRENCY must be at least 1 and "
+                "CIVICPULSE_PASSWORD_HASH_WAITING at least 0"
             )
         if self.login_max_failures < 1:
             raise ConfigError("CIVICPULSE_LOGIN_MAX_FAILURES must be at least 1")

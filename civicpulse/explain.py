@@ -110,6 +110,10 @@ async def _ranking(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
     return (t, "area", _now() - dt.timedelta(days=30), _now(), *PUBLIC_VIEW)
 
 
+async def _recent(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
+    return (t, *PUBLIC_VIEW, 10, _now() - dt.timedelta(days=30))
+
+
 async def _hotspots(conn: asyncpg.Connection, t: int) -> tuple[Any, ...]:
     return (t, _now() - dt.timedelta(days=30), _now(), *PUBLIC_VIEW, 10)
 
@@ -133,7 +137,7 @@ HOT_QUERIES: tuple[HotQuery, ...] = (
     HotQuery("trend_rows", "dashboard trend: a year by week and category", _trend),
     HotQuery("ranking_rows", "areas ranked over 30 days", _ranking),
     HotQuery("hotspot_rows", "recurring places over 30 days", _hotspots),
-    HotQuery("recent_issues", "newest public issues", _fixed(*PUBLIC_VIEW, 10)),
+    HotQuery("recent_issues", "newest public issues", _recent),
     HotQuery("events_after", "stream resume after the last 20 events", _resume),
 )
 

@@ -27,8 +27,12 @@ dashboard's PUT), every process re-reads them, drops the frames rendered for the
 and ends its open public streams; clients reconnect (EventSource does so by itself) and get
 the new view, or 404 when the dashboard turned private.
 
-The same LISTEN connection carries `civicpulse_auth`: a revoked or expired key, or a
-disabled user, makes every process drop its credential caches (`on_auth_change`).
+The same LISTEN connection carries `civicpulse_auth` (schemas 0012, 0013): a key revoked,
+expired early or re-scoped, a session ended, a user disabled, re-roled or given a new
+password. Every process drops its credential caches (`on_auth_change`) and ends the tenant's
+open staff streams: access was checked when they opened, and may no longer hold. Their
+clients reconnect with Last-Event-ID (nothing is lost) and are checked again. A staff
+stream also ends when its credential expires by itself (`until`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import datetime as dt
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -106,6 +111,7 @@ class Feed:
     view: View  # the tenant's public view
     shown: bool = True  # is the tenant's dashboard public?
     view_version: int = 0  # bumped when the view changes: public streams then end
+    auth_version: int = 0  # bumped when a credential changes: staff streams then end
     capacity: int = 2048
     floor: int = 0
     subscribers: int = 0
@@ -222,12 +228,18 @@ class Broker:
         return self._task is not None and not self._task.done()
 
     async def stream(
-        self, tenant_id: int, public: bool, last_seq: int | None
+        self,
+        tenant_id: int,
+        public: bool,
+        last_seq: int | None,
+        until: dt.datetime | None = None,
     ) -> AsyncIterator[bytes]:
         """A stream's body: everything after `last_seq` (or from now), then live events,
-        rollup notices and keep-alives, until the client leaves or the broker stops."""
+        rollup notices and keep-alives, until the client leaves, the broker stops, what the
+        stream may show changes, or (staff) its credential changes or expires at `until`."""
         feed, group = await self._join(tenant_id)
         version = feed.view_version
+        auth_version = feed.auth_version
         try:
             if public and not feed.shown:
                 return
@@ -243,6 +255,11 @@ class Broker:
             while not self._stopping:
                 if public and feed.view_version != version:
                     return  # what it may show changed: the client reconnects to the new view
+                if not public and (
+                    feed.auth_version != auth_version
+                    or (until is not None and until <= dt.datetime.now(dt.UTC))
+                ):
+                    return  # the credential may no longer hold: the client reconnects
                 if cursor < feed.floor:
                     view = feed.view if public else STAFF
                     chunk, cursor = await self._from_table(tenant_id, cursor, view, feed.floor)
@@ -255,8 +272,11 @@ class Broker:
                     yield chunk
                     continue
                 ready = feed.ready[group]
+                wait = self.keepalive
+                if until is not None and not public:
+                    wait = min(wait, max(0.0, (until - dt.datetime.now(dt.UTC)).total_seconds()))
                 try:
-                    async with asyncio.timeout(self.keepalive):
+                    async with asyncio.timeout(wait):
                         await ready.wait()
                 except TimeoutError:
                     yield KEEPALIVE_FRAME
@@ -285,8 +305,10 @@ class Broker:
             if feed is None:
                 feed = Feed(tenant_id, last, view, shown, capacity=self.feed_capacity)
                 self.feeds[tenant_id] = feed
-                # Whatever committed between that read and now comes with the next flush.
+                # Whatever committed between those reads and now comes with the next flush,
+                # settings included (a notice sent meanwhile found no feed to tell).
                 self._pending.add(tenant_id)
+                self._views.add(tenant_id)
                 self._wake.set()
         group = feed.joined % WAKE_GROUPS
         feed.joined += 1
@@ -306,6 +328,14 @@ class Broker:
 
     def _on_auth(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         self.on_auth_change()
+        try:
+            tenant_id = int(json.loads(payload)["t"])
+        except (ValueError, KeyError, TypeError):
+            return
+        feed = self.feeds.get(tenant_id)
+        if feed is not None:
+            feed.auth_version += 1
+            self._wake_streams(feed)
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         try:

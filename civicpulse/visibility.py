@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# An issue's public facts: what it is, where it stands and roughly where it is.
+# An issue's public facts: what it is and where it stands. (Callers may add where it is:
+# the place of a public issue is public, as in Open311.)
 PUBLIC_ISSUE_FIELDS = (
     "id",
     "status",

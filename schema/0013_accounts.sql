@@ -57,3 +57,12 @@ ALTER TABLE sessions ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON sessions
     USING (tenant_id = civicpulse_current_tenant()) WITH CHECK (tenant_id = civicpulse_current_tenant());
 GRANT SELECT, INSERT, UPDATE, DELETE ON sessions TO civicpulse_app;
+
+-- A session ended (logout, a disabled user, a new password) or a user changed: announced on
+-- civicpulse_auth like a revoked key (schema 0012), so every process ends the staff streams
+-- that were opened with credentials which may no longer hold.
+CREATE TRIGGER sessions_notify_auth AFTER UPDATE OF revoked_at ON sessions
+    FOR EACH ROW WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL)
+    EXECUTE FUNCTION civicpulse_notify_auth();
+CREATE TRIGGER users_notify_auth AFTER UPDATE OF disabled_at, role, password_hash ON users
+    FOR EACH ROW EXECUTE FUNCTION civicpulse_notify_auth();

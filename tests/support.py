@@ -78,6 +78,7 @@ def test_settings(db_url: str, **changes: object) -> Settings:
         process_pool_workers=1,
         shutdown_timeout=5.0,
         auth_cache_seconds=0.0,
+        tenant_cache_seconds=0.0,
         # Tests post as fast as they can; the rate-limit tests turn the limits on.
         rate_limit_key_per_second=0.0,
         rate_limit_public_per_second=0.0,

@@ -107,6 +107,8 @@ class Principal:
     actor: str
     key_id: int | None = None
     user_id: int | None = None
+    # When the credential stops working by itself (a key's expiry, a session's end).
+    expires_at: dt.datetime | None = None
     # The session a person's request came with (None for a key).
     session: accounts_repo.Session | None = None
 
@@ -124,12 +126,17 @@ class Authenticator:
         cache_size: int = 10_000,
         limits: RateLimits | None = None,
         buckets: int = 100_000,
+        tenant_ttl: float | None = None,
     ) -> None:
         self.pool = pool
         self.ttl = ttl
         self.limits = limits or RateLimits()
-        self._tenants: LRUCache[TenantContext | None] = LRUCache(cache_size, ttl)
+        # Tenants change rarely and cost four queries to load: kept longer than keys.
+        self._tenants: LRUCache[TenantContext | None] = LRUCache(
+            cache_size, ttl if tenant_ttl is None else tenant_ttl
+        )
         self._keys: LRUCache[tenants_repo.KeyIdentity | None] = LRUCache(cache_size, ttl)
+        self._generation = 0  # bumped by forget_credentials
         self._buckets = TokenBuckets(buckets)
         self._used: set[int] = set()  # keys used since the last flush_usage
         self._stamped: dict[int, float] = {}  # key id -> monotonic time of its last stamp
@@ -224,9 +231,12 @@ class Authenticator:
         key_hash = tenants_repo.hash_key(key.strip())
         cached, found = self._keys.get(key_hash)
         if not cached:
+            generation = self._generation
             async with self.pool.acquire() as conn:
                 found = await tenants_repo.authenticate(conn, key_hash)
-            self._keys.put(key_hash, found)
+            # A revocation announced while this lookup ran may not be in what it read.
+            if generation == self._generation:
+                self._keys.put(key_hash, found)
         if found is None or (
             found.expires_at is not None and found.expires_at <= dt.datetime.now(dt.UTC)
         ):
@@ -250,7 +260,13 @@ class Authenticator:
         stamped = self._stamped.get(found.key_id)
         if stamped is None or time.monotonic() - stamped >= USAGE_STAMP_SECONDS:
             self._used.add(found.key_id)
-        return Principal(tenant, found.scope, f"key:{found.prefix}", key_id=found.key_id)
+        return Principal(
+            tenant,
+            found.scope,
+            f"key:{found.prefix}",
+            key_id=found.key_id,
+            expires_at=found.expires_at,
+        )
 
     async def session(self, request: Request, slug: str, scope: str, token: str) -> Principal:
         """Authenticate the request for `slug` with at least `scope` by its session token
@@ -284,7 +300,12 @@ class Authenticator:
                 field="session",
             )
         return Principal(
-            tenant, found.role, f"user:{found.login}", user_id=found.user_id, session=found
+            tenant,
+            found.role,
+            f"user:{found.login}",
+            user_id=found.user_id,
+            session=found,
+            expires_at=found.expires_at,
         )
 
     async def _check_csrf(self, request: Request, session: accounts_repo.Session) -> None:
@@ -318,6 +339,7 @@ class Authenticator:
     def forget_credentials(self) -> None:
         """Drop every cached credential (a key was revoked, expired or re-scoped, or a user
         disabled, somewhere)."""
+        self._generation += 1
         self._keys.clear()
 
     async def flush_usage(self) -> None:
@@ -326,13 +348,17 @@ class Authenticator:
         if not self._used:
             return
         used, self._used = self._used, set()
+        try:
+            async with self.pool.acquire() as conn:
+                await tenants_repo.touch_api_keys(conn, sorted(used))
+        except BaseException:
+            self._used |= used  # stamped with the next flush
+            raise
         now = time.monotonic()
         for key_id in used:
             self._stamped[key_id] = now
         if len(self._stamped) > 2 * self._keys.size:  # forget stamps of long-idle keys
             self._stamped = {k: t for k, t in self._stamped.items() if now - t < 60}
-        async with self.pool.acquire() as conn:
-            await tenants_repo.touch_api_keys(conn, sorted(used))
 
     def forget_tenant(self, slug: str) -> None:
         """Drop a cached tenant (its taxonomy or limits changed)."""

@@ -344,7 +344,9 @@ async def hotspots(request: Request) -> Response:
 # --- the dashboard's data -----------------------------------------------------------
 
 
-async def _viewer(request: Request) -> tuple[AppState, TenantContext, View, dict[str, Any]]:
+async def _viewer(
+    request: Request,
+) -> tuple[AppState, TenantContext, View, dict[str, Any], Principal | None]:
     """Who is looking: (state, tenant, view, dashboard settings). Staff (key or session) get
     the staff view. Anyone else (no key, or a resident app's `submit` key) gets the public
     view, and only while the dashboard is public (404 otherwise: nothing tells a private one
@@ -356,10 +358,10 @@ async def _viewer(request: Request) -> tuple[AppState, TenantContext, View, dict
     async with tenant_transaction(state.pool, tenant.id) as conn:
         settings = settings_out(await repo.dashboard_settings(conn, tenant.id))
     if principal is not None and principal.staff:
-        return state, tenant, STAFF, settings
+        return state, tenant, STAFF, settings, principal
     if not settings["public"]:
         raise NotFound("no such tenant", field="slug")
-    return state, tenant, View.public(settings), settings
+    return state, tenant, View.public(settings), settings, principal
 
 
 async def _stored(
@@ -380,7 +382,7 @@ async def _stored(
 
 async def data(request: Request) -> Response:
     """Everything the dashboard page draws, in one read."""
-    state, tenant, view, settings = await _viewer(request)
+    state, tenant, view, settings, _ = await _viewer(request)
     public = not view.staff
     days = int_param(request, "days", 30, 1, 36600)
     end = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
@@ -433,11 +435,19 @@ async def data(request: Request) -> Response:
                 lambda: _hotspots(conn, tenant, start, end, view, 10),
             )
         if "recent" in widgets:
-            recent = await repo.recent_issues(conn, tenant.id, view, 10)
-            body["recent"] = [
-                view.public_issue(r) if public else {**view.public_issue(r), "title": r["title"]}
-                for r in recent
-            ]
+
+            async def recent() -> list[dict[str, Any]]:
+                rows = await repo.recent_issues(conn, tenant.id, view, 10, start)
+                if public:
+                    return [view.public_issue(r) for r in rows]
+                return [{**view.public_issue(r), "title": r["title"]} for r in rows]
+
+            # Staff see it live; the public, whom anyone can be, from the stored widget.
+            body["recent"] = (
+                await _stored(conn, tenant.id, f"recent:{days}:{view.cache_key}", max_age, recent)
+                if public
+                else await recent()
+            )
     return _respond(body)
 
 
@@ -455,13 +465,18 @@ async def stream(request: Request) -> Response:
     """Server-sent events: issue changes, SLA warnings and breaches (staff), rollup updates.
     Event ids are the tenant's own event numbers, in commit order; `Last-Event-ID` resumes
     after that event. A comment line every 15 s keeps proxies open."""
-    state, tenant, view, _ = await _viewer(request)
+    state, tenant, view, _, principal = await _viewer(request)
     raw_last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     last_seq = None
     if raw_last:
         last_seq = parse_int(raw_last.strip(), "last-event-id", 0, 2**62)
     return StreamingResponse(
-        state.broker.stream(tenant.id, not view.staff, last_seq),
+        state.broker.stream(
+            tenant.id,
+            not view.staff,
+            last_seq,
+            until=None if principal is None else principal.expires_at,
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -525,7 +540,7 @@ async def export_issues(request: Request) -> Response:
     """Issues opened in [from, to) as CSV, streamed from a server-side cursor: memory stays
     flat however long the period. Staff get every issue and column; anyone else, while the
     dashboard is public, the public view's issues and public columns (open data)."""
-    state, tenant, view, _ = await _viewer(request)
+    state, tenant, view, _, _ = await _viewer(request)
     start, end = _range(request, days=365)
     columns = EXPORT_COLUMNS if view.staff else PUBLIC_EXPORT_COLUMNS
 
@@ -552,7 +567,7 @@ async def export_issues(request: Request) -> Response:
 async def export_trends(request: Request) -> Response:
     """Opened, closed out and % within SLA per day and category, as CSV, in the caller's view
     (see export_issues)."""
-    state, tenant, view, _ = await _viewer(request)
+    state, tenant, view, _, _ = await _viewer(request)
     start, end = _range(request, days=365)
     interval = _choice(request, "interval", INTERVALS, "day")
     async with tenant_transaction(state.pool, tenant.id) as conn:

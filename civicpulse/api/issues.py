@@ -161,8 +161,8 @@ async def get_issue(request: Request) -> Response:
                 await reports_repo.own_report_keys(conn, tenant_id, principal.key_id),
             ):
                 raise NotFound("no such issue", field="issue_id")
-            body = {"view": "public", **public_issue_out(view, row)}
-            return _respond(200, body, {"ETag": etag(row["version"])})
+            # No ETag: the version counts staff changes the public does not see.
+            return _respond(200, {"view": "public", **public_issue_out(view, row)})
         reports = await issues_repo.issue_reports(conn, tenant_id, issue_id)
         events = await issues_repo.issue_events(conn, tenant_id, issue_id)
     body = {"view": "staff", **issue_out(row)}

@@ -202,11 +202,12 @@ ACCOUNT_OPERATIONS: dict[tuple[str, str], Operation] = {
         "public",
         {200: Reply(sessions.SessionOut, headers=(SET_COOKIE,))},
         body=sessions.LoginIn,
-        errors=(401, 429),
+        errors=(401, 403, 429),
         description="JSON, or an HTML form (application/x-www-form-urlencoded) with the same "
         "fields. 401 for an unknown login, a disabled user or a wrong password alike. 429 "
         "with Retry-After when the address made too many logins, or the account is locked "
-        "after too many failures (the password is then not checked).",
+        "after too many failures (the password is then not checked). 403 when a browser "
+        "says the login comes from another site (Origin, Sec-Fetch-Site).",
     ),
     ("GET", f"{T}/session"): Operation(
         "Who is logged in, and the session's CSRF token",
@@ -361,7 +362,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Get an issue",
         "issues",
         "submit",
-        {200: Reply(shapes.IssueDetail | shapes.PublicIssue, headers=(ETAG,))},
+        {
+            200: Reply(
+                shapes.IssueDetail | shapes.PublicIssue,
+                headers=(Param("ETag", str, "The issue's version, for If-Match (staff only)."),),
+            )
+        },
         description="Staff: everything, with its reports and log (`view: staff`). A `submit` "
         "key: the public facts (`view: public`) of an issue the public may see or that one "
         "of its own reports joined; 404 otherwise.",

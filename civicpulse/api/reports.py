@@ -49,7 +49,9 @@ def _respond(status: int, body: Any, headers: dict[str, str] | None = None) -> R
     )
 
 
-def _idempotency_key(request: Request) -> str | None:
+def _idempotency_key(request: Request, principal: Principal) -> str | None:
+    """The request's Idempotency-Key, as stored: scoped to the credential that sent it, so
+    two apps choosing the same key neither replay nor block each other's reports."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
@@ -61,7 +63,8 @@ def _idempotency_key(request: Request) -> str | None:
             f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
             field="idempotency-key",
         )
-    return key
+    owner = f"k{principal.key_id}" if principal.key_id is not None else f"u{principal.user_id}"
+    return f"{owner}:{key}"
 
 
 def _link(slug: str, report_id: str) -> Links:
@@ -128,7 +131,7 @@ async def create_report(request: Request) -> Response:
     state: AppState = request.state.app
     slug = request.path_params["slug"]
     principal = await state.auth.require(request, slug, "submit")
-    key = _idempotency_key(request)
+    key = _idempotency_key(request, principal)
     body = await read_json(request, state.settings.max_body_bytes)
     report = decode(_decode_report, body)
     tenant = await _tenant_knowing(state, principal, report)
@@ -148,7 +151,7 @@ async def create_batch(request: Request) -> Response:
     settings = state.settings
     slug = request.path_params["slug"]
     principal: Principal = await state.auth.require(request, slug, "submit")
-    key = _idempotency_key(request)
+    key = _idempotency_key(request, principal)
     body = await read_json(request, settings.max_batch_body_bytes)
     raw_items = decode(_decode_batch, body)
     if not raw_items:

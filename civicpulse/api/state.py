@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from civicpulse.accounts import PasswordWork
 from civicpulse.api.auth import Authenticator
 from civicpulse.config import Settings
 from civicpulse.live import Broker
@@ -27,4 +28,5 @@ class AppState:
     queues: dict[str, asyncio.Queue[Any]]
     broker: Broker
     backlog: Backlog
+    passwords: PasswordWork
     accepting: bool = True

@@ -30,6 +30,7 @@ from civicpulse.api.state import AppState
 from civicpulse.api.versions import check_version, etag, expected_version
 from civicpulse.db import issues as issues_repo
 from civicpulse.db import workflow as repo
+from civicpulse.db.audit import record_audit
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.errors import Conflict, NotFound, ValidationFailed
 
@@ -114,6 +115,16 @@ async def _change(
             raise HTTPError(412, "precondition_failed", "the issue changed", field="if-match")
         row = await issues_repo.get_issue(conn, tenant_id, issue_id)
         assert row is not None
+        if row["visibility"] != issue.visibility:
+            # What the public may see changed: audited beside the issue's own event log.
+            await record_audit(
+                conn,
+                tenant_id,
+                principal.actor,
+                "issue.visibility_changed",
+                str(issue_id),
+                {"from": issue.visibility, "to": row["visibility"]},
+            )
     return _respond(200, issue_out(row), {"ETag": etag(row["version"])})
 
 

@@ -121,9 +121,9 @@ async def hotspot_rows(
 
 
 async def recent_issues(
-    conn: asyncpg.Connection, tenant_id: int, view: View, limit: int
+    conn: asyncpg.Connection, tenant_id: int, view: View, limit: int, since: dt.datetime
 ) -> list[asyncpg.Record]:
-    return list(await conn.fetch(q("recent_issues"), tenant_id, *view.sql_args, limit))
+    return list(await conn.fetch(q("recent_issues"), tenant_id, *view.sql_args, limit, since))
 
 
 async def export_issues(

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from civicpulse.db import workflow as workflow_repo
+from civicpulse.db.audit import record_audit
 from civicpulse.db.pool import set_tenant
 from civicpulse.db.queries import q
 from civicpulse.engine.grouping import FACILITY_NEAREST
@@ -186,7 +187,10 @@ async def create_api_key(conn: asyncpg.Connection, slug: str, scope: str, label:
         if tenant is None:
             raise NotFound(f"no tenant {slug!r}", field="tenant")
         await set_tenant(conn, tenant.id)
-        key, _ = await issue_api_key(conn, tenant.id, scope, label, created_by="cli")
+        key, row = await issue_api_key(conn, tenant.id, scope, label, created_by="cli")
+        await record_audit(
+            conn, tenant.id, "cli", "key.created", f"key:{row['id']}", {"scope": scope}
+        )
     return key
 
 
@@ -255,8 +259,10 @@ async def rotate_api_key(
     actor: str,
 ) -> tuple[str, asyncpg.Record, asyncpg.Record]:
     """Replace a live key with a new one of the same scope and label (inside the caller's
-    transaction); the old key keeps working for `grace` (zero: revoked at once). Returns the
-    new key, its row and the old key's row."""
+    transaction); the old key keeps working for `grace` (zero: revoked at once). The new key
+    ends at `expires_at`, or when the old one would have (a key made to last a while is not
+    made permanent by a rotation). A key is rotated once: a second rotation would leave two
+    live successors. Returns the new key, its row and the old key's row."""
     old = await lock_api_key(conn, tenant_id, key_id)
     if old is None:
         raise NotFound("no such API key", field="key_id")
@@ -265,12 +271,18 @@ async def rotate_api_key(
         old["expires_at"] is not None and old["expires_at"] <= now
     ):
         raise Conflict("this API key is revoked or expired; create a new one", field="key_id")
+    successor = await api_key_successor(conn, tenant_id, key_id)
+    if successor is not None:
+        raise Conflict(
+            f"this API key was already rotated into key {successor}; rotate that one",
+            field="key_id",
+        )
     key, new = await issue_api_key(
         conn,
         tenant_id,
         old["scope"],
         old["label"],
-        expires_at=expires_at,
+        expires_at=old["expires_at"] if expires_at is None else expires_at,
         created_by=actor,
         rotated_from=key_id,
     )
@@ -280,6 +292,12 @@ async def rotate_api_key(
     else:
         ended = await expire_api_key(conn, tenant_id, key_id, now + grace)
     return key, new, ended
+
+
+async def api_key_successor(conn: asyncpg.Connection, tenant_id: int, key_id: int) -> int | None:
+    """The id of the key that replaced this one, if any."""
+    successor: int | None = await conn.fetchval(q("api_key_successor"), tenant_id, key_id)
+    return successor
 
 
 def key_status(row: asyncpg.Record, now: dt.datetime) -> str:

@@ -44,6 +44,10 @@ CALLERS = (
     "staff",
     "admin",
     "stranger",
+    "revoked",  # a staff key, revoked
+    # A cross-site page riding the cookie (before the sessions: DELETE .../session by them
+    # logs that session out).
+    "staff session, no CSRF token",
     "staff session",
     "admin session",
 )
@@ -89,25 +93,28 @@ def _headers(
         return b.headers("admin")
     if caller in sessions:
         return sessions[caller]
+    if caller.endswith("no CSRF token"):
+        return {"Cookie": sessions["staff session"]["Cookie"]}
     return a.headers(caller)
 
 
-def _allowed(scope: str, caller: str) -> bool:
-    if scope in ("public", "optional"):
-        return True
-    if scope == "session":
-        return caller.endswith(" session")
-    if caller in ("anonymous", "stranger"):
-        return False
-    return RANK[caller.removesuffix(" session")] >= RANK[scope]
-
-
-def _expected_refusal(scope: str, caller: str) -> set[int]:
-    if caller == "anonymous" or scope == "session":  # a key is not a session
+def _expected(scope: str, caller: str, method: str) -> set[int] | None:
+    """The refusal a caller must get on a route (None: it must be let in)."""
+    if scope == "public":
+        return None
+    session = caller.startswith(("staff session", "admin session"))
+    if caller == "revoked" or (caller == "anonymous" and scope != "optional"):
         return {401}
+    if scope == "session" and not session:
+        return {401}  # a key is not a session
     if caller == "stranger":
         return {404}
-    return {403}
+    if session and method not in READS and caller.endswith("no CSRF token"):
+        return {403}
+    if scope in ("optional", "session") or caller == "anonymous":
+        return None
+    role = caller.split(" ")[0]
+    return None if RANK[role] >= RANK[scope] else {403}
 
 
 def _query(operation: openapi.Operation) -> dict[str, str]:
@@ -177,6 +184,17 @@ async def _log_in(
     return sessions, user_id
 
 
+async def _revoked_key(client: httpx.AsyncClient, keys: TenantKeys) -> dict[str, str]:
+    made = await client.post(
+        f"/v1/tenants/{keys.slug}/keys", json={"scope": "staff"}, headers=keys.headers("admin")
+    )
+    gone = await client.delete(
+        f"/v1/tenants/{keys.slug}/keys/{made.json()['id']}", headers=keys.headers("admin")
+    )
+    assert gone.status_code == 200
+    return {"Authorization": f"Bearer {made.json()['key']}"}
+
+
 async def test_every_route_for_every_caller_and_visibility(
     settings: Settings, db_url: str, tenant_a: TenantKeys, tenant_b: TenantKeys
 ) -> None:
@@ -190,6 +208,7 @@ async def test_every_route_for_every_caller_and_visibility(
     leaked: list[str] = []
     async with running_server(settings) as client:
         sessions, user_id = await _log_in(client, tenant_a)
+        sessions["revoked"] = await _revoked_key(client, tenant_a)
         for method, template in routes:
             operation = openapi.OPERATIONS[(method, template)]
             scope = operation.scope
@@ -204,14 +223,13 @@ async def test_every_route_for_every_caller_and_visibility(
                     )
                     cells["cells"] += 1
                     where = f"{method} {path} as {caller} (scope {scope}): {status}"
+                    refusal = _expected(scope, caller, method)
                     if status >= 500:
                         wrong.append(where)
-                    elif _allowed(scope, caller):
-                        # Another tenant's key is never let in, even where the public is.
-                        stranger = caller == "stranger" and scope != "public"
-                        if status in (401, 403) or (stranger and status != 404):
+                    elif refusal is None:
+                        if status in (401, 403):
                             wrong.append(where)
-                    elif status not in _expected_refusal(scope, caller):
+                    elif status not in refusal:
                         wrong.append(where)
                     if caller in ("anonymous", "submit"):
                         cells["privacy checks"] += 1

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from civicpulse.config import Settings
+from civicpulse.db import tenants
 from tests.support import TenantKeys, env_without_civicpulse, running_server
 
 
@@ -132,10 +133,11 @@ async def test_admins_list_create_rotate_and_revoke_keys(
             )
         ).json()["items"]
         assert {e["action"] for e in only} == {"key.created"}
-        # Tenant B's log has none of it.
-        assert (await client.get(url(tenant_b, "audit"), headers=tenant_b.headers("admin"))).json()[
-            "items"
-        ] == []
+        # Tenant B's log has none of it: only the three keys its set-up made.
+        theirs = (
+            await client.get(url(tenant_b, "audit"), headers=tenant_b.headers("admin"))
+        ).json()["items"]
+        assert [(e["actor"], e["action"]) for e in theirs] == [("cli", "key.created")] * 3
 
 
 async def test_an_expired_key_is_refused_even_from_the_cache(
@@ -155,6 +157,43 @@ async def test_an_expired_key_is_refused_even_from_the_cache(
         await asyncio.sleep(2.2)
         r = await client.post(url(tenant_a, "reports"), json=REPORT, headers=bearer(key))
         assert r.status_code == 401
+
+        # A rotated key works through its grace period, then not; its successor keeps the
+        # expiry it had, unless given one.
+        lasting = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat()
+        old = (
+            await client.post(
+                url(tenant_a, "keys"),
+                json={"scope": "submit", "expires_at": lasting},
+                headers=tenant_a.headers("admin"),
+            )
+        ).json()
+        assert (
+            await client.post(url(tenant_a, "reports"), json=REPORT, headers=bearer(old["key"]))
+        ).status_code == 202
+        new = (
+            await client.post(
+                url(tenant_a, f"keys/{old['id']}/rotate"),
+                json={"grace_seconds": 1},
+                headers=tenant_a.headers("admin"),
+            )
+        ).json()
+        assert new["expires_at"] == old["expires_at"]
+        assert (
+            await client.post(url(tenant_a, "reports"), json=REPORT, headers=bearer(old["key"]))
+        ).status_code == 202
+        # Rotated once: a second rotation of the same key would leave two successors.
+        again = await client.post(
+            url(tenant_a, f"keys/{old['id']}/rotate"), json={}, headers=tenant_a.headers("admin")
+        )
+        assert again.status_code == 409 and "already rotated" in again.text
+        await asyncio.sleep(1.2)
+        assert (
+            await client.post(url(tenant_a, "reports"), json=REPORT, headers=bearer(old["key"]))
+        ).status_code == 401
+        assert (
+            await client.post(url(tenant_a, "reports"), json=REPORT, headers=bearer(new["key"]))
+        ).status_code == 202
 
 
 @pytest.fixture
@@ -201,21 +240,27 @@ async def test_the_audit_log_cannot_be_changed_by_the_service(
             "INSERT INTO audit_log (tenant_id, actor, action) VALUES ($1, 'cli', 'key.created')",
             tenant_a.id,
         )
+        before = await conn.fetch("SELECT * FROM audit_log ORDER BY id")
+
+        async def as_service(sql: str, grant: bool = False) -> None:
+            async with conn.transaction():
+                if grant:  # even were the role granted it by mistake, the trigger refuses
+                    await conn.execute("GRANT UPDATE, DELETE ON audit_log TO civicpulse_app")
+                await conn.execute("SET LOCAL ROLE civicpulse_app")
+                await conn.execute(
+                    "SELECT set_config('civicpulse.tenant_id', $1, true)", str(tenant_a.id)
+                )
+                await conn.execute(sql)
+
+        for sql in ("UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"):
+            for grant in (False, True):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await as_service(sql, grant)
+        assert await conn.fetch("SELECT * FROM audit_log ORDER BY id") == before
+        # Deleting the tenant (the owner, not the service) takes its log with it.
         async with conn.transaction():
-            await conn.execute("SET LOCAL ROLE civicpulse_app")
-            await conn.execute(
-                "SELECT set_config('civicpulse.tenant_id', $1, true)", str(tenant_a.id)
-            )
-            with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                await conn.execute("UPDATE audit_log SET actor = 'someone else'")
-        async with conn.transaction():
-            await conn.execute("SET LOCAL ROLE civicpulse_app")
-            await conn.execute(
-                "SELECT set_config('civicpulse.tenant_id', $1, true)", str(tenant_a.id)
-            )
-            with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                await conn.execute("DELETE FROM audit_log")
-        assert await conn.fetchval("SELECT count(*) FROM audit_log") == 1
+            await tenants.delete_tenant(conn, tenant_a.slug)
+        assert await conn.fetchval("SELECT count(*) FROM audit_log") == 0
     finally:
         await conn.close()
 
@@ -283,3 +328,49 @@ async def test_the_key_commands(settings: Settings, db_url: str, tenant_a: Tenan
         "--expires-in", "soon",
     )  # fmt: skip
     assert wrong.returncode == 2 and "duration" in wrong.stderr
+
+
+async def _stream_ends_within(
+    client: httpx.AsyncClient, path: str, headers: dict[str, str], seconds: float
+) -> float:
+    """Open a stream; how long it took the server to end it (fails after `seconds`)."""
+    started = time.monotonic()
+    async with client.stream("GET", path, headers=headers) as resp:
+        assert resp.status_code == 200
+        async with asyncio.timeout(seconds):
+            async for _ in resp.aiter_bytes():
+                pass
+    return time.monotonic() - started
+
+
+async def test_open_staff_streams_end_when_their_credential_does(
+    settings: Settings, tenant_a: TenantKeys
+) -> None:
+    admin = tenant_a.headers("admin")
+    stream = url(tenant_a, "stream")
+    async with running_server(settings) as client:
+        # Revoked: the stream opened with the key ends, however long the client would stay.
+        key = (
+            await client.post(url(tenant_a, "keys"), json={"scope": "staff"}, headers=admin)
+        ).json()
+
+        async def revoke_soon() -> None:
+            await asyncio.sleep(0.5)
+            r = await client.delete(url(tenant_a, f"keys/{key['id']}"), headers=admin)
+            assert r.status_code == 200
+
+        revoker = asyncio.create_task(revoke_soon())
+        took = await _stream_ends_within(client, stream, bearer(key["key"]), 5.0)
+        await revoker
+        assert took < 5.0
+        reopened = await client.get(stream, headers=bearer(key["key"]))
+        assert reopened.status_code == 401
+        # Expiring: it ends when the key does.
+        soon = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1.5)).isoformat()
+        brief = (
+            await client.post(
+                url(tenant_a, "keys"), json={"scope": "staff", "expires_at": soon}, headers=admin
+            )
+        ).json()
+        took = await _stream_ends_within(client, stream, bearer(brief["key"]), 5.0)
+        assert 0.5 < took < 5.0

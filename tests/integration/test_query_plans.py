@@ -409,7 +409,7 @@ async def test_dashboard_queries_use_their_indexes(
         ("backlog_before", "rollup_daily_pkey", (t, month, *LISTED, "UTC")),
         ("ranking_rows", "issues_resolved", (t, "area", month, now, *LISTED)),
         ("hotspot_rows", ("issues_opened", "issues_list"), (t, month, now, *LISTED, 10)),
-        ("recent_issues", "issues_list", (t, *LISTED, 10)),
+        ("recent_issues", "issues_list", (t, *LISTED, 10, month)),
         ("events_after", "issue_events_seq", (t, resume_from, 1000)),
         ("insert_rollup_hours", ("issues_opened", "issues_resolved"), (t, hours)),
         ("export_issues", ("issues_opened", "issues_list"), (t, month, now, *STAFF.sql_args)),

@@ -11,7 +11,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from civicpulse import accounts
-from civicpulse.errors import ValidationFailed
+from civicpulse.errors import Overloaded, ValidationFailed
 
 PASSWORD = "correct horse battery staple"
 
@@ -130,3 +130,16 @@ def test_retry_after() -> None:
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert accounts.retry_after(now + dt.timedelta(seconds=10.2), now) == 11
     assert accounts.retry_after(now, now) == 1
+
+
+async def test_password_work_is_bounded() -> None:
+    work = accounts.PasswordWork(concurrency=1, waiting=1)
+    stored = accounts.hash_password("correct horse battery")
+    # One hashing, one waiting; a third is refused at once rather than queued.
+    first = asyncio.ensure_future(work.verify(stored, "correct horse battery"))
+    second = asyncio.ensure_future(work.verify(stored, "wrong"))
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded):
+        await work.verify(stored, "correct horse battery")
+    assert await first is True and await second is False
+    assert await work.verify(stored, "correct horse battery") is True  # room again

@@ -271,11 +271,13 @@ HAVING count(*) >= 2
  LIMIT $7
 
 -- name: recent_issues
--- The newest issues the view ($2, $3, $4) sees, for a dashboard table.
+-- The newest issues the view ($2, $3, $4) sees, for a dashboard table, opened since $6 (the
+-- dashboard's period): a view that sees few issues reads at most the period's, never the
+-- tenant's whole history, walking issues_list.
 SELECT id, status, category, area, title, report_count, opened_at, resolved_at, closed_at,
        visibility
   FROM issues
- WHERE tenant_id = $1 AND status <> 'duplicate'
+ WHERE tenant_id = $1 AND status <> 'duplicate' AND opened_at >= $6
    AND civicpulse_shown($2, $3::text[], $4::text[], visibility, category, area)
  ORDER BY opened_at DESC, id DESC
  LIMIT $5

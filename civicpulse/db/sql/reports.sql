@@ -33,11 +33,17 @@ SELECT id, state, text, lat, lon, address, requested_category, category, severit
  WHERE tenant_id = $1 AND id = $2
 
 -- name: own_report_keys
--- The keys whose reports key $2 may read: itself and the key it replaced (a rotation keeps
--- a resident app's view of what it sent).
-SELECT array_remove(ARRAY[k.id, k.rotated_from], NULL)
-  FROM api_keys k
- WHERE k.tenant_id = $1 AND k.id = $2
+-- The keys whose reports key $2 may read: itself and every key it replaced, rotation after
+-- rotation (a resident app keeps its view of what it sent). Primary-key probes up the chain.
+WITH RECURSIVE chain (id, rotated_from, depth) AS (
+    SELECT k.id, k.rotated_from, 1 FROM api_keys k WHERE k.tenant_id = $1 AND k.id = $2
+    UNION ALL
+    SELECT k.id, k.rotated_from, c.depth + 1
+      FROM chain c
+      JOIN api_keys k ON k.tenant_id = $1 AND k.id = c.rotated_from
+     WHERE c.depth < 1000
+)
+SELECT array_agg(id) FROM chain
 
 -- name: claim_reports
 SELECT tenant_id, id FROM civicpulse_claim_reports($1, $2, $3, $4, $5)

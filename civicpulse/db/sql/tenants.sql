@@ -71,6 +71,10 @@ SELECT id, prefix, scope, label, created_at, created_by, expires_at, revoked_at,
  WHERE tenant_id = $1 AND id = $2
    FOR UPDATE
 
+-- name: api_key_successor
+-- The key that replaced key $2, if any (rare enough to read the tenant's keys).
+SELECT id FROM api_keys WHERE tenant_id = $1 AND rotated_from = $2 LIMIT 1
+
 -- name: revoke_api_key
 UPDATE api_keys SET revoked_at = now()
  WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL
