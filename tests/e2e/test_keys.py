@@ -374,3 +374,32 @@ async def test_open_staff_streams_end_when_their_credential_does(
         ).json()
         took = await _stream_ends_within(client, stream, bearer(brief["key"]), 5.0)
         assert 0.5 < took < 5.0
+
+
+async def test_a_resident_app_reads_its_reports_through_every_rotation(
+    settings: Settings, tenant_a: TenantKeys
+) -> None:
+    admin = tenant_a.headers("admin")
+    async with running_server(settings) as client:
+        first = (
+            await client.post(url(tenant_a, "keys"), json={"scope": "submit"}, headers=admin)
+        ).json()
+        sent = await client.post(
+            url(tenant_a, "reports"), json=REPORT, headers=bearer(first["key"])
+        )
+        report = url(tenant_a, f"reports/{sent.json()['id']}")
+        key = first
+        for _ in range(3):
+            key = (
+                await client.post(
+                    url(tenant_a, f"keys/{key['id']}/rotate"),
+                    json={"grace_seconds": 0},
+                    headers=admin,
+                )
+            ).json()
+            assert (await client.get(report, headers=bearer(key["key"]))).status_code == 200
+        # Another app's key, however new, does not.
+        other = (
+            await client.post(url(tenant_a, "keys"), json={"scope": "submit"}, headers=admin)
+        ).json()
+        assert (await client.get(report, headers=bearer(other["key"]))).status_code == 404

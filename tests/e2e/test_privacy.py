@@ -319,6 +319,10 @@ async def test_frames_of_an_issue_made_private_are_not_replayed_from_memory(
         assert {f["data"]["issue"]["id"] for f in frames(raw)} == {str(secrets.issues["shown_too"])}
         held, _ = await holder
         assert str(shown) in held  # it was sent live while it was public
+        log = (await client.get(url(tenant_a, "audit"), headers=tenant_a.headers("admin"))).json()
+        change = next(e for e in log["items"] if e["action"] == "issue.visibility_changed")
+        assert change["target"] == str(shown) and change["actor"].startswith("key:")
+        assert change["data"] == {"from": "public", "to": "private"}
 
 
 async def test_idempotency_keys_belong_to_the_app_that_sent_them(
