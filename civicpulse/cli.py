@@ -519,6 +519,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = asyncio.run(run(resolve_dsn(settings)))
     elapsed = time.perf_counter() - started
+    print(f"layout: {result.layout}", file=sys.stderr)
     for line, field, message in result.errors[: args.max_errors]:
         print(f"{path}:{line}: {field}: {message}", file=sys.stderr)
     if len(result.errors) > args.max_errors:
@@ -528,7 +529,12 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         f"{result.skipped_existing} already present, {len(result.errors)} rejected "
         f"in {elapsed:.2f}s ({result.read / elapsed if elapsed else 0:,.0f} rows/s)"
     )
-    return 0 if not result.errors or not args.strict else 1
+    for reason, count in result.rejections():
+        print(f"  rejected {count}: {reason}")
+    if not result.inserted and not result.skipped_existing:
+        print("nothing was imported", file=sys.stderr)
+        return 1
+    return 1 if result.errors and args.strict else 0
 
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
@@ -1060,10 +1066,13 @@ def build_parser() -> argparse.ArgumentParser:
         "import",
         help="bulk-import a CSV export",
         description="Bulk-import reports from a CSV file. Formats: la311 "
-        "(MyLA311 export), sf311 (SF311 export), csv (columns source_id, text, "
-        "lat, lon, submitted_at and optional category, address, closed_at). Each "
-        "record becomes an issue of its own with its real open and close times. "
-        "Re-importing a file adds nothing; bad rows are reported with their line numbers.",
+        "(MyLA311 export), sf311 (SF311 export: coordinates from Lat/Long, "
+        "Latitude/Longitude or Point, times ISO 8601 or MM/DD/YYYY hh:mm:ss AM; the layout "
+        "found is printed), csv (columns source_id, text, lat, lon, submitted_at and "
+        "optional category, address, closed_at). Each record becomes an issue of its own "
+        "with its real open and close times. Re-importing a file adds nothing; bad rows are "
+        "reported with their line numbers, and counted per reason. Exits 1 when nothing "
+        "was imported (and with --strict, when any row was rejected).",
     )
     imp.add_argument("file", help="path of the CSV file")
     imp.add_argument("--tenant", required=True, help="tenant slug")

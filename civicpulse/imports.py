@@ -123,6 +123,16 @@ class ImportResult:
     inserted: int = 0
     skipped_existing: int = 0
     errors: list[tuple[int, str, str]] = field(default_factory=list)
+    layout: str = ""  # what the header said about the file (e.g. where coordinates are)
+
+    def rejections(self) -> list[tuple[str, int]]:
+        """Rejected rows per reason ("field: problem", without the row's own values), most
+        first."""
+        counts: dict[str, int] = {}
+        for _, name, message in self.errors:
+            reason = f"{name}: {message.split(':', 1)[0]}"
+            counts[reason] = counts.get(reason, 0) + 1
+        return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 # A row parser turns the split fields of one record into
@@ -140,6 +150,7 @@ RowStager = Callable[[list[str], int], tuple[str, ...]]
 class Layout:
     attribute_keys: tuple[str, ...]
     stage: RowStager
+    description: str = ""
 
     def parse(self, row: list[str]) -> tuple[Any, ...]:
         """The record as typed values (see RowParser; times as aware datetimes with their
@@ -216,15 +227,24 @@ class _Clock:
         return str(value.replace(tzinfo=self.zone))
 
 
+_US_TIME = "%m/%d/%Y %I:%M:%S %p"  # 04/30/2014 02:51:52 PM, as DataSF's exports write them
+
+
 def _time(row: list[str], i: int, name: str, clock: _Clock) -> str:
-    """The time's text with its UTC offset."""
+    """The time's text with its UTC offset: ISO 8601, or US-style with AM/PM."""
     raw = _value(row, i)
     if not raw:
         raise RowError(name, "missing timestamp")
     try:
         value = dt.datetime.fromisoformat(raw)
     except ValueError:
-        raise RowError(name, f"not an ISO-8601 timestamp: {raw!r}") from None
+        try:
+            value = dt.datetime.strptime(raw, _US_TIME)
+        except ValueError:
+            raise RowError(
+                name, f"not an ISO-8601 or MM/DD/YYYY hh:mm:ss AM time: {raw!r}"
+            ) from None
+        raw = value.isoformat(" ")
     if not limits.FIRST_YEAR <= value.year < limits.END_YEAR:  # as limits.check_instant
         try:
             limits.check_instant(value, name)
@@ -293,10 +313,53 @@ def la311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
     return Layout((*LA_ATTRIBUTES, "closed_at"), stage)
 
 
+def _point(row: list[str], i: int) -> tuple[str, str]:
+    """Latitude and longitude from DataSF's Point column: "(37.774007256355, -122.3956)"."""
+    raw = _value(row, i)
+    if not raw:
+        raise RowError("Point", "missing coordinate")
+    lat, sep, lon = raw.strip("() ").partition(",")
+    if not sep:
+        raise RowError("Point", f"not a (latitude, longitude) pair: {raw!r}")
+    return _coordinate([lat], 0, "Point", 90), _coordinate([lon], 0, "Point", 180)
+
+
+# Where DataSF's exports put coordinates, in the order they are looked for: older samples
+# have Lat/Long, the portal's export Latitude/Longitude, others only the Point column.
+SF_COORDINATES: tuple[tuple[str, ...], ...] = (
+    ("Lat", "Long"),
+    ("Latitude", "Longitude"),
+    ("Point",),
+)
+
+
 def sf311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) -> Layout:
-    col = _columns(header, "sf311", ("CaseID", "Opened", "Category", "Lat", "Long"))
+    names = {name.strip() for name in header}
+    found = next((c for c in SF_COORDINATES if all(n in names for n in c)), None)
+    if found is None:
+        raise FormatError(
+            "not an sf311 file: no coordinate columns (Lat/Long, Latitude/Longitude or Point)",
+            field="file",
+        )
+    col = _columns(header, "sf311", ("CaseID", "Opened", "Category", *found))
     i_id, i_opened, i_cat = col["CaseID"], col["Opened"], col["Category"]
-    i_lat, i_lon, i_addr = col["Lat"], col["Long"], col.get("Address")
+    i_addr = col.get("Address")
+    if found == ("Point",):
+        i_point = col["Point"]
+
+        def coordinates(row: list[str]) -> tuple[str, str]:
+            return _point(row, i_point)
+
+    else:
+        lat_name, lon_name = found[0], found[-1]
+        i_lat, i_lon = col[lat_name], col[lon_name]
+
+        def coordinates(row: list[str]) -> tuple[str, str]:
+            return (
+                _coordinate(row, i_lat, lat_name, 90),
+                _coordinate(row, i_lon, lon_name, 180),
+            )
+
     i_type, i_details = col.get("Request.Type"), col.get("Request.Details")
     i_source, i_closed = col.get("Source"), col.get("Closed")
     attrs = [col.get(name) for name in SF_ATTRIBUTES]
@@ -318,8 +381,7 @@ def sf311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
             str(line),
             source_id,
             text[:4000],
-            _coordinate(row, i_lat, "Lat", 90),
-            _coordinate(row, i_lon, "Long", 180),
+            *coordinates(row),
             "" if i_addr is None else _value(row, i_addr),
             SF_CATEGORIES.get(category, "other"),
             _time(row, i_opened, "Opened", clock),
@@ -329,7 +391,12 @@ def sf311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
             _isoformat(closed),
         )
 
-    return Layout((*SF_ATTRIBUTES, "closed_at"), stage)
+    where = "/".join(found)
+    return Layout(
+        (*SF_ATTRIBUTES, "closed_at"),
+        stage,
+        f"sf311: coordinates from {where}; times ISO 8601 or MM/DD/YYYY hh:mm:ss AM",
+    )
 
 
 def csv_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) -> Layout:
@@ -403,6 +470,7 @@ async def import_file(
         if header is None:
             raise FormatError(f"{path} is empty", field="file")
         layout = LAYOUTS[fmt](header, categories, ZoneInfo(timezone))
+        result.layout = layout.description or fmt
         keys = layout.attribute_keys
         names = (*reports_repo.IMPORT_COLUMNS, *keys)
         async with tenant_transaction(pool, tenant_id) as conn:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import asyncpg
@@ -12,7 +14,7 @@ import pytest
 from civicpulse import imports
 from civicpulse.config import Settings
 from civicpulse.db.pool import create_pool
-from tests.support import SHARED_DATA, TenantKeys
+from tests.support import SHARED_DATA, TenantKeys, env_without_civicpulse
 
 LA = SHARED_DATA / "la311_2020-01-01_to_03.csv"
 SF = SHARED_DATA / "sf311_sample_2008-2016.csv"
@@ -211,3 +213,70 @@ async def test_concurrent_imports_of_one_file_add_each_record_once(
     finally:
         await conn.close()
     assert (counts["reports"], counts["issues"]) == (600, 600)
+
+
+EXPORT = Path(__file__).resolve().parents[1] / "data" / "sf311_export_sample.csv"
+
+
+async def test_the_sf311_export_layout_point_and_us_times(
+    db_url: str, tenant_a: TenantKeys
+) -> None:
+    """DataSF's own export: coordinates only in Point, times as 04/30/2014 02:51:52 PM. The
+    same records, read from the older Lat/Long sample, give the same places and times."""
+    result = await run_import(db_url, tenant_a, EXPORT, "sf311")
+    assert "Point" in result.layout
+    with EXPORT.open(newline="") as fh:
+        export = list(csv.DictReader(fh))
+    with SF.open(newline="") as fh:
+        sample = {row["CaseID"]: row for row in csv.DictReader(fh)}
+    valid = [r for r in export if r["Point"] not in ("", "NA")]
+    assert result.inserted == len(valid) and len(result.errors) == len(export) - len(valid)
+    conn = await asyncpg.connect(db_url)
+    try:
+        rows = await conn.fetch(
+            """SELECT source_id, lat, lon, submitted_at AT TIME ZONE 'America/Los_Angeles' AS t
+                 FROM reports WHERE tenant_id = $1""",
+            tenant_a.id,
+        )
+    finally:
+        await conn.close()
+    assert len(rows) == len(valid)
+    for row in rows:
+        original = sample[row["source_id"]]
+        assert (row["lat"], row["lon"]) == (float(original["Lat"]), float(original["Long"]))
+        assert row["t"].isoformat(" ") == original["Opened"]
+
+
+def test_the_import_command_says_what_it_found_and_fails_when_nothing_came_in(
+    tmp_path: Path, db_url: str, tenant_a: TenantKeys
+) -> None:
+    def civicpulse(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**env_without_civicpulse(), "CIVICPULSE_DATABASE_URL": db_url}
+        return subprocess.run(
+            [sys.executable, "-m", "civicpulse", *args],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+
+    # Two rows whose Point is broken, and the sample's good ones.
+    lines = EXPORT.read_text().splitlines()
+    broken = [lines[1].replace('"(37.797838468, -122.446243791)"', '"(nowhere)"'),
+              lines[2].replace('"(37.780122585, -122.4722852)"', '""')]  # fmt: skip
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("\n".join([lines[0], *broken, *lines[3:]]) + "\n")
+    ok = civicpulse("import", str(mixed), "--tenant", tenant_a.slug, "--format", "sf311", "--quiet")
+    assert ok.returncode == 0, ok.stderr
+    assert "layout: sf311: coordinates from Point" in ok.stderr
+    assert "rejected 1: Point: missing coordinate" in ok.stdout
+    assert "rejected 1: Point: not a (latitude, longitude) pair" in ok.stdout
+    strict = civicpulse(
+        "import", str(mixed), "--tenant", tenant_a.slug, "--format", "sf311", "--quiet",
+        "--strict",
+    )  # fmt: skip
+    assert strict.returncode == 1
+    # Nothing importable: a failure, not a quiet success.
+    none = tmp_path / "none.csv"
+    none.write_text("\n".join([lines[0], *broken]) + "\n")
+    failed = civicpulse(
+        "import", str(none), "--tenant", tenant_a.slug, "--format", "sf311", "--quiet"
+    )
+    assert failed.returncode == 1 and "nothing was imported" in failed.stderr
