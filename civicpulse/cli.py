@@ -531,6 +531,8 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     )
     for reason, count in result.rejections():
         print(f"  rejected {count}: {reason}")
+    for reason, count in sorted(result.flagged.items()):
+        print(f"  kept but flagged {count}: {reason} (left out of time-to-resolve figures)")
     if not result.inserted and not result.skipped_existing:
         print("nothing was imported", file=sys.stderr)
         return 1

@@ -124,6 +124,7 @@ class ImportResult:
     skipped_existing: int = 0
     errors: list[tuple[int, str, str]] = field(default_factory=list)
     layout: str = ""  # what the header said about the file (e.g. where coordinates are)
+    flagged: dict[str, int] = field(default_factory=dict)  # rows kept but flagged, per reason
 
     def rejections(self) -> list[tuple[str, int]]:
         """Rejected rows per reason ("field: problem", without the row's own values), most
@@ -259,6 +260,19 @@ def _optional_time(row: list[str], i: int | None, name: str, clock: _Clock) -> s
     return _time(row, i, name, clock)
 
 
+# The attribute that flags a record whose times cannot be right: kept, but its clock has no
+# start (import_from_stage), so it counts in no time-to-resolve figure.
+FLAG = "import_flag"
+CLOSED_BEFORE_OPENED = "closed_before_opened"
+
+
+def _flag(opened: str, closed: str) -> str:
+    """CLOSED_BEFORE_OPENED when the record closes before it opens, else ""."""
+    if closed and dt.datetime.fromisoformat(closed) < dt.datetime.fromisoformat(opened):
+        return CLOSED_BEFORE_OPENED
+    return ""
+
+
 def _isoformat(text: str) -> str:
     """A time's text with the date and time joined by T, as datetime.isoformat() gives it."""
     return f"{text[:10]}T{text[11:]}" if text else ""
@@ -293,6 +307,7 @@ def la311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
             raise RowError("requesttype", "text must be 1-4000 characters")
         address = "" if i_addr is None else _value(row, i_addr)
         source = "" if i_source is None else _value(row, i_source)
+        opened = _time(row, i_created, "createddate", clock)
         closed = _optional_time(row, i_closed, "closeddate", clock)
         return (
             str(line),
@@ -303,14 +318,15 @@ def la311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
             _coordinate(row, i_lon, "longitude", 180),
             address,
             LA_CATEGORIES.get(kind, "other"),
-            _time(row, i_created, "createddate", clock),
+            opened,
             LA_CHANNELS.get(source, "import"),
             closed,
             *["" if i is None else _value(row, i) for i in attrs],
             _isoformat(closed),
+            _flag(opened, closed),
         )
 
-    return Layout((*LA_ATTRIBUTES, "closed_at"), stage)
+    return Layout((*LA_ATTRIBUTES, "closed_at", FLAG), stage)
 
 
 def _point(row: list[str], i: int) -> tuple[str, str]:
@@ -376,6 +392,7 @@ def sf311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
         if not text:
             raise RowError("Request.Type", "no text to describe the report")
         source = "" if i_source is None else _value(row, i_source)
+        opened = _time(row, i_opened, "Opened", clock)
         closed = _optional_time(row, i_closed, "Closed", clock)
         return (
             str(line),
@@ -384,16 +401,17 @@ def sf311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
             *coordinates(row),
             "" if i_addr is None else _value(row, i_addr),
             SF_CATEGORIES.get(category, "other"),
-            _time(row, i_opened, "Opened", clock),
+            opened,
             SF_CHANNELS.get(source, "import"),
             closed,
             *["" if i is None else _value(row, i) for i in attrs],
             _isoformat(closed),
+            _flag(opened, closed),
         )
 
     where = "/".join(found)
     return Layout(
-        (*SF_ATTRIBUTES, "closed_at"),
+        (*SF_ATTRIBUTES, "closed_at", FLAG),
         stage,
         f"sf311: coordinates from {where}; times ISO 8601 or MM/DD/YYYY hh:mm:ss AM",
     )
@@ -428,12 +446,13 @@ def csv_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) ->
             _coordinate(row, i_lon, "lon", 180),
             "" if i_addr is None else _value(row, i_addr),
             category,
-            _time(row, i_time, "submitted_at", clock),
+            opened := _time(row, i_time, "submitted_at", clock),
             "import",
-            _optional_time(row, i_closed, "closed_at", clock),
+            closed := _optional_time(row, i_closed, "closed_at", clock),
+            _flag(opened, closed),
         )
 
-    return Layout((), stage)
+    return Layout((FLAG,), stage)
 
 
 LAYOUTS: dict[str, Callable[[list[str], dict[str, str], ZoneInfo], Layout]] = {
@@ -473,6 +492,8 @@ async def import_file(
         result.layout = layout.description or fmt
         keys = layout.attribute_keys
         names = (*reports_repo.IMPORT_COLUMNS, *keys)
+        flag_at = len(reports_repo.IMPORT_COLUMNS) + keys.index(FLAG) if FLAG in keys else None
+        flagged = result.flagged
         async with tenant_transaction(pool, tenant_id) as conn:
             known = await reports_repo.import_source_known(conn, tenant_id, fmt)
         writers = [
@@ -504,6 +525,8 @@ async def import_file(
                 if source_id in ids or any(source_id in done for done in in_flight):
                     repeats += 1
                     continue
+                if flag_at is not None and staged[flag_at]:
+                    flagged[staged[flag_at]] = flagged.get(staged[flag_at], 0) + 1
                 ids.add(source_id)
                 rows.append(staged)
                 if len(rows) + repeats >= CHUNK_ROWS:

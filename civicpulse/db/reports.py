@@ -273,7 +273,7 @@ IMPORT_COLUMNS = (
     "closed_at",
 )
 # The staging table's attribute columns, a1..aN: values of the format's attribute keys.
-IMPORT_ATTRIBUTES = 10
+IMPORT_ATTRIBUTES = 12
 
 
 def import_columns(attributes: int) -> tuple[str, ...]:

@@ -280,3 +280,43 @@ def test_the_import_command_says_what_it_found_and_fails_when_nothing_came_in(
         "import", str(none), "--tenant", tenant_a.slug, "--format", "sf311", "--quiet"
     )
     assert failed.returncode == 1 and "nothing was imported" in failed.stderr
+
+
+async def test_a_record_closed_before_it_opened_is_kept_flagged_and_not_timed(
+    db_url: str, tenant_a: TenantKeys, tmp_path: Path
+) -> None:
+    path = tmp_path / "history.csv"
+    path.write_text(
+        "source_id,text,lat,lon,submitted_at,category,closed_at\n"
+        "h1,Pothole,34.1,-118.3,2024-05-01T10:00:00-07:00,ROAD,2024-05-01T12:00:00-07:00\n"
+        "h2,Pothole,34.1,-118.3,2024-05-01T10:00:00-07:00,ROAD,2024-05-01T16:00:00-07:00\n"
+        "h3,Pothole,34.1,-118.3,2024-05-03T10:00:00-07:00,ROAD,2024-05-01T09:00:00-07:00\n"
+        "h4,Pothole,34.1,-118.3,2024-05-01T10:00:00-07:00,ROAD,\n"
+    )
+    result = await run_import(db_url, tenant_a, path, "csv")
+    assert result.inserted == 4 and not result.errors
+    assert result.flagged == {"closed_before_opened": 1}
+    conn = await asyncpg.connect(db_url)
+    try:
+        flags = dict(
+            await conn.fetch(
+                "SELECT source_id, attributes->>'import_flag' FROM reports WHERE tenant_id = $1",
+                tenant_a.id,
+            )
+        )
+        assert flags == {"h1": None, "h2": None, "h3": "closed_before_opened", "h4": None}
+        # Closed, like the source says, but with no clock: the median time to close is
+        # that of h1 (2 h) and h2 (6 h) alone, as computed independently here.
+        median = await conn.fetchval(
+            """SELECT percentile_cont(0.5) WITHIN GROUP (
+                          ORDER BY extract(epoch FROM resolved_at - sla_started_at))
+                 FROM issues WHERE tenant_id = $1 AND status = 'closed'""",
+            tenant_a.id,
+        )
+        closed = await conn.fetchval(
+            "SELECT count(*) FROM issues WHERE tenant_id = $1 AND status = 'closed'", tenant_a.id
+        )
+    finally:
+        await conn.close()
+    assert closed == 3
+    assert median == (2 * 3600 + 6 * 3600) / 2

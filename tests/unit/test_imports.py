@@ -97,6 +97,21 @@ def test_chunk_refuses_rows_postgresql_cannot_store() -> None:
     assert b"a2" not in chunk.data
 
 
+def test_a_record_closing_before_it_opens_is_flagged() -> None:
+    layout = imports.LAYOUTS["csv"](
+        ["source_id", "text", "lat", "lon", "submitted_at", "closed_at"],
+        {},
+        ZoneInfo("America/Los_Angeles"),
+    )
+    base = ["x", "Pothole", "34.1", "-118.3", "2024-05-03T10:00:00-07:00"]
+    assert layout.stage([*base, "2024-05-01T09:00:00-07:00"], 2)[-1] == "closed_before_opened"
+    assert layout.stage([*base, "2024-05-03T10:00:00-07:00"], 2)[-1] == ""  # at once: fine
+    assert layout.stage([*base, ""], 2)[-1] == ""
+    # Compared as instants, not as text: 09:30 in New York is before 07:00 in Los Angeles.
+    east = layout.stage([*base[:4], "2024-05-03T07:00:00-07:00", "2024-05-03T09:30:00-04:00"], 2)
+    assert east[-1] == "closed_before_opened"
+
+
 def test_parse_gives_typed_values_from_the_staged_row() -> None:
     header = ["srnumber", "createddate", "closeddate", "requesttype", "requestsource"]
     header += ["status", "latitude", "longitude", "address"]
@@ -116,6 +131,7 @@ def test_parse_gives_typed_values_from_the_staged_row() -> None:
         "zipcode": None,
         "owner": None,
         "closed_at": None,
+        "import_flag": None,
     }
     staged = layout.stage(row, 7)
     assert staged[0] == "7" and len(staged) == len(IMPORT_COLUMNS) + len(layout.attribute_keys)

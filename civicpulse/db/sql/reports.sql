@@ -116,12 +116,13 @@ UPDATE reports r
 SELECT count(*) FROM reports WHERE tenant_id = $1
 
 -- name: import_stage_create
--- Typed columns: COPY parses the numbers and times the importer wrote as text. a1..a10
+-- Typed columns: COPY parses the numbers and times the importer wrote as text. a1..a12
 -- hold the values of the format's attribute keys ($2 of import_from_stage), in order.
 CREATE TEMP TABLE import_stage (
     line integer, source_id text, text text, lat float8, lon float8, address text,
     category text, submitted_at timestamptz, channel text, closed_at timestamptz,
-    a1 text, a2 text, a3 text, a4 text, a5 text, a6 text, a7 text, a8 text, a9 text, a10 text
+    a1 text, a2 text, a3 text, a4 text, a5 text, a6 text, a7 text, a8 text, a9 text, a10 text,
+    a11 text, a12 text
 ) ON COMMIT DROP
 
 -- name: import_source_known
@@ -134,7 +135,9 @@ SELECT EXISTS (SELECT 1 FROM reports
 -- COPY cannot write a table under RLS, so rows land in a temp table first and move over in
 -- one statement that the tenant policy checks. $2 names the attribute values a1..aN.
 -- An imported record is history with its own identity: it becomes an issue of its own,
--- opened and (when the source says so) closed at its real times, never regrouped.
+-- opened and (when the source says so) closed at its real times, never regrouped. A record
+-- that closes before it opens (the importer flags it in its attributes) is kept and closed,
+-- but its clock has no start, so no time-to-resolve figure counts it.
 -- With $4, known source ids are skipped, each looked up in reports_source_record: under OR
 -- the NOT EXISTS stays a per-row probe, whose cost does not grow with the tenant (a hash
 -- anti-join would read all the tenant's records for every chunk). Without $4 nothing is
@@ -162,7 +165,9 @@ WITH id_prefix AS MATERIALIZED (
     SELECT $1, f.issue_id, CASE WHEN f.closed_at IS NULL THEN 'new' ELSE 'closed' END,
            f.category, COALESCE(c.kind, 'other'), left(f.text, 120), f.text, f.lat, f.lon,
            civicpulse_cell(f.lat, f.lon), 1, f.submitted_at, f.submitted_at, f.submitted_at,
-           f.closed_at, f.submitted_at, f.closed_at, COALESCE(c.scope, 'local'),
+           f.closed_at,
+           CASE WHEN f.closed_at < f.submitted_at THEN NULL ELSE f.submitted_at END,
+           f.closed_at, COALESCE(c.scope, 'local'),
            civicpulse_priority(NULL, 1)
       FROM fresh f
       LEFT JOIN categories c ON c.tenant_id = $1 AND c.code = f.category
@@ -176,7 +181,8 @@ SELECT $1, f.report_id, f.text, f.lat, f.lon, f.address, f.category, f.category,
        f.submitted_at, f.channel,
        jsonb_strip_nulls(jsonb_object(
            $2::text[],
-           (ARRAY[f.a1, f.a2, f.a3, f.a4, f.a5, f.a6, f.a7, f.a8, f.a9, f.a10])
+           (ARRAY[f.a1, f.a2, f.a3, f.a4, f.a5, f.a6, f.a7, f.a8, f.a9, f.a10, f.a11,
+                  f.a12])
                [1:cardinality($2::text[])])),
        $3, f.source_id,
        'imported', now(), '{"decided_by": "import"}'::jsonb,
