@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from civicpulse.api.auth import Principal, TenantContext
 from civicpulse.api.body import decode, read_json
-from civicpulse.api.params import int_param, parse_int, time_param
+from civicpulse.api.params import ALL_TIME, int_param, parse_int, time_param
 from civicpulse.api.state import AppState
 from civicpulse.db import analytics as repo
 from civicpulse.db.audit import record_audit
@@ -54,9 +54,10 @@ def _respond(body: Any, status: int = 200) -> Response:
     return Response(_json.encode(body), status_code=status, media_type="application/json")
 
 
-def _range(request: Request, days: int = 30) -> tuple[dt.datetime, dt.datetime]:
+def _range(request: Request, days: int | None = 30) -> tuple[dt.datetime, dt.datetime]:
+    """`from` and `to`: by default the `days` before an hour from now (None: all time)."""
     end = time_param(request, "to", dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
-    start = time_param(request, "from", end - dt.timedelta(days=days))
+    start = time_param(request, "from", ALL_TIME if days is None else end - dt.timedelta(days=days))
     if end <= start:
         raise ValidationFailed("to must be after from", field="to")
     return start, end
@@ -541,7 +542,7 @@ async def export_issues(request: Request) -> Response:
     flat however long the period. Staff get every issue and column; anyone else, while the
     dashboard is public, the public view's issues and public columns (open data)."""
     state, tenant, view, _, _ = await _viewer(request)
-    start, end = _range(request, days=365)
+    start, end = _range(request, days=None)
     columns = EXPORT_COLUMNS if view.staff else PUBLIC_EXPORT_COLUMNS
 
     async def rows() -> AsyncIterator[bytes]:
@@ -568,7 +569,7 @@ async def export_trends(request: Request) -> Response:
     """Opened, closed out and % within SLA per day and category, as CSV, in the caller's view
     (see export_issues)."""
     state, tenant, view, _, _ = await _viewer(request)
-    start, end = _range(request, days=365)
+    start, end = _range(request, days=None)
     interval = _choice(request, "interval", INTERVALS, "day")
     async with tenant_transaction(state.pool, tenant.id) as conn:
         items = await _trend(conn, tenant, interval, "category", start, end, view)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from civicpulse.api.params import time_param
+from civicpulse.api.params import ALL_TIME, time_param
 from civicpulse.api.state import AppState
 from civicpulse.db import workflow as repo
 from civicpulse.db.pool import tenant_transaction
@@ -24,7 +24,7 @@ from civicpulse.errors import ValidationFailed
 
 GROUPS = ("category", "area", "team")
 _json = msgspec.json.Encoder()
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EPOCH = ALL_TIME
 _FOREVER = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 
 

@@ -137,11 +137,10 @@ def bounded(low: int, high: int) -> Any:
     return Annotated[int, Meta(ge=low, le=high)]
 
 
-def time_range(days: int) -> tuple[Param, ...]:
-    """`from` and `to` as api/params.time_param reads them."""
-    start = (
-        "Start (inclusive): an ISO 8601 date or time, UTC when it has no offset. "
-        f"Default: {days} days before `to`."
+def time_range(days: int | None) -> tuple[Param, ...]:
+    """`from` and `to` as api/params.time_param reads them (days None: all time)."""
+    start = "Start (inclusive): an ISO 8601 date or time, UTC when it has no offset. " + (
+        "Default: all time." if days is None else f"Default: {days} days before `to`."
     )
     return (
         Param("from", Time, start),
@@ -697,14 +696,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "analytics",
         "optional",
         {200: Reply(str, "text/csv", "One row per issue, with a header row")},
-        query=time_range(365),
+        query=time_range(None),
     ),
     ("GET", f"{T}/exports/trends.csv"): Operation(
         "Trends per period and category, as CSV",
         "analytics",
         "optional",
         {200: Reply(str, "text/csv", "One row per period and category, with a header row")},
-        query=(*time_range(365), Param("interval", one_of(dashboard.INTERVALS), "Period.")),
+        query=(*time_range(None), Param("interval", one_of(dashboard.INTERVALS), "Period.")),
     ),
     ("GET", "/t/{slug}/dashboard"): Operation(
         "The dashboard page (HTML)",

@@ -16,6 +16,9 @@ from civicpulse.domain import limits
 from civicpulse.errors import ValidationFailed
 
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
+# The start of "all time": the default period of the SLA metrics and of the exports, so
+# both cover the same issues, imported history included.
+ALL_TIME = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def parse_int(raw: str, field: str, low: int, high: int) -> int:
