@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,11 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from civicpulse import workflow
 from civicpulse.db import reports as reports_repo
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.domain import limits
+from civicpulse.engine import business_time, tenant_rules
 from civicpulse.errors import CivicPulseError
 
 FORMATS = ("la311", "sf311", "csv")
@@ -125,6 +128,8 @@ class ImportResult:
     errors: list[tuple[int, str, str]] = field(default_factory=list)
     layout: str = ""  # what the header said about the file (e.g. where coordinates are)
     flagged: dict[str, int] = field(default_factory=dict)  # rows kept but flagged, per reason
+    new_issues: bytearray = field(default_factory=bytearray)  # the issues made, 16 bytes each
+    measured: int = 0  # of those, issues given an SLA policy and measured (measure_history)
 
     def rejections(self) -> list[tuple[str, int]]:
         """Rejected rows per reason ("field: problem", without the row's own values), most
@@ -545,7 +550,62 @@ async def import_file(
                     writer.cancel()
             await asyncio.gather(*writers, return_exceptions=True)
     result.errors.sort()  # a chunk's unstorable rows are found after its later rows' errors
+    result.measured = await measure_history(pool, tenant_id, result.new_issues)
     return result
+
+
+HISTORY_BATCH = 5_000
+
+
+def measure_one(cfg: workflow.TenantConfig, row: Any) -> tuple[Any, ...] | None:
+    """An imported issue measured as if it had arrived live: the policy in force (rules
+    first, then priority and category), its resolution target, and the business time it
+    took to close (closed) or the instant it is due (open); None when no policy applies.
+    Response is unknown for history. A record that closed before it opened has no clock
+    start (import_from_stage) and is not measured."""
+    rule = tenant_rules.evaluate(
+        cfg.ruleset,
+        tenant_rules.Facts(
+            row["category"], row["severity"], row["area"], (), row["representative_text"], 1
+        ),
+        row["opened_at"],
+        cfg.timezone,
+    )
+    code = cfg.choose_policy(rule.sla_policy, row["priority"], row["category"])
+    policy = cfg.policy(code)
+    if code is None or policy is None:
+        return None
+    started, target = row["sla_started_at"], policy.resolution_s
+    business = due = None
+    if started is not None and row["resolved_at"] is not None:
+        if row["status"] in ("resolved", "closed"):
+            business = business_time.business_seconds(policy.calendar, started, row["resolved_at"])
+    elif started is not None and target is not None and row["resolved_at"] is None:
+        due = business_time.add_business_seconds(policy.calendar, started, target)
+    return (row["id"], code, target, business, due)
+
+
+async def measure_history(pool: asyncpg.Pool, tenant_id: int, issues: bytes | bytearray) -> int:
+    """Give imported issues (their ids, 16 bytes each) the tenant's SLA policy in force and
+    their real resolution figures, a batch at a time; returns how many were measured."""
+    if not issues:
+        return 0
+    async with tenant_transaction(pool, tenant_id) as conn:
+        cfg = await workflow.load_config(conn, tenant_id)
+    measured = 0
+    step = HISTORY_BATCH * 16
+    for offset in range(0, len(issues), step):
+        ids = [
+            uuid.UUID(bytes=bytes(issues[i : i + 16]))
+            for i in range(offset, min(offset + step, len(issues)), 16)
+        ]
+        async with tenant_transaction(pool, tenant_id) as conn:
+            rows = await reports_repo.history_sla_rows(conn, tenant_id, ids)
+            done = [m for m in (measure_one(cfg, r) for r in rows) if m is not None]
+            if done:
+                await reports_repo.set_history_sla(conn, tenant_id, done)
+        measured += len(done)
+    return measured
 
 
 @dataclass(slots=True)
@@ -633,9 +693,12 @@ async def _write_chunks(
         inserted = 0
         if chunk.rows:
             async with tenant_transaction(pool, tenant_id) as conn:
-                inserted = await reports_repo.import_reports(
+                made = await reports_repo.import_reports(
                     conn, tenant_id, source, attribute_keys, chunk.data, skip_known=known
                 )
+            inserted = len(made)
+            for issue_id in made:  # 16 bytes each: a million records hold 16 MB
+                result.new_issues += issue_id.bytes
         # By identity: two chunks' id sets may be equal (both empty).
         del in_flight[next(i for i, ids in enumerate(in_flight) if ids is chunk.ids)]
         result.inserted += inserted

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import asyncpg
 
@@ -296,8 +296,9 @@ async def import_reports(
     data: bytes,
     *,
     skip_known: bool = True,
-) -> int:
-    """COPY rows into a temp table, then move them under RLS; returns rows inserted.
+) -> list[uuid.UUID]:
+    """COPY rows into a temp table, then move them under RLS; returns the issues made (one
+    per record inserted).
 
     Caller holds a tenant transaction. `data` holds rows of import_columns(len(
     attribute_keys)), in that order, in COPY's text format with "" for NULL; the attribute
@@ -316,14 +317,31 @@ async def import_reports(
     keys = list(attribute_keys)
     try:
         async with conn.transaction():  # a savepoint: a lost race rolls back only this
-            status = await conn.execute(q("import_from_stage"), tenant_id, keys, source, skip_known)
+            rows = await conn.fetch(q("import_from_stage"), tenant_id, keys, source, skip_known)
     except asyncpg.UniqueViolationError:
         # Another import committed some of these records since the import started or the
         # anti-join looked (the unique index waited for it), or a record repeats one of an
         # earlier chunk: drop repeats within the chunk and move it again, looking them up.
         await conn.execute(q("import_stage_dedupe"))
-        status = await conn.execute(q("import_from_stage"), tenant_id, keys, source, True)
-    return int(status.split()[-1])
+        rows = await conn.fetch(q("import_from_stage"), tenant_id, keys, source, True)
+    return [r[0] for r in rows]
+
+
+async def history_sla_rows(
+    conn: asyncpg.Connection, tenant_id: int, issue_ids: Sequence[uuid.UUID]
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(q("history_sla_rows"), tenant_id, list(issue_ids))
+    return rows
+
+
+async def set_history_sla(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    measured: Sequence[tuple[uuid.UUID, str, float | None, float | None, Any]],
+) -> None:
+    """(issue id, policy, resolution target s, business s to resolve, resolution due at)."""
+    columns = [list(c) for c in zip(*measured, strict=True)]
+    await conn.execute(q("set_history_sla"), tenant_id, *columns)
 
 
 async def list_reports(

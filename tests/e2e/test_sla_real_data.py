@@ -29,6 +29,25 @@ def percentile(values: list[float], p: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+# The default SLA policy an imported issue gets (priority 4: "standard" in
+# civicpulse/data/sla_defaults.json): 2,700 business minutes, Monday-Friday 08:00-17:00.
+STANDARD_TARGET_S = 2700 * 60
+
+
+def business_seconds(t0: dt.datetime, t1: dt.datetime) -> float:
+    """Seconds of Monday-Friday 08:00-17:00 Pacific time between two instants, counted day
+    by day (independently of civicpulse.engine.business_time)."""
+    total = 0.0
+    day = t0.astimezone(PACIFIC).date()
+    while day <= t1.astimezone(PACIFIC).date():
+        if day.weekday() < 5:
+            opens = dt.datetime.combine(day, dt.time(8), tzinfo=PACIFIC)
+            closes = dt.datetime.combine(day, dt.time(17), tzinfo=PACIFIC)
+            total += max(0.0, (min(closes, t1) - max(opens, t0)).total_seconds())
+        day += dt.timedelta(days=1)
+    return total
+
+
 def close_times_from_csv(
     path: Path,
     opened: str,
@@ -36,11 +55,13 @@ def close_times_from_csv(
     category_of: dict[str, str],
     column: str,
     rejected_lines: set[int],
-) -> tuple[dict[str, list[float]], dict[str, int]]:
+) -> tuple[dict[str, list[float]], dict[str, int], dict[str, list[float]]]:
     """Seconds from open to close per category, for every record with a close time that is
-    not before its open time; and per category, the records closed before they opened."""
+    not before its open time; per category, the records closed before they opened; and the
+    business seconds of the first, on the default policy's calendar."""
     out: dict[str, list[float]] = defaultdict(list)
     before: dict[str, int] = defaultdict(int)
+    business: dict[str, list[float]] = defaultdict(list)
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         line = reader.line_num
@@ -55,7 +76,8 @@ def close_times_from_csv(
                 before[category_of.get(row[column], "other")] += 1
                 continue
             out[category_of.get(row[column], "other")].append(seconds)
-    return out, before
+            business[category_of.get(row[column], "other")].append(business_seconds(t0, t1))
+    return out, before, business
 
 
 @pytest.mark.parametrize(
@@ -99,8 +121,11 @@ async def test_time_to_close_matches_an_independent_computation(
     finally:
         await pool.close()
     assert result.inserted > 1000
+    assert result.measured == result.inserted  # every imported issue got the policy in force
     rejected = {line for line, _, _ in result.errors}
-    expected, before = close_times_from_csv(path, opened, closed, categories, column, rejected)
+    expected, before, business = close_times_from_csv(
+        path, opened, closed, categories, column, rejected
+    )
     assert result.flagged.get("closed_before_opened", 0) == sum(before.values())
 
     async with running_server(settings) as client:
@@ -125,6 +150,15 @@ async def test_time_to_close_matches_an_independent_computation(
         assert groups[category]["resolved"] == len(seconds) + before[category], category
         assert wall["p50"] == pytest.approx(percentile(seconds, 0.5), abs=1e-3), category
         assert wall["p90"] == pytest.approx(percentile(seconds, 0.9), abs=1e-3), category
+        # History counts in the SLA figures, as if it had arrived live: the policy in force,
+        # business time from the real open and close times, met against its target.
+        measured = business[category]
+        resolution = groups[category]["resolution"]
+        assert resolution["measured"] == len(measured), category
+        assert resolution["met"] == sum(1 for b in measured if b <= STANDARD_TARGET_S), category
+        in_business = groups[category]["time_to_resolve_s"]["business"]
+        assert in_business["p50"] == pytest.approx(percentile(measured, 0.5), abs=1e-3), category
+        assert in_business["p90"] == pytest.approx(percentile(measured, 0.9), abs=1e-3), category
     total_open = sum(g["backlog"] for g in groups.values())
     total = sum(g["opened"] for g in groups.values())
     assert total == result.inserted

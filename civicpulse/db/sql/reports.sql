@@ -188,6 +188,26 @@ SELECT $1, f.report_id, f.text, f.lat, f.lon, f.address, f.category, f.category,
        'imported', now(), '{"decided_by": "import"}'::jsonb,
        CASE WHEN f.category IS NOT NULL THEN 'import' END, f.issue_id
   FROM fresh f
+RETURNING issue_id
+
+-- name: history_sla_rows
+-- Imported issues ($2) without an SLA policy yet, by primary key: what choosing a policy
+-- and measuring their history needs.
+SELECT id, category, severity, area, priority, representative_text, status, opened_at,
+       sla_started_at, resolved_at
+  FROM issues
+ WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND sla_policy IS NULL
+
+-- name: set_history_sla
+-- Imported issues measured as if they had arrived live: the policy in force, its resolution
+-- target, the business time to resolve (closed ones) or the resolution due time (open
+-- ones). Response is unknown for history: no target, no measure.
+UPDATE issues i
+   SET sla_policy = u.policy, resolution_target_s = u.target,
+       resolution_business_s = u.business_s, resolution_due_at = u.due_at
+  FROM unnest($2::uuid[], $3::text[], $4::float8[], $5::float8[], $6::timestamptz[])
+       AS u (id, policy, target, business_s, due_at)
+ WHERE i.tenant_id = $1 AND i.id = u.id
 
 -- name: import_stage_dedupe
 -- A record repeated within one chunk: the first line wins.
