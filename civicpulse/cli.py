@@ -1070,7 +1070,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bulk-import reports from a CSV file. Formats: la311 "
         "(MyLA311 export), sf311 (SF311 export: coordinates from Lat/Long, "
         "Latitude/Longitude or Point, times ISO 8601 or MM/DD/YYYY hh:mm:ss AM; the layout "
-        "found is printed), csv (columns source_id, text, lat, lon, submitted_at and "
+        "found is printed), nyc311 (NYC 311, in the portal's or the API's column naming, "
+        "times read in New York), csv (columns source_id, text, lat, lon, submitted_at and "
         "optional category, address, closed_at). Each record becomes an issue of its own "
         "with its real open and close times. Re-importing a file adds nothing; bad rows are "
         "reported with their line numbers, and counted per reason. Exits 1 when nothing "
@@ -1078,7 +1079,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("file", help="path of the CSV file")
     imp.add_argument("--tenant", required=True, help="tenant slug")
-    imp.add_argument("--format", required=True, choices=["la311", "sf311", "csv"])
+    imp.add_argument("--format", required=True, choices=["la311", "sf311", "nyc311", "csv"])
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.add_argument("--strict", action="store_true", help="exit 1 when any row was rejected")
     imp.add_argument("--max-errors", type=int, default=20, help="row errors to print (20)")

@@ -33,11 +33,12 @@ from civicpulse.domain import limits
 from civicpulse.engine import business_time, tenant_rules
 from civicpulse.errors import CivicPulseError
 
-FORMATS = ("la311", "sf311", "csv")
+FORMATS = ("la311", "sf311", "nyc311", "csv")
 CHUNK_ROWS = 20_000
 # Chunks moved at once, each on its own connection and transaction (at most the pool's size).
 WRITERS = 2
 LOS_ANGELES = ZoneInfo("America/Los_Angeles")
+NEW_YORK = ZoneInfo("America/New_York")
 _BLANK = frozenset({"", "NA", "NULL"})
 
 LA_CATEGORIES = {
@@ -82,6 +83,72 @@ LA_CHANNELS = {
     "Self Service": "web",
     "Email": "email",
     "Driver Self Report": "staff",
+}
+# NYC 311's complaint types onto the default taxonomy (the common ones; others: "other").
+NYC_CATEGORIES = {
+    "Street Condition": "road_defect",
+    "Pothole": "road_defect",
+    "Sidewalk Condition": "road_defect",
+    "Street Light Condition": "streetlight",
+    "Graffiti": "graffiti",
+    "Dirty Conditions": "litter_dumping",
+    "Sanitation Condition": "litter_dumping",
+    "Illegal Dumping": "litter_dumping",
+    "Litter Basket / Request": "litter_dumping",
+    "Missed Collection (All Materials)": "litter_dumping",
+    "Bulky Item Collection": "bulky_items",
+    "Water System": "water_sewer",
+    "Sewer": "water_sewer",
+    "Water Leak": "water_sewer",
+    "Noise": "noise",
+    "Noise - Residential": "noise",
+    "Noise - Street/Sidewalk": "noise",
+    "Noise - Commercial": "noise",
+    "Noise - Vehicle": "noise",
+    "Noise - Helicopter": "noise",
+    "Abandoned Vehicle": "abandoned_vehicle",
+    "Derelict Vehicles": "abandoned_vehicle",
+    "Damaged Tree": "trees",
+    "Dead/Dying Tree": "trees",
+    "Overgrown Tree/Branches": "trees",
+    "Traffic Signal Condition": "signs_signals",
+    "Street Sign - Damaged": "signs_signals",
+    "Street Sign - Missing": "signs_signals",
+    "HEAT/HOT WATER": "building_fault",
+    "PLUMBING": "building_fault",
+    "PAINT/PLASTER": "building_fault",
+    "UNSANITARY CONDITION": "building_fault",
+}
+NYC_CHANNELS = {"PHONE": "phone", "ONLINE": "web", "MOBILE": "mobile"}
+# NYC publishes one export under two namings: the portal's CSV ("Unique Key", times as
+# 01/01/2020 12:00:00 AM) and the API's (unique_key, times as 2020-01-01T00:00:00.000).
+NYC_NAMINGS = {
+    "portal": {
+        "id": "Unique Key",
+        "created": "Created Date",
+        "closed": "Closed Date",
+        "type": "Complaint Type",
+        "descriptor": "Descriptor",
+        "address": "Incident Address",
+        "latitude": "Latitude",
+        "longitude": "Longitude",
+        "channel": "Open Data Channel Type",
+    },
+    "api": {
+        "id": "unique_key",
+        "created": "created_date",
+        "closed": "closed_date",
+        "type": "complaint_type",
+        "descriptor": "descriptor",
+        "address": "incident_address",
+        "latitude": "latitude",
+        "longitude": "longitude",
+        "channel": "open_data_channel_type",
+    },
+}
+NYC_ATTRIBUTES = {
+    "portal": ("Agency", "Borough", "Incident Zip", "Location Type", "Status", "Community Board"),
+    "api": ("agency", "borough", "incident_zip", "location_type", "status", "community_board"),
 }
 SF_CHANNELS = {
     "Voice In": "phone",
@@ -422,6 +489,56 @@ def sf311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
     )
 
 
+def nyc311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) -> Layout:
+    names = {name.strip() for name in header}
+    naming = "api" if "unique_key" in names else "portal"
+    n = NYC_NAMINGS[naming]
+    col = _columns(
+        header, "nyc311", (n["id"], n["created"], n["type"], n["latitude"], n["longitude"])
+    )
+    i_id, i_created, i_type = col[n["id"]], col[n["created"]], col[n["type"]]
+    i_lat, i_lon = col[n["latitude"]], col[n["longitude"]]
+    i_desc, i_addr = col.get(n["descriptor"]), col.get(n["address"])
+    i_closed, i_channel = col.get(n["closed"]), col.get(n["channel"])
+    keys = NYC_ATTRIBUTES[naming]
+    attrs = [col.get(name) for name in keys]
+    clock = _Clock(NEW_YORK)
+
+    def stage(row: list[str], line: int) -> tuple[str, ...]:
+        source_id = _value(row, i_id)
+        if not source_id:
+            raise RowError(n["id"], "missing record id")
+        kind = _value(row, i_type)
+        if not kind:
+            raise RowError(n["type"], "missing complaint type")
+        descriptor = "" if i_desc is None else _value(row, i_desc)
+        text = ": ".join(p for p in (kind, descriptor) if p)[:4000]
+        opened = _time(row, i_created, n["created"], clock)
+        closed = _optional_time(row, i_closed, n["closed"], clock)
+        channel = "" if i_channel is None else _value(row, i_channel)
+        return (
+            str(line),
+            source_id,
+            text,
+            _coordinate(row, i_lat, n["latitude"], 90),
+            _coordinate(row, i_lon, n["longitude"], 180),
+            "" if i_addr is None else _value(row, i_addr),
+            NYC_CATEGORIES.get(kind, "other"),
+            opened,
+            NYC_CHANNELS.get(channel, "import"),
+            closed,
+            *["" if i is None else _value(row, i) for i in attrs],
+            _isoformat(closed),
+            _flag(opened, closed),
+        )
+
+    return Layout(
+        (*keys, "closed_at", FLAG),
+        stage,
+        f"nyc311: the {naming}'s naming ({n['id']}, {n['created']}, ...); times in New York",
+    )
+
+
 def csv_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) -> Layout:
     """The plain format: source_id,text,lat,lon,submitted_at[,category,address,closed_at]."""
     col = _columns(header, "csv", ("source_id", "text", "lat", "lon", "submitted_at"))
@@ -463,6 +580,7 @@ def csv_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) ->
 LAYOUTS: dict[str, Callable[[list[str], dict[str, str], ZoneInfo], Layout]] = {
     "la311": la311_layout,
     "sf311": sf311_layout,
+    "nyc311": nyc311_layout,
     "csv": csv_layout,
 }
 

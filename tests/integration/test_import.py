@@ -320,3 +320,44 @@ async def test_a_record_closed_before_it_opened_is_kept_flagged_and_not_timed(
         await conn.close()
     assert closed == 3
     assert median == (2 * 3600 + 6 * 3600) / 2
+
+
+NYC_PORTAL = Path(__file__).resolve().parents[1] / "data" / "nyc311_portal_sample.csv"
+NYC_API = Path(__file__).resolve().parents[1] / "data" / "nyc311_api_sample.csv"
+
+
+async def test_nyc311_reads_both_namings_alike(
+    db_url: str, tenant_a: TenantKeys, tenant_b: TenantKeys
+) -> None:
+    portal = await run_import(db_url, tenant_a, NYC_PORTAL, "nyc311")
+    api = await run_import(db_url, tenant_b, NYC_API, "nyc311")
+    assert "Unique Key" in portal.layout and "unique_key" in api.layout
+    for result in (portal, api):
+        assert result.inserted == 7  # the record without coordinates is refused
+        assert [(line, name) for line, name, _ in result.errors] in (
+            [(8, "Latitude")],
+            [(8, "latitude")],
+        )
+        assert result.flagged == {"closed_before_opened": 1}
+    conn = await asyncpg.connect(db_url)
+    try:
+
+        async def rows(tenant: TenantKeys) -> dict[str, tuple[object, ...]]:
+            return {
+                r["source_id"]: tuple(r)[1:]
+                for r in await conn.fetch(
+                    """SELECT source_id, text, category, submitted_at, channel, lat, lon
+                         FROM reports WHERE tenant_id = $1""",
+                    tenant.id,
+                )
+            }
+
+        a, b = await rows(tenant_a), await rows(tenant_b)
+    finally:
+        await conn.close()
+    assert a == b  # the same records, whichever naming they came in
+    text, category, submitted, channel, lat, lon = a["45280149"]
+    assert (text, category, channel) == ("Street Condition: Pothole", "road_defect", "phone")
+    assert submitted.isoformat() == "2020-01-01T05:02:10+00:00"  # 00:02:10 in New York
+    assert (lat, lon) == (40.80012791, -73.96930221)
+    assert a["45280151"][1] == "other"  # Illegal Parking: no category of the taxonomy
