@@ -29,7 +29,17 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from civicpulse import accounts
-from civicpulse.api import categories, dashboard, issues, keys, openapi, ops, reports, sessions
+from civicpulse.api import (
+    categories,
+    dashboard,
+    issues,
+    keys,
+    open311,
+    openapi,
+    ops,
+    reports,
+    sessions,
+)
 from civicpulse.api import config as config_api
 from civicpulse.api import errors as api_errors
 from civicpulse.api import metrics as metrics_api
@@ -388,6 +398,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *metrics_api.routes,
             *dashboard.routes,
             *keys.routes,
+            *open311.routes,
             *sessions.routes,
             *openapi.routes,
         ],

@@ -228,7 +228,12 @@ class Authenticator:
         kind, _, key = header.partition(" ")
         if kind.lower() != "bearer" or not key.strip():
             raise Unauthenticated("missing bearer API key", field="authorization")
-        key_hash = tenants_repo.hash_key(key.strip())
+        return await self.key(key.strip(), slug, scope)
+
+    async def key(self, key: str, slug: str, scope: str) -> Principal:
+        """Authenticate an API key, however it came (a bearer header; Open311's `api_key`
+        field), for `slug` with at least `scope`."""
+        key_hash = tenants_repo.hash_key(key)
         cached, found = self._keys.get(key_hash)
         if not cached:
             generation = self._generation

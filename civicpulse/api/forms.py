@@ -23,9 +23,17 @@ _PARSED = "civicpulse.form"
 async def read_form(request: Request, limit: int) -> dict[str, str]:
     """The form's fields (the first value of each name); 413 past `limit` bytes, 400 when
     it is not a URL-encoded form of UTF-8 text."""
-    parsed: dict[str, str] | None = request.scope.get(_PARSED)
-    if parsed is not None:
-        return parsed
+    parsed: dict[str, str] = {}
+    for name, value in await read_form_pairs(request, limit):
+        parsed.setdefault(name, value)
+    return parsed
+
+
+async def read_form_pairs(request: Request, limit: int) -> list[tuple[str, str]]:
+    """Every (name, value) of the form, in order (a name may repeat: attribute[X][]=...)."""
+    pairs: list[tuple[str, str]] | None = request.scope.get(_PARSED)
+    if pairs is not None:
+        return pairs
     body = await read_bounded(request, limit)
     try:
         pairs = parse_qsl(
@@ -41,8 +49,5 @@ async def read_form(request: Request, limit: int) -> dict[str, str]:
             f"the body is not a URL-encoded form of UTF-8 text with at most {MAX_FIELDS} fields",
             field="body",
         ) from None
-    parsed = {}
-    for name, value in pairs:
-        parsed.setdefault(name, value)
-    request.scope[_PARSED] = parsed
-    return parsed
+    request.scope[_PARSED] = pairs
+    return pairs

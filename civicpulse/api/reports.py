@@ -49,7 +49,7 @@ def _respond(status: int, body: Any, headers: dict[str, str] | None = None) -> R
     )
 
 
-def _idempotency_key(request: Request, principal: Principal) -> str | None:
+def idempotency_key(request: Request, principal: Principal) -> str | None:
     """The request's Idempotency-Key, as stored: scoped to the credential that sent it, so
     two apps choosing the same key neither replay nor block each other's reports."""
     key = request.headers.get("idempotency-key")
@@ -131,7 +131,7 @@ async def create_report(request: Request) -> Response:
     state: AppState = request.state.app
     slug = request.path_params["slug"]
     principal = await state.auth.require(request, slug, "submit")
-    key = _idempotency_key(request, principal)
+    key = idempotency_key(request, principal)
     body = await read_json(request, state.settings.max_body_bytes)
     report = decode(_decode_report, body)
     tenant = await _tenant_knowing(state, principal, report)
@@ -151,7 +151,7 @@ async def create_batch(request: Request) -> Response:
     settings = state.settings
     slug = request.path_params["slug"]
     principal: Principal = await state.auth.require(request, slug, "submit")
-    key = _idempotency_key(request, principal)
+    key = idempotency_key(request, principal)
     body = await read_json(request, settings.max_batch_body_bytes)
     raw_items = decode(_decode_batch, body)
     if not raw_items:
