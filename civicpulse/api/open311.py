@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from civicpulse.api.auth import Principal, TenantContext
 from civicpulse.api.body import decode, media_type
+from civicpulse.api.errors import HTTPError
 from civicpulse.api.forms import FORM_MEDIA, read_form, read_form_pairs
 from civicpulse.api.params import ALL_TIME, parse_time
 from civicpulse.api.reports import idempotency_key, to_new_report
@@ -41,7 +42,15 @@ from civicpulse.db import reports as reports_repo
 from civicpulse.db import tenants as tenants_repo
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.domain.reports import ReportIn
-from civicpulse.errors import CivicPulseError, Forbidden, NotFound, Unauthenticated
+from civicpulse.errors import (
+    CivicPulseError,
+    Forbidden,
+    NotFound,
+    Overloaded,
+    StorageUnavailable,
+    Throttled,
+    Unauthenticated,
+)
 from civicpulse.visibility import STAFF
 
 SPEC = "http://wiki.open311.org/GeoReport_v2"
@@ -136,8 +145,9 @@ def _handler(endpoint: Any) -> Any:
         except NotFound as exc:
             return _error(fmt, 404, exc.message)
         except CivicPulseError as exc:
-            status = 503 if exc.code in ("overloaded", "storage_unavailable") else 400
-            status = 429 if exc.code == "rate_limited" else status
+            status = 503 if isinstance(exc, Overloaded | StorageUnavailable) else 400
+            status = 429 if isinstance(exc, Throttled) else status
+            status = exc.status if isinstance(exc, HTTPError) else status
             where = f" ({exc.field})" if exc.field else ""
             return _error(fmt, status, exc.message + where)
 

@@ -193,6 +193,7 @@ async def test_errors_are_the_specs_lists_with_its_codes(
         ("POST", "requests.xml", {k: v for k, v in good.items() if k != "lat"}, 400),
         ("POST", "requests.json", {**good, "lat": "north"}, 400),
         ("POST", "requests.json", {**good, "description": "x" * 4001}, 400),
+        ("POST", "requests.xml", {**good, "description": "x" * 70_000}, 413),  # 64 KiB
         (
             "GET",
             "requests.json",
