@@ -30,23 +30,29 @@ async def submit_and_wait(
     assert r.status_code == 202, r.text
     url = r.json()["links"]["self"]
     report: dict[str, Any] = {}
-    for _ in range(int(timeout / 0.02)):
+    # Measured by the clock from the submission's answer. Polled every 50 ms: each poll is
+    # a few queries on the service's small test pool, which the pipeline needs too.
+    deadline = time.monotonic() + timeout
+    while True:
         report = (await client.get(url, headers=tenant.headers())).json()
         if report["status"] in ("classified", "grouped"):
             return report
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not classified in {timeout}s: {report}")
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not classified in {timeout}s: {report}")
+        await asyncio.sleep(0.05)
 
 
 async def test_local_classifier_decides_within_a_second_without_an_llm(
     settings: Settings, db_url: str, tenant_a: TenantKeys
 ) -> None:
     async with running_server(settings) as client:
-        report = await submit_and_wait(client, tenant_a, LEAK, timeout=1.0)
+        # The tenant's first report also waits for its model to be trained (~1.5 s here).
+        report = await submit_and_wait(client, tenant_a, LEAK, timeout=5.0)
         gas = await submit_and_wait(
             client,
             tenant_a,
             {"text": "Strong smell of gas outside the library", "lat": 34.0, "lon": -118.0},
+            timeout=1.0,
         )
     assert report["category"] == "water_sewer"
     assert report["classification"]["decided_by"] == "local"
