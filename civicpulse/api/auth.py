@@ -254,14 +254,7 @@ class Authenticator:
                 f"this API key's scope is {found.scope}; {scope} is required",
                 field="authorization",
             )
-        limits = tenant.limits
-        wait = self._buckets.take(("key", found.key_id), limits.key_per_second, limits.key_burst)
-        if wait:
-            raise Throttled(
-                "this API key is over its rate limit; retry later",
-                retry_after=wait,
-                field="authorization",
-            )
+        self._throttle(tenant, ("key", found.key_id), "this API key", "authorization")
         stamped = self._stamped.get(found.key_id)
         if stamped is None or time.monotonic() - stamped >= USAGE_STAMP_SECONDS:
             self._used.add(found.key_id)
@@ -272,6 +265,17 @@ class Authenticator:
             key_id=found.key_id,
             expires_at=found.expires_at,
         )
+
+    def _throttle(
+        self, tenant: TenantContext, bucket: tuple[str, int], who: str, field: str
+    ) -> None:
+        """The tenant's per-credential rate limit: one bucket per key or user."""
+        limits = tenant.limits
+        wait = self._buckets.take(bucket, limits.key_per_second, limits.key_burst)
+        if wait:
+            raise Throttled(
+                f"{who} is over its rate limit; retry later", retry_after=wait, field=field
+            )
 
     async def session(self, request: Request, slug: str, scope: str, token: str) -> Principal:
         """Authenticate the request for `slug` with at least `scope` by its session token
@@ -296,14 +300,7 @@ class Authenticator:
             raise Forbidden(
                 f"this user's role is {found.role}; {scope} is required", field="session"
             )
-        limits = tenant.limits
-        wait = self._buckets.take(("user", found.user_id), limits.key_per_second, limits.key_burst)
-        if wait:
-            raise Throttled(
-                "this user is over the rate limit; retry later",
-                retry_after=wait,
-                field="session",
-            )
+        self._throttle(tenant, ("user", found.user_id), "this user", "session")
         return Principal(
             tenant,
             found.role,

@@ -508,25 +508,12 @@ EXPORT_COLUMNS = (
     "visibility",
     "title",
 )
-# The public export: public issues' public facts (no title: it is a report's words; no
-# team or assignee, no internal policy names).
-PUBLIC_EXPORT_COLUMNS = (
-    "id",
-    "status",
-    "category",
-    "area",
-    "report_count",
-    "lat",
-    "lon",
-    "opened_at",
-    "acknowledged_at",
-    "resolved_at",
-    "closed_at",
-    "response_business_s",
-    "response_target_s",
-    "resolution_business_s",
-    "resolution_target_s",
+# The public export: public issues' public facts, the staff export without these: the
+# title (a report's words), who handles the issue, its priority and internal policy name.
+STAFF_ONLY_COLUMNS = frozenset(
+    {"team", "priority", "severity", "sla_policy", "visibility", "title"}
 )
+PUBLIC_EXPORT_COLUMNS = tuple(c for c in EXPORT_COLUMNS if c not in STAFF_ONLY_COLUMNS)
 
 
 def _csv_line(values: Any) -> bytes:

@@ -123,11 +123,6 @@ def _error(fmt: str, code: int, description: str) -> Response:
     return _render(fmt, [{"code": code, "description": description}], "errors", "error", code)
 
 
-def _fmt(request: Request) -> str:
-    fmt: str = request.path_params["fmt"]
-    return fmt if fmt in MEDIA else "json"
-
-
 def _handler(endpoint: Any) -> Any:
     """Answer errors as the spec's error lists, in the request's format."""
 
