@@ -28,7 +28,7 @@ import structlog
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from civicpulse import accounts
+from civicpulse import accounts, geocoder
 from civicpulse.api import (
     categories,
     dashboard,
@@ -336,6 +336,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
             buckets=settings.rate_limit_buckets,
             tenant_ttl=settings.tenant_cache_seconds,
         )
+        tasks["geocoder"] = asyncio.create_task(
+            geocoder.run(
+                pool,
+                stop,
+                every=settings.geocode_every_seconds,
+                min_interval=settings.geocode_min_interval_seconds,
+                timeout=settings.geocode_timeout_seconds,
+            ),
+            name="geocoder",
+        )
         tasks["key-usage"] = asyncio.create_task(
             _stamp_key_usage(auth, stop, settings.key_usage_flush_seconds), name="key-usage"
         )
@@ -456,7 +466,7 @@ async def _drain(
     for name in writers:
         await finish(name)
     stop.set()
-    stopped_by_event = ("scheduler", "aggregator", "maintenance", "key-usage")
+    stopped_by_event = ("scheduler", "aggregator", "maintenance", "key-usage", "geocoder")
     for name in [n for n in tasks if n.startswith("claimer-") or n in stopped_by_event]:
         await finish(name)
     for prefix, queue in (("classify-", classify_queue), ("group-", group_queue)):

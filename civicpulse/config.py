@@ -149,6 +149,13 @@ class Settings:
     tenant_cache_seconds: float = 30.0
     # How often API keys' last_used_at is written (each key at most once a minute).
     key_usage_flush_seconds: float = 10.0
+    # Reports located by address only get coordinates from their tenant's geocoder (if it
+    # set one, PUT .../geocoder): how often to look for them, the least time between two
+    # requests from this process (Nominatim's usage policy asks for 1 s), and how long one
+    # request may take.
+    geocode_every_seconds: float = 5.0
+    geocode_min_interval_seconds: float = 1.0
+    geocode_timeout_seconds: float = 10.0
     # Tenants and keys cached per process (LRU): requests for made-up slugs or keys cannot
     # grow memory past this.
     auth_cache_size: int = 10_000

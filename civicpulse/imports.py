@@ -1,4 +1,5 @@
-"""Bulk import of 311 exports (Los Angeles, San Francisco) and a plain CSV format.
+"""Bulk import of 311 exports (Los Angeles, San Francisco, New York), Open311 GeoReport v2
+dumps (requests.json or requests.xml) and a plain CSV format.
 
 Fast path by design: the C csv reader splits rows, each format picks its columns by
 position (found once from the header) and checks them, and each chunk is joined into
@@ -18,23 +19,28 @@ import asyncio
 import csv
 import datetime as dt
 import uuid
-from collections.abc import Callable, Sequence
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import msgspec
 
 from civicpulse import workflow
 from civicpulse.db import reports as reports_repo
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.domain import limits
-from civicpulse.engine import business_time, tenant_rules
+from civicpulse.engine import addresses, business_time, tenant_rules
 from civicpulse.errors import CivicPulseError
 
-FORMATS = ("la311", "sf311", "nyc311", "csv")
+FORMATS = ("la311", "sf311", "nyc311", "open311", "csv")
 CHUNK_ROWS = 20_000
+# A file of N records moves in chunks of N/PROGRESS_STEPS records (within 1,000 and
+# CHUNK_ROWS): a progress bar counting committed records then moves in even steps.
+PROGRESS_STEPS = 50
 # Chunks moved at once, each on its own connection and transaction (at most the pool's size).
 WRITERS = 2
 LOS_ANGELES = ZoneInfo("America/Los_Angeles")
@@ -213,8 +219,8 @@ class ImportResult:
 #  closed_at).
 RowParser = Callable[[list[str]], tuple[Any, ...]]
 # A row stager turns them, and the record's first line, into the staging table's row as
-# text for PostgreSQL to parse: (line, source_id, text, lat, lon, address, category,
-# submitted_at, channel, closed_at, *attribute_values), the columns of
+# text for PostgreSQL to parse: (line, source_id, text, lat, lon, address, address_key,
+# category, submitted_at, channel, closed_at, *attribute_values), the columns of
 # reports_repo.import_columns, with "" for a missing value.
 RowStager = Callable[[list[str], int], tuple[str, ...]]
 
@@ -232,14 +238,14 @@ class Layout:
         return (
             s[1],
             s[2],
-            float(s[3]),
-            float(s[4]),
+            float(s[3]) if s[3] else None,
+            float(s[4]) if s[4] else None,
             s[5] or None,
-            s[6] or None,
-            dt.datetime.fromisoformat(s[7]),
-            s[8],
-            [value or None for value in s[10:]],
-            dt.datetime.fromisoformat(s[9]) if s[9] else None,
+            s[7] or None,
+            dt.datetime.fromisoformat(s[8]),
+            s[9],
+            [value or None for value in s[11:]],
+            dt.datetime.fromisoformat(s[10]) if s[10] else None,
         )
 
 
@@ -249,20 +255,39 @@ def _value(row: list[str], i: int) -> str:
     return "" if raw in _BLANK else raw
 
 
+class NoPoint(RowError):
+    """A record without coordinates (blank, or the exports' 0 for unknown): kept when it has
+    an address (_located), rejected otherwise."""
+
+
 def _coordinate(row: list[str], i: int, name: str, limit: float) -> str:
     """The coordinate's text for PostgreSQL to parse, once Python has checked it."""
     raw = _value(row, i)
     if not raw:
-        raise RowError(name, "missing coordinate")
+        raise NoPoint(name, "missing coordinate")
     try:
         value = float(raw)
     except ValueError:
         raise RowError(name, f"not a number: {raw!r}") from None
-    if not -limit <= value <= limit or value == 0.0:  # 0.0 is the exports' "unknown"
+    if value == 0.0:  # the exports' "unknown"
+        raise NoPoint(name, "missing coordinate (0)")
+    if not -limit <= value <= limit:
         raise RowError(name, f"out of range: {raw}")
     # PostgreSQL reads the plain ASCII forms Python reads as the same double; Python also
     # takes digit separators and other scripts' digits, which go as Python's repr.
     return raw if raw.isascii() and "_" not in raw else repr(value)
+
+
+def _located(coordinates: Callable[[], tuple[str, str]], address: str) -> tuple[str, str, str, str]:
+    """(lat, lon, address, address key): a record without a point is kept when it has an
+    address, and grouped and geocoded by it like a live report located by address."""
+    try:
+        lat, lon = coordinates()
+    except NoPoint:
+        if not address:
+            raise
+        lat = lon = ""
+    return lat, lon, address, addresses.key(address) or ""
 
 
 _HOUR_END = dt.timedelta(minutes=59, seconds=59, microseconds=999_999)
@@ -386,9 +411,13 @@ def la311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
             source_id,
             kind,  # the address has its own column; in the text it would teach the
             # classifier that street names mean bulky items
-            _coordinate(row, i_lat, "latitude", 90),
-            _coordinate(row, i_lon, "longitude", 180),
-            address,
+            *_located(
+                lambda: (
+                    _coordinate(row, i_lat, "latitude", 90),
+                    _coordinate(row, i_lon, "longitude", 180),
+                ),
+                address,
+            ),
             LA_CATEGORIES.get(kind, "other"),
             opened,
             LA_CHANNELS.get(source, "import"),
@@ -405,7 +434,7 @@ def _point(row: list[str], i: int) -> tuple[str, str]:
     """Latitude and longitude from DataSF's Point column: "(37.774007256355, -122.3956)"."""
     raw = _value(row, i)
     if not raw:
-        raise RowError("Point", "missing coordinate")
+        raise NoPoint("Point", "missing coordinate")
     lat, sep, lon = raw.strip("() ").partition(",")
     if not sep:
         raise RowError("Point", f"not a (latitude, longitude) pair: {raw!r}")
@@ -470,8 +499,7 @@ def sf311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) 
             str(line),
             source_id,
             text[:4000],
-            *coordinates(row),
-            "" if i_addr is None else _value(row, i_addr),
+            *_located(lambda: coordinates(row), "" if i_addr is None else _value(row, i_addr)),
             SF_CATEGORIES.get(category, "other"),
             opened,
             SF_CHANNELS.get(source, "import"),
@@ -520,9 +548,13 @@ def nyc311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo)
             str(line),
             source_id,
             text,
-            _coordinate(row, i_lat, n["latitude"], 90),
-            _coordinate(row, i_lon, n["longitude"], 180),
-            "" if i_addr is None else _value(row, i_addr),
+            *_located(
+                lambda: (
+                    _coordinate(row, i_lat, n["latitude"], 90),
+                    _coordinate(row, i_lon, n["longitude"], 180),
+                ),
+                "" if i_addr is None else _value(row, i_addr),
+            ),
             NYC_CATEGORIES.get(kind, "other"),
             opened,
             NYC_CHANNELS.get(channel, "import"),
@@ -537,6 +569,109 @@ def nyc311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo)
         stage,
         f"nyc311: the {naming}'s naming ({n['id']}, {n['created']}, ...); times in New York",
     )
+
+
+# GeoReport v2 request fields, in the spec's order: an Open311 dump's records are read as
+# rows of these (open311_records), so the format stages like the CSV ones.
+OPEN311_FIELDS = (
+    "service_request_id", "status", "status_notes", "service_name", "service_code",
+    "description", "agency_responsible", "service_notice", "requested_datetime",
+    "updated_datetime", "expected_datetime", "address", "address_id", "zipcode", "lat",
+    "long", "media_url",
+)  # fmt: skip
+OPEN311_ATTRIBUTES = (
+    "service_code", "service_name", "status", "status_notes", "agency_responsible",
+    "address_id", "zipcode", "media_url", "expected_datetime",
+)  # fmt: skip
+OPEN311_CLOSED = frozenset({"closed", "fixed", "duplicate", "not_councils_responsibility",
+                            "no_further_action", "internal_referral"})  # fmt: skip
+
+
+def open311_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) -> Layout:
+    """GeoReport v2 requests: the service code picks the category (the tenant's own codes,
+    else "other"); a closed request closed at its updated_datetime (the spec has no close
+    time); times must carry their offset (the spec's W3C format)."""
+    col = {name: i for i, name in enumerate(header)}
+    other = categories.get("other", "")
+    clock = _Clock(zone)
+
+    def stage(row: list[str], line: int) -> tuple[str, ...]:
+        def v(name: str) -> str:
+            return _value(row, col[name])
+
+        source_id = v("service_request_id")
+        if not source_id:
+            raise RowError("service_request_id", "missing request id")
+        code = v("service_code")
+        text = v("description") or v("service_name") or code
+        if not text:
+            raise RowError("description", "no description, service_name or service_code")
+        opened = _time(row, col["requested_datetime"], "requested_datetime", clock)
+        status = v("status").lower()
+        closed = ""
+        if status in OPEN311_CLOSED:
+            closed = _optional_time(row, col["updated_datetime"], "updated_datetime", clock)
+        elif status not in ("", "open", "in_progress", "action_scheduled", "investigating",
+                            "reopen", "for_triage"):  # fmt: skip
+            raise RowError("status", f"not a GeoReport status: {status!r}")
+        return (
+            str(line),
+            source_id,
+            text[:4000],
+            *_located(
+                lambda: (
+                    _coordinate(row, col["lat"], "lat", 90),
+                    _coordinate(row, col["long"], "long", 180),
+                ),
+                v("address"),
+            ),
+            categories.get(code) or categories.get(v("service_name")) or other,
+            opened,
+            "import",
+            closed,
+            *[v(name) for name in OPEN311_ATTRIBUTES],
+            _isoformat(closed),
+            _flag(opened, closed),
+        )
+
+    return Layout(
+        (*OPEN311_ATTRIBUTES, "closed_at", FLAG),
+        stage,
+        "open311: GeoReport v2 requests (record numbers for line numbers); a closed request "
+        "closed at its updated_datetime",
+    )
+
+
+def open311_records(path: Path) -> list[list[str]]:
+    """An Open311 dump's requests as rows of OPEN311_FIELDS: a JSON list (or an object
+    holding one under "service_requests" or "requests"), or XML <service_requests> of
+    <request> elements. Nested values (notes, attributes) are left out."""
+    raw = path.read_bytes()
+    if raw.lstrip()[:1] == b"<":
+        try:
+            items: list[dict[str, Any]] = [
+                {child.tag: (child.text or "").strip() for child in request}
+                for request in ET.fromstring(raw).iter("request")
+            ]
+        except ET.ParseError as exc:
+            raise FormatError(f"not an Open311 XML dump: {exc}", field="file") from None
+    else:
+        try:
+            data = msgspec.json.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise FormatError(f"not an Open311 JSON dump: {exc}", field="file") from None
+        if isinstance(data, dict):
+            data = data.get("service_requests", data.get("requests"))
+        if not isinstance(data, list) or not all(isinstance(i, dict) for i in data):
+            raise FormatError("an Open311 JSON dump is a list of requests", field="file")
+        items = data
+    return [
+        [
+            "" if (x := item.get(name)) is None or isinstance(x, dict | list) else str(x)
+            for name in OPEN311_FIELDS
+        ]
+        for item in items
+    ]
 
 
 def csv_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) -> Layout:
@@ -564,9 +699,13 @@ def csv_layout(header: list[str], categories: dict[str, str], zone: ZoneInfo) ->
             str(line),
             source_id,
             text,
-            _coordinate(row, i_lat, "lat", 90),
-            _coordinate(row, i_lon, "lon", 180),
-            "" if i_addr is None else _value(row, i_addr),
+            *_located(
+                lambda: (
+                    _coordinate(row, i_lat, "lat", 90),
+                    _coordinate(row, i_lon, "lon", 180),
+                ),
+                "" if i_addr is None else _value(row, i_addr),
+            ),
             category,
             opened := _time(row, i_time, "submitted_at", clock),
             "import",
@@ -581,8 +720,36 @@ LAYOUTS: dict[str, Callable[[list[str], dict[str, str], ZoneInfo], Layout]] = {
     "la311": la311_layout,
     "sf311": sf311_layout,
     "nyc311": nyc311_layout,
+    "open311": open311_layout,
     "csv": csv_layout,
 }
+
+
+def count_records(path: Path, fmt: str) -> int:
+    """How many records a file holds (a CSV record may span lines): a progress bar's total."""
+    if fmt == "open311":
+        return len(open311_records(path))
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        return max(0, sum(1 for row in csv.reader(handle) if row) - 1)
+
+
+def _rows(
+    path: Path, fmt: str, handle: Any
+) -> tuple[list[str] | None, Iterator[tuple[int, list[str]]]]:
+    """The header and (number, fields) of each record: the first line of a CSV record, the
+    position of an Open311 request (the header counting as 1, as in a CSV)."""
+    if fmt == "open311":
+        return list(OPEN311_FIELDS), ((n, r) for n, r in enumerate(open311_records(path), 2))
+    reader = csv.reader(handle)
+    header = next(reader, None)
+
+    def numbered() -> Iterator[tuple[int, list[str]]]:
+        line = reader.line_num
+        for row in reader:
+            start, line = line + 1, reader.line_num
+            yield start, row
+
+    return header, numbered()
 
 
 async def import_file(
@@ -594,8 +761,11 @@ async def import_file(
     categories: dict[str, str],
     timezone: str,
     progress: Callable[[int], None] | None = None,
+    expected: int | None = None,
 ) -> ImportResult:
-    """Import a file into a tenant; progress(n) is called after each chunk with its rows."""
+    """Import a file into a tenant; progress(n) is called as each chunk commits, with the
+    records it took from the file (imported, repeated or rejected). `expected` (the file's
+    records, count_records) sizes the chunks so the calls come in even steps."""
     if fmt not in LAYOUTS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}")
     result = ImportResult()
@@ -606,9 +776,11 @@ async def import_file(
     # a committed chunk's record is skipped by the move (looked up, or refused by the
     # unique index and then looked up).
     in_flight: list[set[str]] = []
+    chunk_rows = CHUNK_ROWS
+    if expected is not None:
+        chunk_rows = min(CHUNK_ROWS, max(1_000, expected // PROGRESS_STEPS))
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
+        header, records = _rows(path, fmt, handle)
         if header is None:
             raise FormatError(f"{path} is empty", field="file")
         layout = LAYOUTS[fmt](header, categories, ZoneInfo(timezone))
@@ -633,12 +805,12 @@ async def import_file(
             rows: list[tuple[str, ...]] = []
             ids: set[str] = set()
             repeats = 0
-            line = reader.line_num
-            for row in reader:
-                start, line = line + 1, reader.line_num
+            taken = 0  # records of the file in this chunk, rejected ones too
+            for start, row in records:
                 if not row:
                     continue
                 result.read += 1
+                taken += 1
                 try:
                     staged = stage(row, start)
                 except RowError as exc:
@@ -652,13 +824,13 @@ async def import_file(
                     flagged[staged[flag_at]] = flagged.get(staged[flag_at], 0) + 1
                 ids.add(source_id)
                 rows.append(staged)
-                if len(rows) + repeats >= CHUNK_ROWS:
+                if taken >= chunk_rows:
                     in_flight.append(ids)
-                    await _put(chunks, _chunk(rows, ids, repeats, names, errors), writers)
-                    rows, ids, repeats = [], set(), 0
-            if rows or repeats:
+                    await _put(chunks, _chunk(rows, ids, repeats, names, errors, taken), writers)
+                    rows, ids, repeats, taken = [], set(), 0, 0
+            if taken:
                 in_flight.append(ids)
-                await _put(chunks, _chunk(rows, ids, repeats, names, errors), writers)
+                await _put(chunks, _chunk(rows, ids, repeats, names, errors, taken), writers)
             for _ in writers:
                 await _put(chunks, None, writers)
             await asyncio.gather(*writers)
@@ -732,6 +904,7 @@ class _Chunk:
     rows: int  # records in data
     repeats: int  # records dropped as repeats of an earlier line
     ids: set[str]  # their source ids (an entry of in_flight until committed)
+    taken: int = 0  # records of the file it stands for, rejected ones too (progress)
 
 
 # COPY's text format escapes; fields rarely need them, so a chunk is checked as a whole.
@@ -744,6 +917,7 @@ def _chunk(
     repeats: int,
     names: Sequence[str],
     errors: list[tuple[int, str, str]],
+    taken: int = 0,
 ) -> _Chunk:
     """A chunk's rows as COPY text; rows holding what PostgreSQL cannot store become errors.
 
@@ -764,7 +938,7 @@ def _chunk(
                     break
             else:
                 kept.append(staged)
-        return _chunk(kept, ids, repeats, names, errors)
+        return _chunk(kept, ids, repeats, names, errors, taken)
     # Unless a field holds a tab, line break or backslash, the counts are exact.
     width = len(names)
     if (
@@ -776,7 +950,7 @@ def _chunk(
         text = "".join(
             ["\t".join([value.translate(_ESCAPES) for value in row]) + "\n" for row in rows]
         )
-    return _Chunk(text.encode(), len(rows), repeats, ids)
+    return _Chunk(text.encode(), len(rows), repeats, ids, taken)
 
 
 async def _put(
@@ -822,4 +996,4 @@ async def _write_chunks(
         result.inserted += inserted
         result.skipped_existing += chunk.rows + chunk.repeats - inserted
         if progress is not None:
-            progress(chunk.rows + chunk.repeats)
+            progress(chunk.taken)

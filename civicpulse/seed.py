@@ -46,6 +46,8 @@ def load_sample(path: Path, fmt: str = "la311") -> list[SampleRecord]:
                 _, text, lat, lon, _, category, submitted, _, _, closed = layout.parse(row)
             except imports.RowError:
                 continue
+            if lat is None or lon is None:  # located by address only: no point to jitter
+                continue
             local = submitted.astimezone(LOS_ANGELES)
             out.append(
                 SampleRecord(

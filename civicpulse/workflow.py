@@ -438,10 +438,16 @@ async def save_many(
 
 
 async def apply(
-    conn: asyncpg.Connection, tenant_id: int, changes: Mapping[str, Change], at: dt.datetime
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    changes: Mapping[str, Change],
+    at: dt.datetime,
+    *,
+    locate: bool = False,
 ) -> None:
     """Plan and save changes to several issues the caller may already have written in this
-    transaction (grouping, merge, split). A `created` issue first gets its area."""
+    transaction (grouping, merge, split). A `created` issue first gets its area, and with
+    `locate` every issue without one (the geocoder has just given it a point)."""
     if not changes:
         return
     cfg = await load_config(conn, tenant_id)
@@ -453,7 +459,7 @@ async def apply(
     unplaced = [
         i
         for i, issue in enumerate(issues)
-        if changes[str(issue.id)].kind == "created"
+        if (locate or changes[str(issue.id)].kind == "created")
         and issue.area is None
         and issue.lat is not None
         and issue.lon is not None

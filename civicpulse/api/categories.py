@@ -33,6 +33,47 @@ KINDS = (
 _json = msgspec.json.Encoder()
 
 
+Datatype = Literal["string", "number", "datetime", "text", "singlevaluelist", "multivaluelist"]
+LISTS = ("singlevaluelist", "multivaluelist")
+
+
+class AttributeValue(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    key: Annotated[str, Meta(min_length=1, max_length=100)]
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class ServiceAttribute(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A question an Open311 client asks before it posts a request of this service
+    (GeoReport v2 service definitions). Answers arrive as `attribute[CODE]`."""
+
+    code: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    datatype: Datatype
+    description: Annotated[str, Meta(min_length=1, max_length=500)]
+    required: bool = False
+    # false: information only, nothing to answer.
+    variable: bool = True
+    order: Annotated[int, Meta(ge=1, le=1000)] | None = None
+    datatype_description: Annotated[str, Meta(max_length=500)] = ""
+    # For the list datatypes: the allowed answers.
+    values: Annotated[list[AttributeValue], Meta(max_length=200)] = []
+
+
+def check_attributes(attributes: list[ServiceAttribute]) -> None:
+    """What the types cannot say: unique codes, values exactly for the list datatypes."""
+    seen: set[str] = set()
+    for n, a in enumerate(attributes):
+        where = f"attributes[{n}]"
+        if a.code in seen:
+            raise ValidationFailed(f"attribute code {a.code!r} is used twice", field=where)
+        seen.add(a.code)
+        if (a.datatype in LISTS) != bool(a.values):
+            raise ValidationFailed(
+                "the list datatypes need values, the others take none", field=f"{where}.values"
+            )
+        if len({v.key for v in a.values}) != len(a.values):
+            raise ValidationFailed("value keys must be unique", field=f"{where}.values")
+
+
 class CategoryIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     service_code: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
     name: Annotated[str, Meta(min_length=1, max_length=200)]
@@ -51,6 +92,8 @@ class CategoryIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # None: the model's reach and look-back.
     group_radius_m: Annotated[float, Meta(ge=1, le=1000)] | None = None
     group_lookback_hours: Annotated[float, Meta(ge=0.1, le=24 * 365)] | None = None
+    # Open311 service attributes (GET /open311/v2/services/{service_code}).
+    attributes: Annotated[list[ServiceAttribute], Meta(max_length=50)] = []
 
 
 class CategoryOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,9 +107,17 @@ class CategoryOut(msgspec.Struct, frozen=True, kw_only=True):
     active: bool
     group_radius_m: float | None
     group_lookback_hours: float | None
+    attributes: list[ServiceAttribute]
 
 
 _decode = msgspec.json.Decoder(CategoryIn)
+_attributes = msgspec.json.Decoder(list[ServiceAttribute])
+
+
+def stored_attributes(raw: str | None) -> list[ServiceAttribute]:
+    return _attributes.decode(raw) if raw else []
+
+
 # The database's own rule for a category code (schema 0001), checked first for a clear 422.
 _CODE = re.compile(r"[a-z0-9_]{1,64}")
 
@@ -89,6 +140,7 @@ async def list_categories(request: Request) -> Response:
             active=r["active"],
             group_radius_m=r["group_radius_m"],
             group_lookback_hours=r["group_lookback_hours"],
+            attributes=stored_attributes(r["attributes"]),
         )
         for r in rows
     ]
@@ -109,6 +161,7 @@ async def put_category(request: Request) -> Response:
     item = decode(_decode, body)
     if item.kind not in KINDS:
         raise ValidationFailed(f"kind must be one of {', '.join(KINDS)}", field="kind")
+    check_attributes(item.attributes)
     category = tenants_repo.Category(
         code,
         item.service_code,
@@ -119,6 +172,7 @@ async def put_category(request: Request) -> Response:
         item.scope,
         item.group_radius_m,
         item.group_lookback_hours,
+        _json.encode(item.attributes).decode(),
     )
     async with tenant_transaction(state.pool, principal.tenant.id) as conn:
         created = await tenants_repo.upsert_category(
@@ -144,6 +198,7 @@ async def put_category(request: Request) -> Response:
         active=item.active,
         group_radius_m=item.group_radius_m,
         group_lookback_hours=item.group_lookback_hours,
+        attributes=item.attributes,
     )
     return Response(
         _json.encode(out), status_code=201 if created else 200, media_type="application/json"

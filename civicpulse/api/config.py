@@ -19,6 +19,7 @@ from civicpulse import workflow
 from civicpulse.api.auth import Principal
 from civicpulse.api.body import decode, read_json
 from civicpulse.api.state import AppState
+from civicpulse.db import geocoding as geocoding_repo
 from civicpulse.db import tenants as tenants_repo
 from civicpulse.db import workflow as repo
 from civicpulse.db.audit import record_audit
@@ -26,7 +27,7 @@ from civicpulse.db.pool import tenant_transaction
 from civicpulse.engine import areas as areas_engine
 from civicpulse.engine import tenant_rules
 from civicpulse.engine.business_time import Calendar, CalendarError, add_business_seconds
-from civicpulse.errors import Conflict, ValidationFailed
+from civicpulse.errors import Conflict, NotFound, ValidationFailed
 
 _json = msgspec.json.Encoder()
 Code = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
@@ -453,7 +454,85 @@ async def put_rate_limits(request: Request) -> Response:
     return _respond(200, _limits_out(state, own))
 
 
+class GeocoderIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A Nominatim-compatible search endpoint, e.g. https://nominatim.openstreetmap.org/search
+    (mind its usage policy) or your own Nominatim's /search."""
+
+    url: Annotated[str, Meta(max_length=500, pattern=r"^https?://[^\s]+$")]
+    # Sent as Nominatim's `email` parameter: its usage policy asks for a contact.
+    email: Annotated[str, Meta(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    # ISO 3166-1 alpha-2 codes, comma-separated ("us" or "gb,ie"): results elsewhere are not
+    # taken.
+    countrycodes: Annotated[str, Meta(pattern=r"^[a-z]{2}(,[a-z]{2})*$")] | None = None
+    # Appended to every query: exports give "123 Main St", the geocoder needs the city.
+    suffix: Annotated[str, Meta(max_length=200)] | None = None
+
+
+class GeocoderOut(msgspec.Struct, frozen=True, kw_only=True):
+    url: str
+    email: str | None
+    countrycodes: str | None
+    suffix: str | None
+    updated_at: dt.datetime
+
+
+_decode_geocoder = msgspec.json.Decoder(GeocoderIn)
+
+
+def _geocoder_out(row: Any) -> GeocoderOut:
+    return GeocoderOut(
+        url=row["url"],
+        email=row["email"],
+        countrycodes=row["countrycodes"],
+        suffix=row["suffix"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def get_geocoder(request: Request) -> Response:
+    state, principal = await _principal(request, "admin")
+    async with tenant_transaction(state.pool, principal.tenant.id) as conn:
+        row = await geocoding_repo.get_geocoder(conn, principal.tenant.id)
+    if row is None:
+        raise NotFound("this tenant has no geocoder (reports located by address keep none)")
+    return _respond(200, _geocoder_out(row))
+
+
+async def put_geocoder(request: Request) -> Response:
+    """Set the geocoder that gives reports located by address only their coordinates."""
+    state, principal = await _principal(request, "admin")
+    body: GeocoderIn = await _body(request, state, _decode_geocoder)
+    tenant_id = principal.tenant.id
+    async with tenant_transaction(state.pool, tenant_id) as conn:
+        created = await geocoding_repo.put_geocoder(
+            conn, tenant_id, body.url, body.email, body.countrycodes, body.suffix
+        )
+        await record_audit(
+            conn,
+            tenant_id,
+            principal.actor,
+            "geocoder.created" if created else "geocoder.updated",
+            "",
+            msgspec.to_builtins(body),
+        )
+        row = await geocoding_repo.get_geocoder(conn, tenant_id)
+    return _respond(201 if created else 200, _geocoder_out(row))
+
+
+async def delete_geocoder(request: Request) -> Response:
+    state, principal = await _principal(request, "admin")
+    tenant_id = principal.tenant.id
+    async with tenant_transaction(state.pool, tenant_id) as conn:
+        if not await geocoding_repo.delete_geocoder(conn, tenant_id):
+            raise NotFound("this tenant has no geocoder")
+        await record_audit(conn, tenant_id, principal.actor, "geocoder.deleted", "", {})
+    return Response(status_code=204)
+
+
 routes = [
+    Route("/v1/tenants/{slug}/geocoder", get_geocoder, methods=["GET"]),
+    Route("/v1/tenants/{slug}/geocoder", put_geocoder, methods=["PUT"]),
+    Route("/v1/tenants/{slug}/geocoder", delete_geocoder, methods=["DELETE"]),
     Route("/v1/tenants/{slug}/rate-limits", get_rate_limits, methods=["GET"]),
     Route("/v1/tenants/{slug}/rate-limits", put_rate_limits, methods=["PUT"]),
     Route("/v1/tenants/{slug}/teams", list_teams, methods=["GET"]),

@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from civicpulse.api.auth import Principal, TenantContext
 from civicpulse.api.body import decode, media_type
+from civicpulse.api.categories import LISTS, ServiceAttribute, stored_attributes
 from civicpulse.api.errors import HTTPError
 from civicpulse.api.forms import FORM_MEDIA, read_form, read_form_pairs
 from civicpulse.api.params import ALL_TIME, parse_time
@@ -229,7 +230,7 @@ async def services(request: Request, fmt: str) -> Response:
             "service_code": c.service_code,
             "service_name": c.name,
             "description": c.description,
-            "metadata": False,
+            "metadata": bool(stored_attributes(c.attributes)),
             "type": "realtime",
             "keywords": ", ".join(c.keywords),
             "group": c.kind,
@@ -239,18 +240,45 @@ async def services(request: Request, fmt: str) -> Response:
     return _render(fmt, body, "services", "service")
 
 
+async def _service(state: AppState, tenant: TenantContext, code: str) -> tenants_repo.Category:
+    async with tenant_transaction(state.pool, tenant.id) as conn:
+        categories = await tenants_repo.list_categories(conn, tenant.id)
+    found = next((c for c in categories if c.service_code == code), None)
+    if found is None:
+        raise Open311Error(404, f"no service {code!r} in this jurisdiction")
+    return found
+
+
+def _attribute_out(a: ServiceAttribute, order: int) -> dict[str, Any]:
+    return {
+        "variable": a.variable,
+        "code": a.code,
+        "datatype": a.datatype,
+        "required": a.required,
+        "datatype_description": a.datatype_description or None,
+        "order": a.order or order,
+        "description": a.description,
+        "values": [{"key": v.key, "name": v.name} for v in a.values],
+    }
+
+
 async def service_definition(request: Request, fmt: str) -> Response:
-    """A service's attributes: none are asked for (every service has metadata false)."""
+    """A service's attributes (the category's), in their order."""
     params = await _params(request)
     tenant = await _tenant(request, params)
-    code = request.path_params["service_code"]
-    if tenant.category_codes.get(code) is None:
-        raise Open311Error(404, f"no service {code!r} in this jurisdiction")
-    body = {"service_code": code, "attributes": []}
+    service = await _service(request.state.app, tenant, request.path_params["service_code"])
+    attributes = stored_attributes(service.attributes)
+    body = {
+        "service_code": service.service_code,
+        "attributes": sorted(
+            (_attribute_out(a, n) for n, a in enumerate(attributes, start=1)),
+            key=lambda a: a["order"],
+        ),
+    }
     return _render(fmt, body, "service_definition", "attribute")
 
 
-def _attributes(form: Sequence[tuple[str, str]]) -> dict[str, Any]:
+def _answers(form: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """attribute[CODE]=v and attribute[CODE][]=v1&attribute[CODE][]=v2."""
     out: dict[str, Any] = {}
     for name, value in form:
@@ -268,6 +296,41 @@ def _attributes(form: Sequence[tuple[str, str]]) -> dict[str, Any]:
     return out
 
 
+def _checked(attributes: list[ServiceAttribute], given: dict[str, Any]) -> dict[str, Any]:
+    """The answers to a service's attributes, checked against their definitions: required
+    ones present, numbers and datetimes parsed, list answers among the values."""
+    by_code = {a.code: a for a in attributes}
+    for code in given:
+        if code not in by_code:
+            raise Open311Error(400, f"attribute[{code}] is not an attribute of this service")
+    out: dict[str, Any] = {}
+    for a in attributes:
+        value = given.get(a.code)
+        name = f"attribute[{a.code}]"
+        if value is None or value == []:
+            if a.required and a.variable:
+                raise Open311Error(400, f"{name} is required: {a.description}")
+            continue
+        values = value if isinstance(value, list) else [value]
+        if a.datatype != "multivaluelist" and len(values) > 1:
+            raise Open311Error(400, f"{name} takes one value")
+        keys = {v.key for v in a.values}
+        for v in values:
+            if a.datatype in LISTS and v not in keys:
+                raise Open311Error(400, f"{name}: {v!r} is not one of its values")
+            if a.datatype == "number":
+                try:
+                    float(v)
+                except ValueError:
+                    raise Open311Error(400, f"{name} must be a number") from None
+            if a.datatype == "datetime":
+                _time({name: v}, name)
+            if len(v) > 4000:
+                raise Open311Error(400, f"{name} is longer than 4000 characters")
+        out[a.code] = values if a.datatype == "multivaluelist" else values[0]
+    return out
+
+
 async def post_request(request: Request, fmt: str) -> Response:
     """A new service request: a report through the durable intake; answers its token."""
     state: AppState = request.state.app
@@ -280,20 +343,23 @@ async def post_request(request: Request, fmt: str) -> Response:
     code = params.get("service_code")
     if code is None:
         raise Open311Error(400, "service_code is required")
-    if tenant.category_codes.get(code) is None:
-        raise Open311Error(404, f"no service {code!r} in this jurisdiction")
-    if "lat" not in params or "long" not in params:
+    service = await _service(state, tenant, code)
+    lat = lon = None
+    if "lat" in params or "long" in params:
+        if "lat" not in params or "long" not in params:
+            raise Open311Error(400, "lat and long come together")
+        try:
+            lat, lon = float(params["lat"]), float(params["long"])
+        except ValueError:
+            raise Open311Error(400, "lat and long must be numbers") from None
+    elif "address_string" not in params:
         raise Open311Error(
             400,
-            "a location by lat and long is required (requests located by address_string "
-            "or address_id alone are not accepted yet)",
+            "a location is required: lat and long, or address_string"
+            + (" (address_id is not known here)" if "address_id" in params else ""),
         )
-    try:
-        lat, lon = float(params["lat"]), float(params["long"])
-    except ValueError:
-        raise Open311Error(400, "lat and long must be numbers") from None
     form = await read_form_pairs(request, state.settings.max_body_bytes)
-    attributes = _attributes(form)
+    attributes = _checked(stored_attributes(service.attributes), _answers(form))
     for name in ("device_id", "account_id"):
         if name in params:
             attributes[name] = params[name]
@@ -303,19 +369,16 @@ async def post_request(request: Request, fmt: str) -> Response:
         for k, v in (("name", name), ("email", params.get("email")), ("phone", params.get("phone")))
         if v
     }
-    text = params.get("description")
-    if text is None:  # the spec makes it optional; a report needs words: the service's name
-        async with tenant_transaction(state.pool, tenant.id) as conn:
-            categories = await tenants_repo.list_categories(conn, tenant.id)
-        text = next((c.name for c in categories if c.service_code == code), code)
+    # The spec makes the description optional; a report needs words: the service's name.
+    text = params.get("description") or service.name
     raw: dict[str, Any] = {
         "text": text,
-        "lat": lat,
-        "lon": lon,
         "category": code,
         "channel": "api",
         "attributes": attributes,
     }
+    if lat is not None:
+        raw["lat"], raw["lon"] = lat, lon
     if params.get("address_string"):
         raw["address"] = params["address_string"]
     if reporter:
@@ -397,17 +460,26 @@ def _page(params: Mapping[str, str]) -> tuple[int, int]:
 
 async def _read(
     request: Request, params: Mapping[str, str], ids: list[uuid.UUID] | None
-) -> tuple[list[Any], bool]:
+) -> tuple[list[dict[str, Any]], bool]:
+    """The requests a GET names, as GeoReport request objects, and whether the caller is
+    staff. By ids; else changed in [updated_after, updated_before) when either is given
+    (incremental sync, oldest change first); else opened in [start_date, end_date) (at most
+    90 days, the last 90 by default; newest first)."""
     tenant = await _tenant(request, params)
-    staff = await _caller(request, params, "submit")
+    caller = await _caller(request, params, "submit")
     state: AppState = request.state.app
     now = dt.datetime.now(dt.UTC)
-    end = _time(params, "end_date") or now + dt.timedelta(seconds=1)
-    start = _time(params, "start_date") or end - WINDOW
+    updated = "updated_after" in params or "updated_before" in params
+    if updated:
+        end = _time(params, "updated_before") or now + dt.timedelta(seconds=1)
+        start = _time(params, "updated_after") or ALL_TIME
+    else:
+        end = _time(params, "end_date") or now + dt.timedelta(seconds=1)
+        start = _time(params, "start_date") or end - WINDOW
     if ids is None:
         if end <= start:
-            raise Open311Error(400, "end_date must be after start_date")
-        if end - start > WINDOW:
+            raise Open311Error(400, "the period must end after it starts")
+        if not updated and end - start > WINDOW:
             raise Open311Error(400, "start_date and end_date may be at most 90 days apart")
     codes = _list(params, "service_code")
     categories = None
@@ -416,14 +488,59 @@ async def _read(
     statuses = _list(params, "status")
     if statuses is not None and not set(statuses) <= {"open", "closed"}:
         raise Open311Error(400, "status is open, closed, or both")
+    extensions = params.get("extensions", "false").lower()
+    if extensions not in ("true", "false"):
+        raise Open311Error(400, "extensions is true or false")
     size, offset = _page(params)
-    is_staff = staff is not None and staff.staff
+    is_staff = caller is not None and caller.staff
     async with tenant_transaction(state.pool, tenant.id) as conn:
         view = STAFF if is_staff else (await analytics_repo.public_view(conn, tenant.id))[0]
-        rows = await repo.open311_requests(
-            conn, tenant.id, start, end, ids, categories, statuses, view, size, offset
-        )
-    return rows, is_staff
+        if updated and ids is None:
+            rows = await repo.open311_requests_updated(
+                conn, tenant.id, start, end, categories, statuses, view, size, offset
+            )
+        else:
+            rows = await repo.open311_requests(
+                conn, tenant.id, start, end, ids, categories, statuses, view, size, offset
+            )
+        notes: dict[uuid.UUID, list[dict[str, Any]]] = {}
+        if extensions == "true" and rows:
+            for n in await repo.open311_notes(conn, tenant.id, [r["id"] for r in rows], is_staff):
+                notes.setdefault(n["issue_id"], []).append(_note(n, is_staff))
+    out = []
+    for r in rows:
+        item = _request_out(r, is_staff)
+        if extensions == "true":
+            item["extended_attributes"] = {"civicpulse_status": r["status"]}
+            item["notes"] = notes.get(r["id"], [])
+        out.append(item)
+    return out, is_staff
+
+
+# mySociety's extended statuses (servicerequestupdates), from the workflow's.
+EXTENDED_STATUS = {
+    "new": "open",
+    "triaged": "investigating",
+    "assigned": "action_scheduled",
+    "in_progress": "in_progress",
+    "waiting": "action_scheduled",
+    "reopened": "reopen",
+    "resolved": "fixed",
+    "closed": "closed",
+    "rejected": "no_further_action",
+    "duplicate": "duplicate",
+}
+
+
+def _note(row: Any, staff: bool) -> dict[str, Any]:
+    """An event as a notes[] entry: a status change, or (staff only) a comment. The public
+    never reads a note's words: staff write them for staff."""
+    if row["kind"] == "comment":
+        return {"datetime": row["created_at"], "summary": row["note"], "type": "comment"}
+    words = f"Status changed to {row['to_status'].replace('_', ' ')}"
+    if staff and row["note"]:
+        words += f": {row['note']}"
+    return {"datetime": row["created_at"], "summary": words, "type": "status"}
 
 
 def _ids(raw: str) -> list[uuid.UUID]:
@@ -440,18 +557,17 @@ async def get_requests(request: Request, fmt: str) -> Response:
     """Requests by id, or opened in a period (default: the last 90 days, at most 1,000)."""
     params = await _params(request)
     named = params.get("service_request_id")
-    rows, staff = await _read(request, params, None if named is None else _ids(named))
-    body = [_request_out(r, staff) for r in rows]
+    body, _ = await _read(request, params, None if named is None else _ids(named))
     return _render(fmt, body, "service_requests", "request")
 
 
 async def get_request(request: Request, fmt: str) -> Response:
     """One request, as a list of one."""
     params = await _params(request)
-    rows, staff = await _read(request, params, _ids(request.path_params["service_request_id"]))
-    if not rows:
+    body, _ = await _read(request, params, _ids(request.path_params["service_request_id"]))
+    if not body:
         raise Open311Error(404, "no such service request")
-    return _render(fmt, [_request_out(rows[0], staff)], "service_requests", "request")
+    return _render(fmt, body[:1], "service_requests", "request")
 
 
 async def get_token(request: Request, fmt: str) -> Response:
@@ -488,7 +604,42 @@ async def get_token(request: Request, fmt: str) -> Response:
     return _render(fmt, [item], "service_requests", "request")
 
 
+async def service_request_updates(request: Request, fmt: str) -> Response:
+    """mySociety's extension: status changes made in [start_date, end_date) (the last 90
+    days by default, at most 1,000), with its extended statuses."""
+    params = await _params(request)
+    tenant = await _tenant(request, params)
+    caller = await _caller(request, params, "submit")
+    is_staff = caller is not None and caller.staff
+    now = dt.datetime.now(dt.UTC)
+    end = _time(params, "end_date") or now + dt.timedelta(seconds=1)
+    start = _time(params, "start_date") or end - WINDOW
+    if end <= start:
+        raise Open311Error(400, "end_date must be after start_date")
+    state: AppState = request.state.app
+    async with tenant_transaction(state.pool, tenant.id) as conn:
+        view = STAFF if is_staff else (await analytics_repo.public_view(conn, tenant.id))[0]
+        rows = await repo.open311_updates(conn, tenant.id, start, end, view, MAX_REQUESTS)
+    body = [
+        {
+            "update_id": str(r["seq"]),
+            "service_request_id": str(r["issue_id"]),
+            "status": EXTENDED_STATUS.get(r["to_status"], "open"),
+            "updated_datetime": r["created_at"],
+            "description": _note(r, is_staff)["summary"],
+            "media_url": None,
+        }
+        for r in rows
+    ]
+    return _render(fmt, body, "service_request_updates", "request_update")
+
+
 routes = [
+    Route(
+        f"{BASE}/servicerequestupdates.{{fmt}}",
+        _handler(service_request_updates),
+        methods=["GET"],
+    ),
     Route(f"{BASE}/discovery.{{fmt}}", _handler(discovery), methods=["GET"]),
     Route(f"{BASE}/services.{{fmt}}", _handler(services), methods=["GET"]),
     Route(

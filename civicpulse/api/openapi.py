@@ -495,6 +495,32 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         ),
     ),
     # --- configuration ------------------------------------------------------------------
+    ("GET", f"{T}/geocoder"): Operation(
+        "The tenant's geocoder",
+        "configuration",
+        "admin",
+        {200: config.GeocoderOut},
+        errors=(404,),
+    ),
+    ("PUT", f"{T}/geocoder"): Operation(
+        "Set the tenant's geocoder",
+        "configuration",
+        "admin",
+        {200: config.GeocoderOut, 201: config.GeocoderOut},
+        body=config.GeocoderIn,
+        description=(
+            "A Nominatim-compatible search endpoint. Reports located by address only (no "
+            "lat/lon) get coordinates from it later, asynchronously; answers are cached per "
+            "normalised address. Without one they are grouped by address and keep no point."
+        ),
+    ),
+    ("DELETE", f"{T}/geocoder"): Operation(
+        "Remove the tenant's geocoder",
+        "configuration",
+        "admin",
+        {204: Reply(media=None, description="Removed")},
+        errors=(404,),
+    ),
     ("GET", f"{T}/rate-limits"): Operation(
         "The tenant's rate limits in force",
         "configuration",

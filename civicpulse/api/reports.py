@@ -33,6 +33,7 @@ from civicpulse.domain.reports import (
     ReportOut,
     WriteOutcome,
 )
+from civicpulse.engine import addresses
 from civicpulse.engine.places import Where
 from civicpulse.errors import CivicPulseError, Conflict, NotFound, ValidationFailed
 from civicpulse.ids import uuid7
@@ -88,13 +89,21 @@ def to_new_report(
             )
     if report.place is not None and report.place not in tenant.place_codes:
         raise ValidationFailed(f"unknown place {report.place!r} for this tenant", field="place")
+    if (report.lat is None) != (report.lon is None):
+        raise ValidationFailed(
+            "lat and lon come together", field="lon" if report.lon is None else "lat"
+        )
+    address = report.address.strip() if report.address else None
+    if report.lat is None and not address:
+        raise ValidationFailed("a report needs a location: lat and lon, or an address", field="lat")
     return NewReport(
         tenant_id=tenant.id,
         id=str(uuid7()),
         text=report.text,
-        lat=limits.coordinate(report.lat),
-        lon=limits.coordinate(report.lon),
-        address=report.address,
+        lat=limits.coordinate_or_none(report.lat),
+        lon=limits.coordinate_or_none(report.lon),
+        address=address,
+        address_key=addresses.key(address),
         requested_category=category,
         submitted_at=report.submitted_at,
         channel=report.channel,

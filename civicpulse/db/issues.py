@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from civicpulse.engine.grouping import (
     Candidate,
     Report,
     Search,
+    address_region,
     building_likelihood,
     profile,
     report_scope,
@@ -52,8 +54,8 @@ def _report(r: asyncpg.Record) -> Report:
     subtypes = _mix(r["subtypes"])
     return Report(
         str(r["id"]),
-        r["lat"],
-        r["lon"],
+        _coordinate(r["lat"]),
+        _coordinate(r["lon"]),
         category,
         r["kind"],
         r["text"],
@@ -65,7 +67,18 @@ def _report(r: asyncpg.Record) -> Report:
         _mix(r["alternatives"]),
         subtypes,
         building_likelihood(category, r["scope"], subtypes, r["subtype"]),
+        r["address_key"],
     )
+
+
+def _coordinate(value: float | None) -> float:
+    """A stored coordinate as the engine takes it: NaN for none (engine.grouping.located)."""
+    return math.nan if value is None else value
+
+
+def _stored(value: float) -> float | None:
+    """An engine coordinate as stored: NULL for none."""
+    return None if math.isnan(value) else value
 
 
 async def refresh_issue_profiles(
@@ -114,7 +127,10 @@ async def lock_issue_regions(
     rows = await conn.fetch(q("issue_points"), tenant_id, list(issue_ids))
     keys: set[int] = set()
     for r in rows:
-        keys |= geo.region_keys(r["lat"], r["lon"], 0.0)
+        if r["lat"] is not None:
+            keys |= geo.region_keys(r["lat"], r["lon"], 0.0)
+        if r["address_key"] is not None:
+            keys.add(address_region(r["address_key"]))
     await lock_regions(conn, tenant_id, sorted(keys))
 
 
@@ -127,8 +143,8 @@ async def open_issue_candidates(
     return [
         Candidate(
             str(r["id"]),
-            r["lat"],
-            r["lon"],
+            _coordinate(r["lat"]),
+            _coordinate(r["lon"]),
             r["category"] or "other",
             r["kind"],
             r["representative_text"],
@@ -142,6 +158,8 @@ async def open_issue_candidates(
             building_likelihood(
                 r["category"] or "other", r["scope"], _mix(r["subtypes"]), r["subtype"]
             ),
+            r["address_key"],
+            r["located"],
         )
         for r in rows
     ]
@@ -151,6 +169,7 @@ def candidate_args(search: Search, nearest: int) -> list[Any]:
     """open_issue_candidates' parameters after the tenant."""
     probes = search.probes
     placed = [(p, category) for p in search.place_probes for category in p.categories]
+    addressed = [(p, category) for p in search.address_probes for category in p.categories]
     return [
         [p.report for p in probes],
         [p.category for p in probes],
@@ -164,6 +183,10 @@ def candidate_args(search: Search, nearest: int) -> list[Any]:
         [c for _, c in placed],
         *([p.box[i] for p, _ in placed] for i in range(4)),
         [datetime.fromtimestamp(p.since, UTC) for p, _ in placed],
+        [p.key for p, _ in addressed],
+        [c for _, c in addressed],
+        [datetime.fromtimestamp(p.since, UTC) for p, _ in addressed],
+        [p.unlocated_only for p, _ in addressed],
     ]
 
 
@@ -192,14 +215,15 @@ async def insert_issues(
         [r.category for _, r, _ in issues],
         [r.kind for _, r, _ in issues],
         [r.text for _, r, _ in issues],
-        [r.lat for _, r, _ in issues],
-        [r.lon for _, r, _ in issues],
+        [_stored(r.lat) for _, r, _ in issues],
+        [_stored(r.lon) for _, r, _ in issues],
         [r.t for _, r, _ in issues],
         [r.scope for _, r, _ in issues],
         [r.subtype for _, r, _ in issues],
         [_encoded(c.alternatives) for _, _, c in issues],
         [_encoded(c.place) if c.place.known else None for _, _, c in issues],
         [_encoded(c.subtypes) for _, _, c in issues],
+        [r.address for _, r, _ in issues],
     )
 
 

@@ -61,6 +61,7 @@ async def insert_reports(
             [r.body_hash for r in to_insert],
             [r.place for r in to_insert],
             [r.key_id for r in to_insert],
+            [r.address_key for r in to_insert],
         )
     }
 
@@ -267,6 +268,7 @@ IMPORT_COLUMNS = (
     "lat",
     "lon",
     "address",
+    "address_key",
     "category",
     "submitted_at",
     "channel",

@@ -51,6 +51,8 @@ class Category:
     # A tenant's own grouping rule for the category: a narrower reach, its own look-back.
     group_radius_m: float | None = None
     group_lookback_hours: float | None = None
+    # Its Open311 attributes (api.categories.ServiceAttribute), as stored: a JSON list.
+    attributes: str = "[]"
 
 
 def hash_key(key: str) -> bytes:
@@ -174,6 +176,7 @@ async def list_categories(conn: asyncpg.Connection, tenant_id: int) -> list[Cate
             keywords=tuple(r["keywords"]),
             kind=r["kind"],
             scope=r["scope"],
+            attributes=r["attributes"],
         )
         for r in rows
     ]
@@ -354,6 +357,7 @@ async def upsert_category(
                 active,
                 category.group_radius_m,
                 category.group_lookback_hours,
+                category.attributes,
             )
         )
     except asyncpg.UniqueViolationError as exc:

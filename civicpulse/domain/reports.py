@@ -29,8 +29,10 @@ class ReportIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """A report as a client submits it."""
 
     text: Text
-    lat: Latitude
-    lon: Longitude
+    # Where: lat and lon, or an address alone (grouped by its normalised form, and given
+    # coordinates later by the tenant's geocoder when it has one), or both.
+    lat: Latitude | None = None
+    lon: Longitude | None = None
     address: ShortText | None = None
     category: Code | None = None
     submitted_at: AwareDatetime | None = None
@@ -104,8 +106,8 @@ class ReportOut(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     status: str
     text: str
-    lat: float
-    lon: float
+    lat: float | None
+    lon: float | None
     address: str | None
     requested_category: str | None
     category: str | None
@@ -143,8 +145,8 @@ class NewReport(msgspec.Struct, frozen=True, kw_only=True):
     tenant_id: int
     id: str
     text: str
-    lat: float
-    lon: float
+    lat: float | None
+    lon: float | None
     address: str | None
     requested_category: str | None
     submitted_at: dt.datetime | None
@@ -157,6 +159,7 @@ class NewReport(msgspec.Struct, frozen=True, kw_only=True):
     place: str | None = None
     # The API key it came with: a `submit` key reads back only its own reports.
     key_id: int | None = None
+    address_key: str | None = None  # engine.addresses.key(address)
 
 
 class WriteOutcome(msgspec.Struct, frozen=True):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -188,6 +189,9 @@ class Report(NamedTuple):
     # How likely the problem is building-wide (its category's scope, or its subtypes'):
     # "freezing in 412" may be one room's heater or the whole building's boiler.
     wide: float = 0.0
+    # The normalised address (engine.addresses); a report without coordinates (lat and lon
+    # NaN) is grouped by it.
+    address: str | None = None
 
 
 class Candidate(NamedTuple):
@@ -205,6 +209,15 @@ class Candidate(NamedTuple):
     alternatives: tuple[tuple[str, float], ...] = ()
     subtypes: tuple[tuple[str, float], ...] = ()
     wide: float = 0.0
+    address: str | None = None  # its founding report's normalised address
+    # How many of its reports have coordinates (its point is their mean); None: all of them.
+    # An issue whose reports all came by address only has lat and lon NaN.
+    located: int | None = None
+
+
+def located(lat: float) -> bool:
+    """Has a point (coordinates unknown are NaN in the engine, NULL in the database)."""
+    return not math.isnan(lat)
 
 
 class Scores(NamedTuple):
@@ -582,12 +595,19 @@ def group_batch(
     by_key: dict[str, list[str]] = defaultdict(list)
     live: dict[str, Candidate] = {}
 
+    # And by normalised address: a report without coordinates finds the issues at its
+    # address, and one with coordinates those at its address that have none.
+    by_address: dict[str, list[str]] = defaultdict(list)
+
     def add(c: Candidate) -> None:
         live[c.id] = c
-        by_cell[(c.category, geo.cell_of(c.lat, c.lon))].append(c.id)
+        if located(c.lat):
+            by_cell[(c.category, geo.cell_of(c.lat, c.lon))].append(c.id)
         key = issue_place_key(c.place, c.scope)
         if key:
             by_key[key].append(c.id)
+        if c.address:
+            by_address[c.address].append(c.id)
 
     for c in candidates:
         add(c)
@@ -598,7 +618,8 @@ def group_batch(
         categories = joinable(report)
         in_reach: list[tuple[float, str]] = []
         seen: set[str] = set()
-        for cell in geo.cells_within(report.lat, report.lon, params.radius_m):
+        here = located(report.lat)
+        for cell in geo.cells_within(report.lat, report.lon, params.radius_m) if here else ():
             for category in categories:
                 for cid in by_cell.get((category, cell), ()):
                     if cid in seen:
@@ -623,10 +644,21 @@ def group_batch(
                     and abs(report.t - cand.last_t) <= params.lookback_s
                 ):
                     d = geo.distance_m(report.lat, report.lon, cand.lat, cand.lon)
-                    if key.startswith("~") and d > params.radius_m:
+                    if key.startswith("~") and not d <= params.radius_m:
                         continue  # a place said in text is only this one nearby
                     chosen.add(cid)
                     considered.append((d, cid))
+        for cid in by_address.get(report.address or "", ()):
+            cand = live[cid]
+            if (
+                cid not in chosen
+                and (not here or not located(cand.lat))
+                and cand.category in categories
+                and cand.address == report.address
+                and abs(report.t - cand.last_t) <= params.lookback_s
+            ):
+                chosen.add(cid)
+                considered.append((0.0, cid))  # the same address: as near as can be said
         best: tuple[Pair, Candidate] | None = None
         runner_up: tuple[Pair, Candidate] | None = None
         for d, cid in considered:
@@ -642,7 +674,10 @@ def group_batch(
         if best is not None:
             p, cand = best
             updated = absorb(cand, report)
-            if geo.cell_of(updated.lat, updated.lon) != geo.cell_of(cand.lat, cand.lon):
+            if located(updated.lat) and (
+                not located(cand.lat)
+                or geo.cell_of(updated.lat, updated.lon) != geo.cell_of(cand.lat, cand.lon)
+            ):
                 by_cell[(cand.category, geo.cell_of(updated.lat, updated.lon))].append(cand.id)
             moved_to = issue_place_key(updated.place, updated.scope)
             if moved_to and moved_to != issue_place_key(cand.place, cand.scope):
@@ -689,8 +724,22 @@ def found(report: Report, issue_id: str) -> Candidate:
     return Candidate(
         issue_id, report.lat, report.lon, report.category, report.kind, report.text, report.t,
         1, report.subtype, report.scope, where, report.alternatives, report.subtypes,
-        report.wide,
+        report.wide, report.address, 1 if located(report.lat) else 0,
     )  # fmt: skip
+
+
+def _centroid(cand: Candidate, report: Report) -> tuple[float, float, int | None]:
+    """The issue's point after a report joins: the running mean of the reports that have
+    one (add_to_issue_aggregates folds them in the same way)."""
+    if not located(report.lat):
+        return cand.lat, cand.lon, cand.located
+    if cand.located is None:  # every report so far has a point
+        n = cand.report_count + 1
+        return cand.lat + (report.lat - cand.lat) / n, cand.lon + (report.lon - cand.lon) / n, None
+    if not located(cand.lat) or cand.located == 0:
+        return report.lat, report.lon, cand.located + 1
+    n = cand.located + 1
+    return cand.lat + (report.lat - cand.lat) / n, cand.lon + (report.lon - cand.lon) / n, n
 
 
 def absorb(cand: Candidate, report: Report) -> Candidate:
@@ -704,9 +753,11 @@ def absorb(cand: Candidate, report: Report) -> Candidate:
     if cand.scope == "building":
         where = places.building_wide(where)
     same = report.category == cand.category
+    lat, lon, points = _centroid(cand, report)
     return cand._replace(
-        lat=cand.lat + (report.lat - cand.lat) / n,
-        lon=cand.lon + (report.lon - cand.lon) / n,
+        lat=lat,
+        lon=lon,
+        located=points,
         last_t=max(cand.last_t, report.t),
         report_count=n,
         place=where,
@@ -763,13 +814,32 @@ class PlaceProbe(NamedTuple):
     since: float
 
 
+class AddressProbe(NamedTuple):
+    """One (report, normalised address) lookup: the open issues at the address, in the
+    report's joinable categories and look-back; for a report with coordinates only those
+    without (the rest it finds by distance)."""
+
+    key: str
+    categories: tuple[str, ...]
+    since: float
+    unlocated_only: bool
+
+
 class Search(NamedTuple):
     """Where a batch looks for candidates: one probe per (report, joinable category, cell),
-    one per (report, place key), and the coarse regions to lock."""
+    one per (report, place key), one per report's address, and the coarse regions to lock."""
 
     probes: list[Probe]
     regions: set[int]
     place_probes: list[PlaceProbe]
+    address_probes: tuple[AddressProbe, ...] = ()
+
+
+def address_region(address: str) -> int:
+    """The lock key of an address: negative, so it never equals a geo region's. Every report
+    with an address takes it, located or not, so two processes never open two issues at one
+    address either."""
+    return -1 - (zlib.crc32(address.encode()) & 0x7FFFFFFF)
 
 
 def search_for(
@@ -779,21 +849,31 @@ def search_for(
     one for each of its place keys."""
     probes: list[Probe] = []
     place_probes: list[PlaceProbe] = []
+    address_probes: list[AddressProbe] = []
     regions: set[int] = set()
     for n, r in enumerate(reports):
         params = params_for(r.category, r.kind, overrides)
         categories = sorted(set(joinable(r)))
-        box = geo.bbox(r.lat, r.lon, params.radius_m)
         since = r.t - params.lookback_s
-        for cell in geo.cells_within(r.lat, r.lon, params.radius_m):
-            probes.extend(
-                Probe(n, category, cell, r.lat, r.lon, box, since) for category in categories
-            )
+        here = located(r.lat)
+        if here:
+            box = geo.bbox(r.lat, r.lon, params.radius_m)
+            for cell in geo.cells_within(r.lat, r.lon, params.radius_m):
+                probes.extend(
+                    Probe(n, category, cell, r.lat, r.lon, box, since) for category in categories
+                )
+            regions.update(geo.region_keys(r.lat, r.lon, params.radius_m))
+        else:
+            box = (math.nan, math.nan, math.nan, math.nan)
         place_probes.extend(
-            PlaceProbe(key, tuple(categories), box, since) for key in report_place_keys(r.place)
+            PlaceProbe(key, tuple(categories), box, since)
+            for key in report_place_keys(r.place)
+            if here or not key.startswith("~")  # a place said in text needs a pin to be near
         )
-        regions.update(geo.region_keys(r.lat, r.lon, params.radius_m))
-    return Search(probes, regions, place_probes)
+        if r.address:
+            address_probes.append(AddressProbe(r.address, tuple(categories), since, here))
+            regions.add(address_region(r.address))
+    return Search(probes, regions, place_probes, tuple(address_probes))
 
 
 def search_radius(

@@ -17,6 +17,7 @@ down to the report at fault, which is retried with backoff and finally set aside
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -133,7 +134,8 @@ async def _places(
 ) -> list[str]:
     """Where each report is (JSON), resolved in a worker against the tenant's places."""
     found = await ctx.places.get(tenant_id, version)
-    items = [(r["text"], r["address"], r["place"], r["lat"], r["lon"]) for r in rows]
+    # A report located by address only has no pin: NaN is nowhere (no building is near it).
+    items = [(r["text"], r["address"], r["place"], _nan(r["lat"]), _nan(r["lon"])) for r in rows]
     bare = bool(config.get("grouping", {}).get("rooms_by_number", False))
     loop = asyncio.get_running_loop()
     try:
@@ -144,6 +146,10 @@ async def _places(
         return await loop.run_in_executor(
             ctx.executor, places.resolve_batch, found.digest, found.blob, items, bare
         )
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def _config(raw: Any) -> dict[str, Any]:

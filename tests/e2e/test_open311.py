@@ -85,10 +85,105 @@ async def test_discovery_services_and_definitions_in_json_and_xml(
         assert missing.status_code == 404 and errors_of(missing)[0]["code"] == 404
 
 
+ROAD_ATTRIBUTES = [
+    {"code": "depth", "datatype": "singlevaluelist", "required": True, "order": 1,
+     "description": "How deep is it?",
+     "values": [{"key": "shallow", "name": "Shallow"}, {"key": "deep", "name": "Deep"}]},
+    {"code": "hazards", "datatype": "multivaluelist", "order": 2,
+     "description": "What does it cause?",
+     "values": [{"key": "cars swerving", "name": "Cars swerving"},
+                {"key": "night", "name": "Hard to see at night"}]},
+    {"code": "width_cm", "datatype": "number", "order": 3, "description": "Width in cm"},
+    {"code": "note", "datatype": "text", "variable": False, "order": 4,
+     "description": "Crews fill potholes within 3 business days."},
+]  # fmt: skip
+
+
+async def with_attributes(
+    client: httpx.AsyncClient, tenant: TenantKeys, code: str, attributes: list[dict[str, Any]]
+) -> None:
+    """Give a category Open311 attributes through the REST API, as an admin would."""
+    listed = await client.get(
+        f"/v1/tenants/{tenant.slug}/categories", headers=tenant.headers("admin")
+    )
+    category = next(c for c in listed.json()["items"] if c["code"] == code)
+    body = {k: v for k, v in category.items() if k != "code"} | {"attributes": attributes}
+    put = await client.put(
+        f"/v1/tenants/{tenant.slug}/categories/{code}", json=body, headers=tenant.headers("admin")
+    )
+    assert put.status_code == 200, put.text
+    assert put.json()["attributes"][0]["code"] == attributes[0]["code"]
+
+
+async def test_service_definitions_come_from_the_category(
+    settings: Settings, tenant_a: TenantKeys
+) -> None:
+    jurisdiction = {"jurisdiction_id": tenant_a.slug}
+    async with running_server(settings) as client:
+        await with_attributes(client, tenant_a, "road_defect", ROAD_ATTRIBUTES)
+        listed = await client.get(f"{BASE}/services.json", params=jurisdiction)
+        services = {s["service_code"]: s for s in listed.json()}
+        assert services["ROAD"]["metadata"] is True and services["LIGHT"]["metadata"] is False
+        definition = (await client.get(f"{BASE}/services/ROAD.json", params=jurisdiction)).json()
+        assert definition["service_code"] == "ROAD"
+        depth, hazards, width, note = definition["attributes"]
+        assert depth == {
+            "variable": True, "code": "depth", "datatype": "singlevaluelist", "required": True,
+            "datatype_description": None, "order": 1, "description": "How deep is it?",
+            "values": [{"key": "shallow", "name": "Shallow"}, {"key": "deep", "name": "Deep"}],
+        }  # fmt: skip
+        assert hazards["datatype"] == "multivaluelist" and width["values"] == []
+        assert note["variable"] is False
+        # The same in XML, read with an independent parser.
+        xml = await client.get(f"{BASE}/services/ROAD.xml", params=jurisdiction)
+        doc = minidom.parseString(xml.text)
+        assert len(doc.getElementsByTagName("service_definition")) == 1
+        codes = [
+            a.getElementsByTagName("code")[0].firstChild.data
+            for a in doc.getElementsByTagName("attribute")
+        ]
+        assert codes == ["depth", "hazards", "width_cm", "note"]
+        keys = [v.getElementsByTagName("key")[0].firstChild.data
+                for v in doc.getElementsByTagName("value")]  # fmt: skip
+        assert keys == ["shallow", "deep", "cars swerving", "night"]
+        # A definition the API cannot take is refused with the field named.
+        bad = [{**ROAD_ATTRIBUTES[0], "values": []}]
+        listed_rest = await client.get(
+            f"/v1/tenants/{tenant_a.slug}/categories", headers=tenant_a.headers("admin")
+        )
+        road = next(c for c in listed_rest.json()["items"] if c["code"] == "road_defect")
+        refused = await client.put(
+            f"/v1/tenants/{tenant_a.slug}/categories/road_defect",
+            json={k: v for k, v in road.items() if k != "code"} | {"attributes": bad},
+            headers=tenant_a.headers("admin"),
+        )
+        assert refused.status_code == 422
+        assert refused.json()["error"]["field"] == "attributes[0].values"
+
+
 async def test_a_third_party_app_posts_with_attributes_polls_and_reads_back(
     settings: Settings, tenant_a: TenantKeys
 ) -> None:
     async with running_server(settings) as client:
+        await with_attributes(client, tenant_a, "road_defect", ROAD_ATTRIBUTES)
+        base = {
+            "jurisdiction_id": tenant_a.slug,
+            "api_key": tenant_a.submit,
+            "service_code": "ROAD",
+            "lat": str(LAT),
+            "long": str(LON),
+        }
+        # Answers the service's definition does not allow: the spec's 400, naming them.
+        for wrong, says in [
+            ({}, "attribute[depth] is required"),
+            ({"attribute[depth]": "bottomless"}, "'bottomless' is not one of its values"),
+            ({"attribute[depth]": "deep", "attribute[colour]": "red"}, "not an attribute"),
+            ({"attribute[depth]": "deep", "attribute[width_cm]": "wide"}, "must be a number"),
+            ({"attribute[depth][]": ["deep", "shallow"]}, "takes one value"),
+        ]:
+            refused = await client.post(f"{BASE}/requests.json", data={**base, **wrong})
+            assert refused.status_code == 400, (wrong, refused.text)
+            assert says in errors_of(refused)[0]["description"], refused.text
         posted = await client.post(
             f"{BASE}/requests.json",
             data={
@@ -101,6 +196,7 @@ async def test_a_third_party_app_posts_with_attributes_polls_and_reads_back(
                 "description": "Deep pothole in the right lane, cars swerving",
                 "attribute[depth]": "deep",
                 "attribute[hazards][]": ["cars swerving", "night"],
+                "attribute[width_cm]": "40",
                 "media_url": "https://example.org/pothole.jpg",
                 "first_name": "Ana",
                 "last_name": "Ruiz",
@@ -151,6 +247,7 @@ async def test_a_third_party_app_posts_with_attributes_polls_and_reads_back(
         assert report["attributes"] == {
             "depth": "deep",
             "hazards": ["cars swerving", "night"],
+            "width_cm": "40",
             "device_id": "phone-7",
         }
 

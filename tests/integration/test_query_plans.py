@@ -495,6 +495,19 @@ async def test_grouping_and_workflow_plans_hold_without_statistics(
             (t, *candidate_args(search, grouping.NEAREST)),
         )
     )
+    # A report located by address only: one probe of the address index.
+    by_address = grouping.Report(
+        "a", float("nan"), float("nan"), "road_defect", "infrastructure", "x", time.time(), 2,
+        address="123 n main st",
+    )  # fmt: skip
+    search = grouping.search_for([by_address], {})
+    cases.append(
+        (
+            "open_issue_candidates",
+            "issues_open_address",
+            (t, *candidate_args(search, grouping.NEAREST)),
+        )
+    )
     wrong = []
     for name, index, args in cases:
         try:
@@ -517,3 +530,52 @@ async def test_grouping_and_workflow_plans_hold_without_statistics(
     assert "sla_timers" not in {
         n.get("Relation Name") for n in nodes if n["Node Type"] == "Seq Scan"
     }
+
+
+async def test_open311_and_address_queries_use_their_indexes(
+    seeded: list[TenantKeys], app_pool: asyncpg.Pool, db_url: str
+) -> None:
+    t = seeded[1].id
+    now = datetime.now(UTC)
+    week = now - timedelta(days=7)
+    # Issues change over a year, as a city's do (seeded, all changed at once).
+    owner = await asyncpg.connect(db_url)
+    try:
+        await owner.execute(
+            "UPDATE issues SET updated_at = now() - (abs(hashtext(id::text)) % 365) * "
+            "interval '1 day'"
+        )
+        await owner.execute("ANALYZE issues")
+    finally:
+        await owner.close()
+    # Open311 incremental sync, the update feed and the notes of a page of requests.
+    cases: list[tuple[str, str, tuple[Any, ...]]] = [
+        ("open311_requests_updated", "issues_updated",
+         (t, week, now, None, *PUBLIC, 1000, 0, None)),
+        ("open311_requests_updated", "issues_updated",
+         (t, week, now, ["road_defect"], *STAFF.sql_args, 50, 0, ["open"])),
+        ("open311_updates", "issue_events_status_changes", (t, week, now, *PUBLIC, 1000)),
+        ("open311_notes", "issue_events_issue", (t, [uuid.uuid4(), uuid.uuid4()], True)),
+        # The geocoder's queue: the reports still without a point, oldest first.
+        ("geocode_pending", "reports_unlocated", (t, 5, 20)),
+    ]  # fmt: skip
+    for name, index, args in cases:
+        assert_uses(await explain(app_pool, t, q(name), *args), index)
+    # Grouping a report located by address only: the open issues at its address, from the
+    # address index alone, never a scan of the tenant's open issues.
+    unlocated = grouping.Report(
+        "a", float("nan"), float("nan"), "road_defect", "infrastructure", "x", time.time(), 2,
+        address="123 n main st",
+    )  # fmt: skip
+    located = unlocated._replace(id="b", lat=34.05, lon=-118.25)
+    search = grouping.search_for([unlocated, located], {})
+    assert not [p for p in search.probes if p.report == 0]  # no cell probes without a point
+    nodes = await explain(
+        app_pool, t, q("open_issue_candidates"), t, *candidate_args(search, grouping.NEAREST)
+    )
+    kinds = {n.get("Index Name"): n["Node Type"] for n in nodes if n.get("Index Name")}
+    assert (
+        kinds.get("issues_open_address") == "Index Scan"
+        or kinds.get("issues_open_address") == "Index Only Scan"
+    ), kinds
+    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], kinds

@@ -87,8 +87,8 @@ def test_chunk_is_copy_text_and_escapes_only_when_needed() -> None:
 
 def test_chunk_refuses_rows_postgresql_cannot_store() -> None:
     names = (*IMPORT_COLUMNS, "status")
-    good = ("2", "a1", "ok", "34.1", "-118.3", "", "", "2020-01-01 00:00:00-08:00", "import")
-    bad = ("5", "a2", "ok", "34.1", "-118.3", "1 Main\x00St", "", *good[7:])
+    good = ("2", "a1", "ok", "34.1", "-118.3", "", "", "", "2020-01-01 00:00:00-08:00", "import")
+    bad = ("5", "a2", "ok", "34.1", "-118.3", "1 Main\x00St", "", "", *good[8:])
     errors: list[tuple[int, str, str]] = []
     ids = {"a1", "a2"}
     chunk = imports._chunk([(*good, "", "x"), (*bad, "", "y")], ids, 0, names, errors)
@@ -135,3 +135,24 @@ def test_parse_gives_typed_values_from_the_staged_row() -> None:
     }
     staged = layout.stage(row, 7)
     assert staged[0] == "7" and len(staged) == len(IMPORT_COLUMNS) + len(layout.attribute_keys)
+
+
+def test_a_record_without_a_point_is_kept_by_its_address() -> None:
+    layout = imports.LAYOUTS["csv"](
+        ["source_id", "text", "lat", "lon", "submitted_at", "address"],
+        {},
+        ZoneInfo("America/Los_Angeles"),
+    )
+    when = "2024-05-03T10:00:00-07:00"
+    staged = layout.stage(["x", "Pothole", "", "", when, "5718 San Ramon Drive 90042"], 2)
+    assert staged[3:7] == ("", "", "5718 San Ramon Drive 90042", "5718 san ramon dr")
+    # The exports' 0 means unknown too.
+    assert layout.stage(["y", "Pothole", "0", "0", when, "1 Main St"], 3)[3:7] == (
+        "", "", "1 Main St", "1 main st",
+    )  # fmt: skip
+    # Without an address it names no place at all: rejected.
+    with pytest.raises(imports.RowError, match="missing coordinate"):
+        layout.stage(["z", "Pothole", "", "", when, ""], 4)
+    # A point that is there but wrong is still an error, address or not.
+    with pytest.raises(imports.RowError, match="out of range"):
+        layout.stage(["w", "Pothole", "134.1", "-118.3", when, "1 Main St"], 5)

@@ -5,7 +5,7 @@
 SELECT r.id, r.lat, r.lon, r.category, COALESCE(c.kind, 'other') AS kind, r.text,
        extract(epoch FROM r.submitted_at)::float8 AS t, COALESCE(r.severity, 2) AS severity,
        r.subtype, COALESCE(c.scope, 'local') AS scope, r.place_ref, r.alternatives,
-       r.subtypes
+       r.subtypes, r.address_key
   FROM reports r
   LEFT JOIN categories c ON c.tenant_id = r.tenant_id AND c.code = r.category
  WHERE r.tenant_id = $1 AND r.id = ANY($2::uuid[]) AND r.lease_owner = $3
@@ -74,14 +74,30 @@ WITH probe AS (
                    OR (i.lat BETWEEN k.lat_lo AND k.lat_hi
                        AND i.lon BETWEEN k.lon_lo AND k.lon_hi))
            OFFSET 0) AS i
+), addressed AS (
+    -- By normalised address ($20-$23, issues_open_address): every open issue at a report's
+    -- address when the report has no point, only those without a point when it has one.
+    SELECT i.id
+      FROM unnest($20::text[], $21::text[], $22::timestamptz[], $23::boolean[])
+           AS a (key, category, since, unlocated_only)
+     CROSS JOIN LATERAL (
+           SELECT i.id FROM issues i
+            WHERE i.tenant_id = $1 AND i.address_key = a.key
+              AND civicpulse_is_open(i.status) AND i.address_key IS NOT NULL
+              AND i.category = a.category AND i.last_reported >= a.since
+              AND (NOT a.unlocated_only OR i.lat IS NULL)
+           OFFSET 0) AS i
 ), chosen AS (
     SELECT n.id FROM near n WHERE n.rank <= $12
     UNION
     SELECT pl.id FROM placed pl
+    UNION
+    SELECT ad.id FROM addressed ad
 )
 SELECT i.id, i.lat, i.lon, i.category, COALESCE(i.kind, 'other') AS kind,
        i.representative_text, extract(epoch FROM i.last_reported)::float8 AS last_t,
-       i.report_count, i.subtype, i.scope, i.place_ref, i.alternatives, i.subtypes
+       i.report_count, i.subtype, i.scope, i.place_ref, i.alternatives, i.subtypes,
+       i.address_key, i.located
   FROM chosen c
  CROSS JOIN LATERAL (SELECT * FROM issues i WHERE i.tenant_id = $1 AND i.id = c.id LIMIT 1) AS i
 
@@ -94,14 +110,15 @@ SELECT report_id, issue_id FROM not_duplicates
 -- founding reports like any other.
 INSERT INTO issues (tenant_id, id, category, kind, title, representative_text, lat, lon,
                     cell, first_reported, last_reported, opened_at, scope, subtype,
-                    alternatives, place_ref, subtypes)
+                    alternatives, place_ref, subtypes, address_key)
 SELECT $1, u.id, u.category, u.kind, left(u.text, 120), u.text, u.lat, u.lon,
        civicpulse_cell(u.lat, u.lon), to_timestamp(u.t), to_timestamp(u.t), now(), u.scope,
-       u.subtype, u.alternatives::jsonb, u.place_ref::jsonb, u.subtypes::jsonb
+       u.subtype, u.alternatives::jsonb, u.place_ref::jsonb, u.subtypes::jsonb, u.address_key
   FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::float8[],
-              $8::float8[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+              $8::float8[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+              $14::text[])
        AS u (id, category, kind, text, lat, lon, t, scope, subtype, alternatives, place_ref,
-             subtypes)
+             subtypes, address_key)
 
 -- name: set_issue_profiles
 -- Where issues are (once a later report told more than the founding one) and their category
@@ -124,7 +141,7 @@ SELECT r.issue_id, i.category AS issue_category, r.id, r.lat, r.lon, r.category,
        COALESCE(c.kind, 'other') AS kind, r.text,
        extract(epoch FROM r.submitted_at)::float8 AS t, COALESCE(r.severity, 2) AS severity,
        r.subtype, COALESCE(c.scope, 'local') AS scope, r.place_ref, r.alternatives,
-       r.subtypes
+       r.subtypes, r.address_key
   FROM reports r
   JOIN issues i ON i.tenant_id = r.tenant_id AND i.id = r.issue_id
   LEFT JOIN categories c ON c.tenant_id = r.tenant_id AND c.code = r.category
@@ -160,8 +177,9 @@ WITH batch AS MATERIALIZED (
      GROUP BY b.issue_id
 ), a AS (
     SELECT b.issue_id, count(*) AS n, min(b.submitted_at) AS first_reported,
-           max(b.submitted_at) AS last_reported, sum(b.lat) AS lat_sum,
-           sum(b.lon) AS lon_sum, max(b.severity) AS severity,
+           max(b.submitted_at) AS last_reported, count(b.lat) AS points,
+           COALESCE(sum(b.lat), 0) AS lat_sum, COALESCE(sum(b.lon), 0) AS lon_sum,
+           max(b.severity) AS severity,
            COALESCE(hz.hazards, '{}') AS hazards
       FROM batch b
       LEFT JOIN hazards hz ON hz.issue_id = b.issue_id
@@ -171,11 +189,13 @@ UPDATE issues i
    SET report_count = i.report_count + a.n,
        first_reported = LEAST(i.first_reported, a.first_reported),
        last_reported = GREATEST(i.last_reported, a.last_reported),
-       lat = (COALESCE(i.lat, 0) * i.report_count + a.lat_sum) / (i.report_count + a.n),
-       lon = (COALESCE(i.lon, 0) * i.report_count + a.lon_sum) / (i.report_count + a.n),
+       -- The centroid of the reports with a point (none: no point yet, NULL).
+       located = i.located + a.points::int,
+       lat = (COALESCE(i.lat, 0) * i.located + a.lat_sum) / NULLIF(i.located + a.points, 0),
+       lon = (COALESCE(i.lon, 0) * i.located + a.lon_sum) / NULLIF(i.located + a.points, 0),
        cell = civicpulse_cell(
-           (COALESCE(i.lat, 0) * i.report_count + a.lat_sum) / (i.report_count + a.n),
-           (COALESCE(i.lon, 0) * i.report_count + a.lon_sum) / (i.report_count + a.n)),
+           (COALESCE(i.lat, 0) * i.located + a.lat_sum) / NULLIF(i.located + a.points, 0),
+           (COALESCE(i.lon, 0) * i.located + a.lon_sum) / NULLIF(i.located + a.points, 0)),
        severity = GREATEST(i.severity, a.severity),
        hazards = ARRAY(SELECT DISTINCT h FROM unnest(i.hazards || a.hazards) AS h ORDER BY h),
        -- Staff-set priorities stay; rules run after this and may set it again.
@@ -195,6 +215,7 @@ UPDATE issues i
        last_reported = COALESCE(a.last_reported, i.last_reported),
        lat = COALESCE(a.lat, i.lat),
        lon = COALESCE(a.lon, i.lon),
+       located = a.points::int,
        cell = civicpulse_cell(COALESCE(a.lat, i.lat), COALESCE(a.lon, i.lon)),
        severity = COALESCE(a.severity, i.severity),
        hazards = a.hazards,
@@ -205,6 +226,7 @@ UPDATE issues i
   CROSS JOIN LATERAL (
         SELECT count(*) AS n, min(r.submitted_at) AS first_reported,
                max(r.submitted_at) AS last_reported, avg(r.lat) AS lat, avg(r.lon) AS lon,
+               count(r.lat) AS points,
                max(r.severity) AS severity,
                ARRAY(SELECT DISTINCT h FROM reports r2, unnest(r2.hazards) AS h
                       WHERE r2.tenant_id = $1 AND r2.issue_id = t.issue_id ORDER BY h)
@@ -258,7 +280,7 @@ SELECT EXISTS (SELECT 1 FROM reports
                 WHERE tenant_id = $1 AND issue_id = $2 AND key_id = ANY($3::bigint[]))
 
 -- name: issue_points
-SELECT lat, lon FROM issues WHERE tenant_id = $1 AND id = ANY($2::uuid[])
+SELECT lat, lon, address_key FROM issues WHERE tenant_id = $1 AND id = ANY($2::uuid[])
 
 -- name: lock_issue
 SELECT id, status, category, version FROM issues
@@ -286,10 +308,11 @@ ON CONFLICT DO NOTHING
 -- part of that issue).
 INSERT INTO issues (tenant_id, id, category, kind, title, representative_text, lat, lon,
                     cell, first_reported, last_reported, opened_at, scope, subtype,
-                    alternatives, place_ref, subtypes)
+                    alternatives, place_ref, subtypes, address_key)
 SELECT $1, $2, r.category, COALESCE(c.kind, 'other'), left(r.text, 120), r.text, r.lat, r.lon,
        civicpulse_cell(r.lat, r.lon), r.submitted_at, r.submitted_at, now(),
-       COALESCE(c.scope, 'local'), r.subtype, r.alternatives, r.place_ref, r.subtypes
+       COALESCE(c.scope, 'local'), r.subtype, r.alternatives, r.place_ref, r.subtypes,
+       r.address_key
   FROM reports r
   LEFT JOIN categories c ON c.tenant_id = r.tenant_id AND c.code = r.category
  WHERE r.tenant_id = $1 AND r.id = $3 AND r.issue_id = $4

@@ -6,16 +6,17 @@
 -- is resolved by find_idempotent_reports in the same transaction.
 INSERT INTO reports (
     tenant_id, id, text, lat, lon, address, requested_category, submitted_at, channel,
-    reporter, attributes, media_urls, idempotency_key, body_hash, place, key_id
+    reporter, attributes, media_urls, idempotency_key, body_hash, place, key_id, address_key
 )
 SELECT $1, u.id, u.text, u.lat, u.lon, u.address, u.requested_category,
        COALESCE(u.submitted_at, now()), u.channel, u.reporter::jsonb, u.attributes::jsonb,
-       u.media_urls::jsonb, u.idempotency_key, u.body_hash, u.place, u.key_id
+       u.media_urls::jsonb, u.idempotency_key, u.body_hash, u.place, u.key_id, u.address_key
   FROM unnest($2::uuid[], $3::text[], $4::float8[], $5::float8[], $6::text[], $7::text[],
               $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[],
-              $13::text[], $14::bytea[], $15::text[], $16::bigint[])
+              $13::text[], $14::bytea[], $15::text[], $16::bigint[], $17::text[])
        AS u (id, text, lat, lon, address, requested_category, submitted_at, channel,
-             reporter, attributes, media_urls, idempotency_key, body_hash, place, key_id)
+             reporter, attributes, media_urls, idempotency_key, body_hash, place, key_id,
+             address_key)
 ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id
 
@@ -120,7 +121,7 @@ SELECT count(*) FROM reports WHERE tenant_id = $1
 -- hold the values of the format's attribute keys ($2 of import_from_stage), in order.
 CREATE TEMP TABLE import_stage (
     line integer, source_id text, text text, lat float8, lon float8, address text,
-    category text, submitted_at timestamptz, channel text, closed_at timestamptz,
+    address_key text, category text, submitted_at timestamptz, channel text, closed_at timestamptz,
     a1 text, a2 text, a3 text, a4 text, a5 text, a6 text, a7 text, a8 text, a9 text, a10 text,
     a11 text, a12 text
 ) ON COMMIT DROP
@@ -161,21 +162,22 @@ WITH id_prefix AS MATERIALIZED (
 ), issues_made AS (
     INSERT INTO issues (tenant_id, id, status, category, kind, title, representative_text,
                         lat, lon, cell, report_count, first_reported, last_reported,
-                        opened_at, closed_at, sla_started_at, resolved_at, scope, priority)
+                        opened_at, closed_at, sla_started_at, resolved_at, scope, priority,
+                        located, address_key)
     SELECT $1, f.issue_id, CASE WHEN f.closed_at IS NULL THEN 'new' ELSE 'closed' END,
            f.category, COALESCE(c.kind, 'other'), left(f.text, 120), f.text, f.lat, f.lon,
            civicpulse_cell(f.lat, f.lon), 1, f.submitted_at, f.submitted_at, f.submitted_at,
            f.closed_at,
            CASE WHEN f.closed_at < f.submitted_at THEN NULL ELSE f.submitted_at END,
            f.closed_at, COALESCE(c.scope, 'local'),
-           civicpulse_priority(NULL, 1)
+           civicpulse_priority(NULL, 1), (f.lat IS NOT NULL)::int, f.address_key
       FROM fresh f
       LEFT JOIN categories c ON c.tenant_id = $1 AND c.code = f.category
 )
 INSERT INTO reports (
     tenant_id, id, text, lat, lon, address, requested_category, category, submitted_at,
     channel, attributes, source, source_id, state, processed_at, classification, label_source,
-    issue_id
+    issue_id, address_key
 )
 SELECT $1, f.report_id, f.text, f.lat, f.lon, f.address, f.category, f.category,
        f.submitted_at, f.channel,
@@ -186,7 +188,7 @@ SELECT $1, f.report_id, f.text, f.lat, f.lon, f.address, f.category, f.category,
                [1:cardinality($2::text[])])),
        $3, f.source_id,
        'imported', now(), '{"decided_by": "import"}'::jsonb,
-       CASE WHEN f.category IS NOT NULL THEN 'import' END, f.issue_id
+       CASE WHEN f.category IS NOT NULL THEN 'import' END, f.issue_id, f.address_key
   FROM fresh f
 RETURNING issue_id
 

@@ -24,14 +24,14 @@ SELECT $1, u.code, u.service_code, u.name, u.description,
 ON CONFLICT DO NOTHING
 
 -- name: list_categories
-SELECT code, service_code, name, description, keywords, kind, scope
+SELECT code, service_code, name, description, keywords, kind, scope, attributes::text
   FROM categories
  WHERE tenant_id = $1 AND active
  ORDER BY code
 
 -- name: all_categories
 SELECT code, service_code, name, description, keywords, kind, scope, active,
-       group_radius_m, group_lookback_hours
+       group_radius_m, group_lookback_hours, attributes::text
   FROM categories
  WHERE tenant_id = $1
  ORDER BY code
@@ -39,14 +39,15 @@ SELECT code, service_code, name, description, keywords, kind, scope, active,
 -- name: upsert_category
 -- Categories are never deleted (reports point at them): retiring one sets active = false.
 INSERT INTO categories (tenant_id, code, service_code, name, description, keywords, kind,
-                        scope, active, group_radius_m, group_lookback_hours)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                        scope, active, group_radius_m, group_lookback_hours, attributes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb)
 ON CONFLICT (tenant_id, code) DO UPDATE
    SET service_code = EXCLUDED.service_code, name = EXCLUDED.name,
        description = EXCLUDED.description, keywords = EXCLUDED.keywords,
        kind = EXCLUDED.kind, scope = EXCLUDED.scope, active = EXCLUDED.active,
        group_radius_m = EXCLUDED.group_radius_m,
-       group_lookback_hours = EXCLUDED.group_lookback_hours
+       group_lookback_hours = EXCLUDED.group_lookback_hours,
+       attributes = EXCLUDED.attributes
 RETURNING (xmax = 0) AS created
 
 -- name: create_api_key
