@@ -5,6 +5,7 @@ wrote it (xml.etree)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from typing import Any
 from xml.dom import minidom
@@ -390,3 +391,122 @@ async def test_a_merged_duplicate_says_what_it_duplicates(
         (request,) = r.json()
         assert request["status"] == "closed"
         assert request["status_notes"] == f"Duplicate of {target}"
+
+
+async def token_to_request(client: httpx.AsyncClient, slug: str, token: str) -> str:
+    for _ in range(200):
+        polled = await client.get(f"{BASE}/tokens/{token}.json", params={"jurisdiction_id": slug})
+        request_id = polled.json()[0].get("service_request_id")
+        if request_id:
+            return str(request_id)
+        await asyncio.sleep(0.05)
+    raise AssertionError("the request never got an id")
+
+
+async def test_a_back_office_syncs_changes_history_and_updates(
+    settings: Settings, tenant_a: TenantKeys
+) -> None:
+    """A request located by address only, worked through by staff; a back office follows it
+    by incremental sync, notes[] and mySociety's servicerequestupdates."""
+    slug = tenant_a.slug
+    staff = tenant_a.headers("staff")
+    async with running_server(settings) as client:
+        started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        posted = await client.post(
+            f"{BASE}/requests.xml",
+            data={
+                "jurisdiction_id": slug,
+                "api_key": tenant_a.submit,
+                "service_code": "LIGHT",
+                "address_string": "1200 Victory Blvd, Apt 3",
+                "description": "Street light out in front of the building",
+            },
+        )
+        assert posted.status_code == 201, posted.text
+        (answer,) = xml_items(posted.text, "request")
+        request_id = await token_to_request(client, slug, answer["token"])
+        (fresh,) = (
+            await client.get(f"{BASE}/requests/{request_id}.json", params={"jurisdiction_id": slug})
+        ).json()
+        assert fresh["lat"] is None and fresh["long"] is None  # located by address only
+        (full,) = (
+            await client.get(
+                f"{BASE}/requests/{request_id}.json",
+                params={"jurisdiction_id": slug, "api_key": tenant_a.staff},
+            )
+        ).json()
+        assert full["address"] == "1200 Victory Blvd, Apt 3"
+
+        # Staff work it: triage, a comment, in progress, resolved.
+        path = f"/v1/tenants/{slug}/issues/{request_id}"
+        for step, body in [
+            ("transition", {"to": "triaged", "note": "SECRETNOTE checked the pole"}),
+            ("comments", {"note": "SECRETCOMMENT crew booked"}),
+            ("transition", {"to": "in_progress"}),
+            ("transition", {"to": "resolved", "note": "lamp replaced"}),
+        ]:
+            version = (await client.get(path, headers=staff)).json()["version"]
+            r = await client.post(
+                f"{path}/{step}", json={**body, "version": version}, headers=staff
+            )
+            assert r.status_code in (200, 201), r.text
+        after_work = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+
+        # Incremental sync: what changed since the client's last look, oldest change first.
+        synced = await client.get(
+            f"{BASE}/requests.json",
+            params={"jurisdiction_id": slug, "updated_after": started.isoformat()},
+        )
+        assert synced.status_code == 200, synced.text
+        (item,) = synced.json()
+        assert item["service_request_id"] == request_id and item["status"] == "closed"
+        nothing = await client.get(
+            f"{BASE}/requests.json",
+            params={"jurisdiction_id": slug, "updated_after": after_work.isoformat()},
+        )
+        assert nothing.json() == []
+        bad = await client.get(
+            f"{BASE}/requests.json", params={"jurisdiction_id": slug, "updated_after": "soon"}
+        )
+        assert bad.status_code == 400 and "updated_after" in errors_of(bad)[0]["description"]
+
+        # notes[]: the public sees status changes without staff's words; staff see all.
+        public = await client.get(
+            f"{BASE}/requests/{request_id}.json",
+            params={"jurisdiction_id": slug, "extensions": "true"},
+        )
+        (with_notes,) = public.json()
+        summaries = [n["summary"] for n in with_notes["notes"]]
+        assert summaries == [
+            "Status changed to new",
+            "Status changed to triaged",
+            "Status changed to in progress",
+            "Status changed to resolved",
+        ], summaries
+        assert "SECRET" not in public.text
+        assert with_notes["extended_attributes"] == {"civicpulse_status": "resolved"}
+        as_staff = await client.get(
+            f"{BASE}/requests/{request_id}.xml",
+            params={"jurisdiction_id": slug, "extensions": "true", "api_key": tenant_a.staff},
+        )
+        notes = xml_items(as_staff.text, "note")
+        assert [n["type"] for n in notes] == ["status", "status", "comment", "status", "status"]
+        assert notes[2]["summary"] == "SECRETCOMMENT crew booked"
+        assert notes[1]["summary"] == "Status changed to triaged: SECRETNOTE checked the pole"
+
+        # mySociety's update feed, with its extended statuses.
+        updates = await client.get(
+            f"{BASE}/servicerequestupdates.xml",
+            params={"jurisdiction_id": slug, "start_date": started.isoformat()},
+        )
+        assert updates.status_code == 200, updates.text
+        feed = xml_items(updates.text, "request_update")
+        assert [(u["service_request_id"], u["status"]) for u in feed] == [
+            (request_id, "open"),
+            (request_id, "investigating"),
+            (request_id, "in_progress"),
+            (request_id, "fixed"),
+        ]
+        assert all(u["update_id"] and u["updated_datetime"] for u in feed)
+        assert "SECRET" not in updates.text
+        assert len({u["update_id"] for u in feed}) == 4
