@@ -188,6 +188,11 @@ class Settings:
     # Read only by `civicpulse user create` and `user reset-password` (the new password, so
     # that it never appears in the command line); when unset they prompt for it.
     new_password: Secret | None = None
+    # Open311 without jurisdiction_id: host names that each serve one tenant, as
+    # "311.springfield.gov=springfield,311.shelbyville.gov=shelbyville". A request to such a
+    # host may leave jurisdiction_id out (the spec requires it only where one endpoint serves
+    # several jurisdictions); elsewhere it is required.
+    open311_hosts: str = ""
 
     schema_dir: Path | None = None
 
@@ -226,6 +231,7 @@ class Settings:
                 "CIVICPULSE_PASSWORD_HASH_CONCURRENCY must be at least 1 and "
                 "CIVICPULSE_PASSWORD_HASH_WAITING at least 0"
             )
+        self.open311_jurisdictions()  # refuses a malformed CIVICPULSE_OPEN311_HOSTS now
         if self.login_max_failures < 1:
             raise ConfigError("CIVICPULSE_LOGIN_MAX_FAILURES must be at least 1")
         if self.login_lockout_seconds < 0 or self.login_per_minute < 0:
@@ -233,6 +239,16 @@ class Settings:
                 "CIVICPULSE_LOGIN_LOCKOUT_SECONDS and CIVICPULSE_LOGIN_PER_MINUTE must not be "
                 "negative"
             )
+
+    def open311_jurisdictions(self) -> dict[str, str]:
+        """CIVICPULSE_OPEN311_HOSTS as {host (lower case, no port): tenant slug}."""
+        out: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in self.open311_hosts.split(","))):
+            host, sep, slug = part.partition("=")
+            if not sep or not host.strip() or not slug.strip():
+                raise ConfigError(f"CIVICPULSE_OPEN311_HOSTS: {part!r} is not host=slug")
+            out[host.strip().lower()] = slug.strip()
+        return out
 
     def replace(self, **changes: object) -> Settings:
         """Return a copy with some fields changed."""

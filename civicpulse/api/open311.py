@@ -1,8 +1,9 @@
 """Open311 GeoReport v2 under /open311/v2/, in JSON or XML by the path's suffix.
 
 Mapping (docs: README "Open311"):
-- `jurisdiction_id` is the tenant's slug (one endpoint serves every tenant, so it is
-  required); services are the tenant's active categories (`service_code` as is);
+- `jurisdiction_id` is the tenant's slug: required, since one endpoint serves every
+  tenant, except on a host that serves one tenant (CIVICPULSE_OPEN311_HOSTS); services are
+  the tenant's active categories (`service_code` as is), their attributes the category's;
 - a service request is an issue. POST makes a report through the same durable, idempotent
   intake as the REST API and answers its `token` (the report id): the request id is not
   known until the report has joined an issue, which `GET /tokens/{token}` then tells;
@@ -167,10 +168,21 @@ async def _params(request: Request) -> Mapping[str, str]:
     return {k: v for k, v in values.items() if v != ""}
 
 
-async def _tenant(request: Request, params: Mapping[str, str]) -> TenantContext:
+def _jurisdiction(request: Request, params: Mapping[str, str]) -> str:
+    """jurisdiction_id, or the tenant the request's host serves (CIVICPULSE_OPEN311_HOSTS)."""
     slug = params.get("jurisdiction_id")
+    if slug is not None:
+        return slug
+    state: AppState = request.state.app
+    host = (request.headers.get("host") or "").rsplit(":", 1)[0].lower()
+    slug = state.settings.open311_jurisdictions().get(host)
     if slug is None:
         raise Open311Error(400, "jurisdiction_id is required (a tenant's slug)")
+    return slug
+
+
+async def _tenant(request: Request, params: Mapping[str, str]) -> TenantContext:
+    slug = _jurisdiction(request, params)
     state: AppState = request.state.app
     try:
         return await state.auth.public(request, slug)
@@ -185,7 +197,7 @@ async def _caller(request: Request, params: Mapping[str, str], scope: str) -> Pr
         return None
     state: AppState = request.state.app
     try:
-        return await state.auth.key(key, params["jurisdiction_id"], scope)
+        return await state.auth.key(key, _jurisdiction(request, params), scope)
     except NotFound:  # a key of another jurisdiction
         raise Open311Error(403, "api_key is not a key of this jurisdiction") from None
 

@@ -510,3 +510,25 @@ async def test_a_back_office_syncs_changes_history_and_updates(
         assert all(u["update_id"] and u["updated_datetime"] for u in feed)
         assert "SECRET" not in updates.text
         assert len({u["update_id"] for u in feed}) == 4
+
+
+async def test_a_host_that_serves_one_tenant_needs_no_jurisdiction(
+    settings: Settings, tenant_a: TenantKeys
+) -> None:
+    one_host = settings.replace(open311_hosts=f"311.springfield.example={tenant_a.slug}")
+    async with running_server(one_host) as client:
+        named = await client.get(f"{BASE}/services.json", params={"jurisdiction_id": tenant_a.slug})
+        own = await client.get(
+            f"{BASE}/services.json", headers={"Host": "311.Springfield.example:443"}
+        )
+        assert own.status_code == 200 and own.json() == named.json()
+        posted = await client.post(
+            f"{BASE}/requests.json",
+            data={"api_key": tenant_a.submit, "service_code": "LIGHT", "lat": str(LAT),
+                  "long": str(LON)},
+            headers={"Host": "311.springfield.example"},
+        )  # fmt: skip
+        assert posted.status_code == 201, posted.text
+        elsewhere = await client.get(f"{BASE}/services.json")  # 127.0.0.1 serves every tenant
+        assert elsewhere.status_code == 400
+        assert "jurisdiction_id is required" in errors_of(elsewhere)[0]["description"]

@@ -6,6 +6,7 @@ answer gave (`<id>`), and where the shared data lie."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
 import shutil
@@ -174,3 +175,19 @@ async def test_the_readme_examples_run_as_written() -> None:
             assert r.status_code == 200, r.text
             r = await api.put("/rules", json=rules)
             assert r.status_code == 201, r.text
+
+        # Open311: the curls as printed, a token polled until its request is known.
+        services, definition, post, token, synced = commands(blocks(section("Open311"), "bash")[0])
+        assert "ROAD" in {s["service_code"] for s in json.loads(readme.run(services))}
+        assert "<service_definition>" in readme.run(definition)
+        since = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+        (answer,) = json.loads(readme.run(post))
+        for _ in range(100):
+            if "<service_request_id>" in readme.run(token, **{"$TOKEN": answer["token"]}):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the README's Open311 request never got an id")
+        # Changed since just before the post (the README's date would list the imports too).
+        (request,) = json.loads(readme.run(synced, **{"2026-11-01T00:00:00Z": since}))
+        assert request["lat"] is None and request["notes"]  # located by address only
