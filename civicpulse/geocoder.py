@@ -39,7 +39,9 @@ from civicpulse.engine.grouping import address_region
 log = structlog.get_logger(__name__)
 ACTOR = "system:geocoder"
 MAX_ATTEMPTS = 5
-USER_AGENT = "CivicPulse geocoder (https://github.com/civicpulse)"
+# Nominatim's usage policy asks every client to say who it is (the tenant's email goes as a
+# parameter, when it set one).
+USER_AGENT = "CivicPulse-geocoder/1"
 
 
 class Place(msgspec.Struct, frozen=True):
@@ -173,13 +175,13 @@ async def _round(
     retry: list[uuid.UUID] = []
     for r in pending:
         key = r["address_key"]
+        point = None if key is None else known.get(key)
         if key in failed:
             retry.append(r["id"])
-        elif key is None or known.get(key) is None:
+        elif point is None:
             given_up.append(r["id"])  # too vague, or not found: asking again will not help
         else:
-            lat, lon = known[key]  # type: ignore[misc]
-            points.append((r["id"], lat, lon))
+            points.append((r["id"], *point))
     async with tenant_transaction(pool, tenant_id) as conn:
         if asked:
             await repo.store_geocodes(conn, tenant_id, asked)

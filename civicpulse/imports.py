@@ -201,8 +201,10 @@ class ImportResult:
     errors: list[tuple[int, str, str]] = field(default_factory=list)
     layout: str = ""  # what the header said about the file (e.g. where coordinates are)
     flagged: dict[str, int] = field(default_factory=dict)  # rows kept but flagged, per reason
-    new_issues: bytearray = field(default_factory=bytearray)  # the issues made, 16 bytes each
-    measured: int = 0  # of those, issues given an SLA policy and measured (measure_history)
+    new_issues: int = 0  # issues made (one per imported record)
+    # Of those, issues given an SLA policy and measured (measure_one), each in its chunk's
+    # transaction: an import cut short leaves no issue unmeasured.
+    measured: int = 0
 
     def rejections(self) -> list[tuple[str, int]]:
         """Rejected rows per reason ("field: problem", without the row's own values), most
@@ -791,10 +793,11 @@ async def import_file(
         flagged = result.flagged
         async with tenant_transaction(pool, tenant_id) as conn:
             known = await reports_repo.import_source_known(conn, tenant_id, fmt)
+            cfg = await workflow.load_config(conn, tenant_id)
         writers = [
             asyncio.create_task(
                 _write_chunks(
-                    pool, tenant_id, fmt, keys, known, chunks, in_flight, result, progress
+                    pool, tenant_id, fmt, keys, known, chunks, in_flight, result, progress, cfg
                 )
             )
             for _ in range(max(1, min(WRITERS, pool.get_max_size())))
@@ -840,7 +843,6 @@ async def import_file(
                     writer.cancel()
             await asyncio.gather(*writers, return_exceptions=True)
     result.errors.sort()  # a chunk's unstorable rows are found after its later rows' errors
-    result.measured = await measure_history(pool, tenant_id, result.new_issues)
     return result
 
 
@@ -875,27 +877,23 @@ def measure_one(cfg: workflow.TenantConfig, row: Any) -> tuple[Any, ...] | None:
     return (row["id"], code, target, business, due)
 
 
-async def measure_history(pool: asyncpg.Pool, tenant_id: int, issues: bytes | bytearray) -> int:
-    """Give imported issues (their ids, 16 bytes each) the tenant's SLA policy in force and
-    their real resolution figures, a batch at a time; returns how many were measured."""
-    if not issues:
-        return 0
-    async with tenant_transaction(pool, tenant_id) as conn:
-        cfg = await workflow.load_config(conn, tenant_id)
-    measured = 0
-    step = HISTORY_BATCH * 16
-    for offset in range(0, len(issues), step):
-        ids = [
-            uuid.UUID(bytes=bytes(issues[i : i + 16]))
-            for i in range(offset, min(offset + step, len(issues)), 16)
-        ]
-        async with tenant_transaction(pool, tenant_id) as conn:
-            rows = await reports_repo.history_sla_rows(conn, tenant_id, ids)
-            done = [m for m in (measure_one(cfg, r) for r in rows) if m is not None]
-            if done:
-                await reports_repo.set_history_sla(conn, tenant_id, done)
-        measured += len(done)
-    return measured
+async def measure_history(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    cfg: workflow.TenantConfig,
+    issues: Sequence[uuid.UUID],
+) -> int:
+    """Give imported issues the tenant's SLA policy in force and their real resolution
+    figures, in the caller's transaction; returns how many were measured."""
+    done = []
+    for offset in range(0, len(issues), HISTORY_BATCH):
+        rows = await reports_repo.history_sla_rows(
+            conn, tenant_id, list(issues[offset : offset + HISTORY_BATCH])
+        )
+        done += [m for m in (measure_one(cfg, r) for r in rows) if m is not None]
+    if done:
+        await reports_repo.set_history_sla(conn, tenant_id, done)
+    return len(done)
 
 
 @dataclass(slots=True)
@@ -980,6 +978,7 @@ async def _write_chunks(
     in_flight: list[set[str]],
     result: ImportResult,
     progress: Callable[[int], None] | None,
+    cfg: workflow.TenantConfig,
 ) -> None:
     while (chunk := await chunks.get()) is not None:
         inserted = 0
@@ -988,9 +987,11 @@ async def _write_chunks(
                 made = await reports_repo.import_reports(
                     conn, tenant_id, source, attribute_keys, chunk.data, skip_known=known
                 )
+                # The chunk's issues measured before it commits; the other writer's chunk
+                # moves meanwhile.
+                result.measured += await measure_history(conn, tenant_id, cfg, made)
             inserted = len(made)
-            for issue_id in made:  # 16 bytes each: a million records hold 16 MB
-                result.new_issues += issue_id.bytes
+            result.new_issues += inserted
         # By identity: two chunks' id sets may be equal (both empty).
         del in_flight[next(i for i, ids in enumerate(in_flight) if ids is chunk.ids)]
         result.inserted += inserted

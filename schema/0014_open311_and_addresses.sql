@@ -99,3 +99,38 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION civicpulse_geocoding_tenants(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION civicpulse_geocoding_tenants(integer) TO civicpulse_app;
+
+-- Hours are marked dirty in ascending order. Two transactions marking overlapping hours
+-- then wait for each other in one order and never deadlock (an import measures each chunk's
+-- history in the chunk's transaction while the other writer's chunk moves; with the hash
+-- aggregate's arbitrary order, two chunks of one city's days deadlocked).
+CREATE OR REPLACE FUNCTION civicpulse_mark_rollups() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO rollup_dirty (tenant_id, hour)
+        SELECT DISTINCT n.tenant_id, date_trunc('hour', h)
+          FROM new_rows n, LATERAL (VALUES (n.opened_at), (n.resolved_at)) AS v (h)
+         WHERE h IS NOT NULL
+         ORDER BY 1, 2
+        ON CONFLICT DO NOTHING;
+    ELSE
+        -- Only changes a rollup can see; grouping's aggregate updates mark nothing.
+        INSERT INTO rollup_dirty (tenant_id, hour)
+        SELECT DISTINCT n.tenant_id, date_trunc('hour', h)
+          FROM new_rows n
+          JOIN old_rows o ON o.tenant_id = n.tenant_id AND o.id = n.id
+         CROSS JOIN LATERAL (VALUES (n.opened_at), (n.resolved_at), (o.opened_at),
+                                    (o.resolved_at)) AS v (h)
+         WHERE h IS NOT NULL
+           AND (n.status, n.category, n.area, n.team, n.opened_at, n.resolved_at,
+                n.visibility, n.resolution_business_s)
+               IS DISTINCT FROM
+               (o.status, o.category, o.area, o.team, o.opened_at, o.resolved_at,
+                o.visibility, o.resolution_business_s)
+         ORDER BY 1, 2
+        ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN NULL;
+END
+$$;

@@ -13,6 +13,7 @@ same place, so it has no key.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # fmt: off
 SUFFIXES = {
@@ -57,8 +58,10 @@ def _street(text: str) -> str:
     return " ".join(out)
 
 
+@lru_cache(maxsize=65_536)
 def key(address: str | None) -> str | None:
-    """The normalised key of an address, or None when it names no single place."""
+    """The normalised key of an address, or None when it names no single place (kept: a
+    city's exports repeat their addresses)."""
     if not address:
         return None
     text = address.lower().replace("\u00a0", " ")

@@ -35,6 +35,7 @@ class Calendar:
     timezone: str
     hours: Mapping[int, Sequence[tuple[int, int]]]
     holidays: frozenset[dt.date] = field(default_factory=frozenset)
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         ZoneInfo(self.timezone)  # raises for an unknown zone
@@ -50,11 +51,13 @@ class Calendar:
                 previous_end = end
         if not any(self.hours.get(d) for d in range(7)):
             raise CalendarError("a calendar needs opening hours on at least one weekday")
+        # Hashable despite the mapping, so the arithmetic below can be memoised; computed
+        # once (every memoised call hashes its calendar).
+        hours = tuple(sorted((d, tuple(sorted(r))) for d, r in self.hours.items()))
+        object.__setattr__(self, "_hash", hash((self.timezone, hours, self.holidays)))
 
     def __hash__(self) -> int:
-        # Hashable despite the mapping, so the arithmetic below can be memoised.
-        hours = tuple(sorted((d, tuple(sorted(r))) for d, r in self.hours.items()))
-        return hash((self.timezone, hours, self.holidays))
+        return self._hash
 
     @property
     def zone(self) -> ZoneInfo:
@@ -85,21 +88,63 @@ def open_intervals(
     for _ in range(MAX_DAYS + 2):
         if last is not None and day > last:
             return
-        if day not in calendar.holidays:
-            for s_min, e_min in sorted(calendar.hours.get(day.weekday(), ())):
-                s, e = _instant(day, s_min, zone), _instant(day, e_min, zone)
-                s, e = max(s, start), e if end is None else min(e, end)
-                if s < e:
-                    yield s, e
+        for s, e in day_intervals(calendar, day):
+            s, e = max(s, start), e if end is None else min(e, end)
+            if s < e:
+                yield s, e
         day += dt.timedelta(days=1)
+
+
+@lru_cache(maxsize=65_536)
+def day_intervals(calendar: Calendar, day: dt.date) -> tuple[tuple[dt.datetime, dt.datetime], ...]:
+    """A local day's business intervals as instants (UTC), in order; none on a holiday. Kept:
+    the SLA clocks of a city's issues cross the same days over and over."""
+    if day in calendar.holidays:
+        return ()
+    zone = calendar.zone
+    return tuple(
+        (_instant(day, s_min, zone), _instant(day, e_min, zone))
+        for s_min, e_min in sorted(calendar.hours.get(day.weekday(), ()))
+    )
+
+
+@lru_cache(maxsize=65_536)
+def day_seconds(calendar: Calendar, day: dt.date) -> float:
+    """Business time of one whole local day (its ranges as the zone makes them instants)."""
+    # A range inside the hour a DST change skips can end before it starts: it holds nothing
+    # (open_intervals drops it the same way).
+    return sum(max(0.0, (e - s).total_seconds()) for s, e in day_intervals(calendar, day))
+
+
+def _clipped_seconds(calendar: Calendar, start: dt.datetime, end: dt.datetime) -> float:
+    return sum((e - s).total_seconds() for s, e in open_intervals(calendar, start, end))
 
 
 @lru_cache(maxsize=8192)
 def business_seconds(calendar: Calendar, start: dt.datetime, end: dt.datetime) -> float:
-    """Business time between two instants (0 when end <= start)."""
+    """Business time between two instants (0 when end <= start): the first and last local
+    days clipped, the whole days between from day_seconds (shared by every span that
+    crosses them: an import measures 10^5 issues over the same few years of days)."""
     if end <= start:
         return 0.0
-    return sum((e - s).total_seconds() for s, e in open_intervals(calendar, start, end))
+    zone = calendar.zone
+    first = start.astimezone(zone).date()
+    last = end.astimezone(zone).date()
+    if (last - first).days < 2:
+        return _clipped_seconds(calendar, start, end)
+    one = dt.timedelta(days=1)
+    head_end = _instant(first + one, 0, zone)  # the local midnight after the first day
+    tail_start = _instant(last, 0, zone)  # the local midnight that starts the last day
+    whole = 0.0
+    day = first + one
+    while day < last:
+        whole += day_seconds(calendar, day)
+        day += one
+    return (
+        _clipped_seconds(calendar, start, head_end)
+        + whole
+        + _clipped_seconds(calendar, tail_start, end)
+    )
 
 
 @lru_cache(maxsize=8192)

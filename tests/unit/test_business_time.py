@@ -16,6 +16,7 @@ from civicpulse.engine.business_time import (
     CalendarError,
     add_business_seconds,
     business_seconds,
+    open_intervals,
     running_seconds,
 )
 
@@ -136,3 +137,15 @@ def test_business_time_is_additive_and_never_exceeds_wall_time(
 def test_an_always_open_calendar_is_wall_time(zone: str, a: dt.datetime, b: dt.datetime) -> None:
     a, b = sorted((a, b))
     assert abs(business_seconds(Calendar.always(zone), a, b) - (b - a).total_seconds()) < 1e-6
+
+
+@settings(max_examples=200, deadline=None)
+@given(cal=calendars(), a=instants, b=instants)
+def test_whole_days_summed_equal_the_day_by_day_walk(
+    cal: Calendar, a: dt.datetime, b: dt.datetime
+) -> None:
+    """business_seconds takes whole days from a per-day cache; it must equal summing every
+    open interval day by day (open_intervals), across DST changes and holidays."""
+    a, b = sorted((a, b))
+    walked = sum((e - s).total_seconds() for s, e in open_intervals(cal, a, b))
+    assert abs(business_seconds(cal, a, b) - walked) < 1e-6
