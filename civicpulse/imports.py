@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -788,7 +787,7 @@ async def import_file(
         layout = LAYOUTS[fmt](header, categories, ZoneInfo(timezone))
         result.layout = layout.description or fmt
         keys = layout.attribute_keys
-        names = (*reports_repo.IMPORT_COLUMNS, *keys)
+        names = (*reports_repo.IMPORT_COLUMNS, *keys, *reports_repo.IMPORT_SLA_COLUMNS)
         flag_at = len(reports_repo.IMPORT_COLUMNS) + keys.index(FLAG) if FLAG in keys else None
         flagged = result.flagged
         async with tenant_transaction(pool, tenant_id) as conn:
@@ -797,7 +796,7 @@ async def import_file(
         writers = [
             asyncio.create_task(
                 _write_chunks(
-                    pool, tenant_id, fmt, keys, known, chunks, in_flight, result, progress, cfg
+                    pool, tenant_id, fmt, keys, known, chunks, in_flight, result, progress
                 )
             )
             for _ in range(max(1, min(WRITERS, pool.get_max_size())))
@@ -826,7 +825,8 @@ async def import_file(
                 if flag_at is not None and staged[flag_at]:
                     flagged[staged[flag_at]] = flagged.get(staged[flag_at], 0) + 1
                 ids.add(source_id)
-                rows.append(staged)
+                # Measured here, as its issue will be made: one write per issue.
+                rows.append((*staged, *_measured(cfg, staged, flag_at)))
                 if taken >= chunk_rows:
                     in_flight.append(ids)
                     await _put(chunks, _chunk(rows, ids, repeats, names, errors, taken), writers)
@@ -844,9 +844,6 @@ async def import_file(
             await asyncio.gather(*writers, return_exceptions=True)
     result.errors.sort()  # a chunk's unstorable rows are found after its later rows' errors
     return result
-
-
-HISTORY_BATCH = 5_000
 
 
 def measure_one(cfg: workflow.TenantConfig, row: Any) -> tuple[Any, ...] | None:
@@ -877,23 +874,41 @@ def measure_one(cfg: workflow.TenantConfig, row: Any) -> tuple[Any, ...] | None:
     return (row["id"], code, target, business, due)
 
 
-async def measure_history(
-    conn: asyncpg.Connection,
-    tenant_id: int,
-    cfg: workflow.TenantConfig,
-    issues: Sequence[uuid.UUID],
-) -> int:
-    """Give imported issues the tenant's SLA policy in force and their real resolution
-    figures, in the caller's transaction; returns how many were measured."""
-    done = []
-    for offset in range(0, len(issues), HISTORY_BATCH):
-        rows = await reports_repo.history_sla_rows(
-            conn, tenant_id, list(issues[offset : offset + HISTORY_BATCH])
-        )
-        done += [m for m in (measure_one(cfg, r) for r in rows) if m is not None]
-    if done:
-        await reports_repo.set_history_sla(conn, tenant_id, done)
-    return len(done)
+def _measured(
+    cfg: workflow.TenantConfig, staged: tuple[str, ...], flag_at: int | None
+) -> tuple[str, str, str, str]:
+    """The staged SLA columns of a staged record (reports_repo.IMPORT_SLA_COLUMNS): measured
+    as import_from_stage makes its issue (priority civicpulse_priority(NULL, 1), no area, the
+    clock started at opening unless the record closed before it opened)."""
+    opened = dt.datetime.fromisoformat(staged[8])
+    closed = dt.datetime.fromisoformat(staged[10]) if staged[10] else None
+    flagged = flag_at is not None and bool(staged[flag_at])
+    row = {
+        "id": None,
+        "category": staged[7] or None,
+        "severity": None,
+        "area": None,
+        "priority": IMPORTED_PRIORITY,
+        "representative_text": staged[2],
+        "status": "new" if closed is None else "closed",
+        "opened_at": opened,
+        "sla_started_at": None if flagged else opened,
+        "resolved_at": closed,
+    }
+    measured = measure_one(cfg, row)
+    if measured is None:
+        return ("", "", "", "")
+    _, code, target, business, due = measured
+    return (
+        code,
+        "" if target is None else repr(float(target)),
+        "" if business is None else repr(business),
+        "" if due is None else due.isoformat(),
+    )
+
+
+# civicpulse_priority(NULL, 1): an imported record's priority (one report, no severity).
+IMPORTED_PRIORITY = 4
 
 
 @dataclass(slots=True)
@@ -978,7 +993,6 @@ async def _write_chunks(
     in_flight: list[set[str]],
     result: ImportResult,
     progress: Callable[[int], None] | None,
-    cfg: workflow.TenantConfig,
 ) -> None:
     while (chunk := await chunks.get()) is not None:
         inserted = 0
@@ -987,11 +1001,9 @@ async def _write_chunks(
                 made = await reports_repo.import_reports(
                     conn, tenant_id, source, attribute_keys, chunk.data, skip_known=known
                 )
-                # The chunk's issues measured before it commits; the other writer's chunk
-                # moves meanwhile.
-                result.measured += await measure_history(conn, tenant_id, cfg, made)
             inserted = len(made)
             result.new_issues += inserted
+            result.measured += sum(1 for _, measured in made if measured)
         # By identity: two chunks' id sets may be equal (both empty).
         del in_flight[next(i for i, ids in enumerate(in_flight) if ids is chunk.ids)]
         result.inserted += inserted

@@ -69,10 +69,10 @@ _decode_report = msgspec.json.Decoder(ReportIn)
 class Open311Error(Exception):
     """One or more of the spec's errors; the first one's code is the HTTP status."""
 
-    def __init__(self, code: int, description: str) -> None:
+    def __init__(self, code: int, description: str, *more: str) -> None:
         super().__init__(description)
         self.code = code
-        self.description = description
+        self.descriptions = (description, *more)
 
 
 # --- rendering --------------------------------------------------------------------------
@@ -121,8 +121,9 @@ def _render(fmt: str, body: Any, root: str, item: str, status: int = 200) -> Res
     )
 
 
-def _error(fmt: str, code: int, description: str) -> Response:
-    return _render(fmt, [{"code": code, "description": description}], "errors", "error", code)
+def _error(fmt: str, code: int, *descriptions: str) -> Response:
+    body = [{"code": code, "description": d} for d in descriptions]
+    return _render(fmt, body, "errors", "error", code)
 
 
 def _handler(endpoint: Any) -> Any:
@@ -136,7 +137,7 @@ def _handler(endpoint: Any) -> Any:
             response: Response = await endpoint(request, fmt)
             return response
         except Open311Error as exc:
-            return _error(fmt, exc.code, exc.description)
+            return _error(fmt, exc.code, *exc.descriptions)
         except (Unauthenticated, Forbidden) as exc:
             return _error(fmt, 403, exc.message)
         except NotFound as exc:
@@ -312,35 +313,49 @@ def _checked(attributes: list[ServiceAttribute], given: dict[str, Any]) -> dict[
     """The answers to a service's attributes, checked against their definitions: required
     ones present, numbers and datetimes parsed, list answers among the values."""
     by_code = {a.code: a for a in attributes}
-    for code in given:
-        if code not in by_code:
-            raise Open311Error(400, f"attribute[{code}] is not an attribute of this service")
+    problems = [
+        f"attribute[{code}] is not an attribute of this service"
+        for code in given
+        if code not in by_code
+    ]
     out: dict[str, Any] = {}
     for a in attributes:
         value = given.get(a.code)
         name = f"attribute[{a.code}]"
         if value is None or value == []:
             if a.required and a.variable:
-                raise Open311Error(400, f"{name} is required: {a.description}")
+                problems.append(f"{name} is required: {a.description}")
             continue
         values = value if isinstance(value, list) else [value]
-        if a.datatype != "multivaluelist" and len(values) > 1:
-            raise Open311Error(400, f"{name} takes one value")
-        keys = {v.key for v in a.values}
-        for v in values:
-            if a.datatype in LISTS and v not in keys:
-                raise Open311Error(400, f"{name}: {v!r} is not one of its values")
-            if a.datatype == "number":
-                try:
-                    float(v)
-                except ValueError:
-                    raise Open311Error(400, f"{name} must be a number") from None
-            if a.datatype == "datetime":
-                _time({name: v}, name)
-            if len(v) > 4000:
-                raise Open311Error(400, f"{name} is longer than 4000 characters")
+        wrong = _wrong_answer(a, name, values)
+        if wrong:
+            problems.append(wrong)
         out[a.code] = values if a.datatype == "multivaluelist" else values[0]
+    if problems:  # all of them at once, as the spec's error lists allow
+        raise Open311Error(400, *problems)
     return out
+
+
+def _wrong_answer(a: ServiceAttribute, name: str, values: list[str]) -> str | None:
+    if a.datatype != "multivaluelist" and len(values) > 1:
+        return f"{name} takes one value"
+    keys = {v.key for v in a.values}
+    for v in values:
+        if a.datatype in LISTS and v not in keys:
+            return f"{name}: {v!r} is not one of its values"
+        if a.datatype == "number":
+            try:
+                float(v)
+            except ValueError:
+                return f"{name} must be a number"
+        if a.datatype == "datetime":
+            try:
+                parse_time(v, name)
+            except CivicPulseError:
+                return f"{name} must be a W3C (ISO 8601) date or time"
+        if len(v) > 4000:
+            return f"{name} is longer than 4000 characters"
+    return None
 
 
 async def post_request(request: Request, fmt: str) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import asyncpg
 
@@ -276,13 +276,24 @@ IMPORT_COLUMNS = (
 )
 # The staging table's attribute columns, a1..aN: values of the format's attribute keys.
 IMPORT_ATTRIBUTES = 12
+# Then the record's SLA figures, as the importer measured it (imports.measure_one).
+IMPORT_SLA_COLUMNS = (
+    "sla_policy",
+    "resolution_target_s",
+    "resolution_business_s",
+    "resolution_due_at",
+)
 
 
 def import_columns(attributes: int) -> tuple[str, ...]:
     """The staged columns of a format with `attributes` attribute keys, in CSV order."""
     if attributes > IMPORT_ATTRIBUTES:
         raise ValueError(f"at most {IMPORT_ATTRIBUTES} attributes can be imported")
-    return (*IMPORT_COLUMNS, *(f"a{i}" for i in range(1, attributes + 1)))
+    return (
+        *IMPORT_COLUMNS,
+        *(f"a{i}" for i in range(1, attributes + 1)),
+        *IMPORT_SLA_COLUMNS,
+    )
 
 
 async def import_source_known(conn: asyncpg.Connection, tenant_id: int, source: str) -> bool:
@@ -298,9 +309,9 @@ async def import_reports(
     data: bytes,
     *,
     skip_known: bool = True,
-) -> list[uuid.UUID]:
+) -> list[tuple[uuid.UUID, bool]]:
     """COPY rows into a temp table, then move them under RLS; returns the issues made (one
-    per record inserted).
+    per record inserted), each with whether it has an SLA policy (was measured).
 
     Caller holds a tenant transaction. `data` holds rows of import_columns(len(
     attribute_keys)), in that order, in COPY's text format with "" for NULL; the attribute
@@ -326,24 +337,7 @@ async def import_reports(
         # earlier chunk: drop repeats within the chunk and move it again, looking them up.
         await conn.execute(q("import_stage_dedupe"))
         rows = await conn.fetch(q("import_from_stage"), tenant_id, keys, source, True)
-    return [r[0] for r in rows]
-
-
-async def history_sla_rows(
-    conn: asyncpg.Connection, tenant_id: int, issue_ids: Sequence[uuid.UUID]
-) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(q("history_sla_rows"), tenant_id, list(issue_ids))
-    return rows
-
-
-async def set_history_sla(
-    conn: asyncpg.Connection,
-    tenant_id: int,
-    measured: Sequence[tuple[uuid.UUID, str, float | None, float | None, Any]],
-) -> None:
-    """(issue id, policy, resolution target s, business s to resolve, resolution due at)."""
-    columns = [list(c) for c in zip(*measured, strict=True)]
-    await conn.execute(q("set_history_sla"), tenant_id, *columns)
+    return [(r[0], r[1]) for r in rows]
 
 
 async def list_reports(

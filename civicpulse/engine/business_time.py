@@ -116,35 +116,53 @@ def day_seconds(calendar: Calendar, day: dt.date) -> float:
     return sum(max(0.0, (e - s).total_seconds()) for s, e in day_intervals(calendar, day))
 
 
-def _clipped_seconds(calendar: Calendar, start: dt.datetime, end: dt.datetime) -> float:
-    return sum((e - s).total_seconds() for s, e in open_intervals(calendar, start, end))
+# Business time is counted from a calendar's base day (kept per calendar and process, a
+# year before the earliest day asked about): the time between two instants is the difference
+# of their counts.
+_prefixes: dict[Calendar, tuple[dt.date, list[float]]] = {}
+_MARGIN = dt.timedelta(days=366)
+
+
+def _before(calendar: Calendar, day: dt.date) -> float:
+    """Business time of the local days from the calendar's base day up to `day` (excluded)."""
+    known = _prefixes.get(calendar)
+    if known is None or day < known[0]:
+        if len(_prefixes) >= 256:  # many calendars: start again rather than grow
+            _prefixes.clear()
+        known = _prefixes[calendar] = (day - _MARGIN, [0.0])
+    base, prefix = known
+    i = (day - base).days
+    one = dt.timedelta(days=1)
+    while len(prefix) <= i:
+        prefix.append(prefix[-1] + day_seconds(calendar, base + one * (len(prefix) - 1)))
+    return prefix[i]
+
+
+def _elapsed(calendar: Calendar, t: dt.datetime, day: dt.date) -> float:
+    """Business time from the calendar's base day to `t` (whose local date is `day`). Each
+    of the day's intervals counts up to t (one inside a skipped DST hour may end before it
+    starts: it counts nothing, as open_intervals drops it)."""
+    total = _before(calendar, day)
+    for s, e in day_intervals(calendar, day):
+        if s < t:
+            total += max(0.0, (min(e, t) - s).total_seconds())
+    return total
 
 
 @lru_cache(maxsize=8192)
 def business_seconds(calendar: Calendar, start: dt.datetime, end: dt.datetime) -> float:
-    """Business time between two instants (0 when end <= start): the first and last local
-    days clipped, the whole days between from day_seconds (shared by every span that
-    crosses them: an import measures 10^5 issues over the same few years of days)."""
+    """Business time between two instants (0 when end <= start): the difference of their
+    counts from the calendar's base day, whose whole days are summed once per calendar and
+    process (an import measures 10^5 issues over the same few years of days)."""
     if end <= start:
         return 0.0
     zone = calendar.zone
     first = start.astimezone(zone).date()
     last = end.astimezone(zone).date()
-    if (last - first).days < 2:
-        return _clipped_seconds(calendar, start, end)
-    one = dt.timedelta(days=1)
-    head_end = _instant(first + one, 0, zone)  # the local midnight after the first day
-    tail_start = _instant(last, 0, zone)  # the local midnight that starts the last day
-    whole = 0.0
-    day = first + one
-    while day < last:
-        whole += day_seconds(calendar, day)
-        day += one
-    return (
-        _clipped_seconds(calendar, start, head_end)
-        + whole
-        + _clipped_seconds(calendar, tail_start, end)
-    )
+    if (last - first).days > MAX_DAYS:  # a span beyond any clock's: walked, not kept
+        return sum((e - s).total_seconds() for s, e in open_intervals(calendar, start, end))
+    begins = _elapsed(calendar, start, first)  # first: a base day before `first` is kept
+    return max(0.0, _elapsed(calendar, end, last) - begins)
 
 
 @lru_cache(maxsize=8192)

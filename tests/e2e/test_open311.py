@@ -185,6 +185,13 @@ async def test_a_third_party_app_posts_with_attributes_polls_and_reads_back(
             refused = await client.post(f"{BASE}/requests.json", data={**base, **wrong})
             assert refused.status_code == 400, (wrong, refused.text)
             assert says in errors_of(refused)[0]["description"], refused.text
+        # Every problem at once, as the spec's error lists allow.
+        both = await client.post(f"{BASE}/requests.xml", data={**base, "attribute[colour]": "red"})
+        assert both.status_code == 400
+        assert [e["description"].split(" ")[0] for e in errors_of(both)] == [
+            "attribute[colour]",
+            "attribute[depth]",
+        ]
         posted = await client.post(
             f"{BASE}/requests.json",
             data={

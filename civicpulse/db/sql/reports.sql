@@ -123,7 +123,11 @@ CREATE TEMP TABLE import_stage (
     line integer, source_id text, text text, lat float8, lon float8, address text,
     address_key text, category text, submitted_at timestamptz, channel text, closed_at timestamptz,
     a1 text, a2 text, a3 text, a4 text, a5 text, a6 text, a7 text, a8 text, a9 text, a10 text,
-    a11 text, a12 text
+    a11 text, a12 text,
+    -- The record measured as if it had arrived live (imports.measure_one): the SLA policy in
+    -- force, its resolution target, and the business time to resolve or the due time.
+    sla_policy text, resolution_target_s float8, resolution_business_s float8,
+    resolution_due_at timestamptz
 ) ON COMMIT DROP
 
 -- name: import_source_known
@@ -138,7 +142,8 @@ SELECT EXISTS (SELECT 1 FROM reports
 -- An imported record is history with its own identity: it becomes an issue of its own,
 -- opened and (when the source says so) closed at its real times, never regrouped. A record
 -- that closes before it opens (the importer flags it in its attributes) is kept and closed,
--- but its clock has no start, so no time-to-resolve figure counts it.
+-- but its clock has no start, so no time-to-resolve figure counts it. Its SLA figures come
+-- staged (the importer measured it, in Python, as it read it): one write per issue.
 -- With $4, known source ids are skipped, each looked up in reports_source_record: under OR
 -- the NOT EXISTS stays a per-row probe, whose cost does not grow with the tenant (a hash
 -- anti-join would read all the tenant's records for every chunk). Without $4 nothing is
@@ -163,17 +168,19 @@ WITH id_prefix AS MATERIALIZED (
     INSERT INTO issues (tenant_id, id, status, category, kind, title, representative_text,
                         lat, lon, cell, report_count, first_reported, last_reported,
                         opened_at, closed_at, sla_started_at, resolved_at, scope, priority,
-                        located, address_key)
+                        located, address_key, sla_policy, resolution_target_s,
+                        resolution_business_s, resolution_due_at)
     SELECT $1, f.issue_id, CASE WHEN f.closed_at IS NULL THEN 'new' ELSE 'closed' END,
            f.category, COALESCE(c.kind, 'other'), left(f.text, 120), f.text, f.lat, f.lon,
            civicpulse_cell(f.lat, f.lon), 1, f.submitted_at, f.submitted_at, f.submitted_at,
            f.closed_at,
            CASE WHEN f.closed_at < f.submitted_at THEN NULL ELSE f.submitted_at END,
            f.closed_at, COALESCE(c.scope, 'local'),
-           civicpulse_priority(NULL, 1), (f.lat IS NOT NULL)::int, f.address_key
+           civicpulse_priority(NULL, 1), (f.lat IS NOT NULL)::int, f.address_key,
+           f.sla_policy, f.resolution_target_s, f.resolution_business_s, f.resolution_due_at
       FROM fresh f
       LEFT JOIN categories c ON c.tenant_id = $1 AND c.code = f.category
-)
+), moved AS (
 INSERT INTO reports (
     tenant_id, id, text, lat, lon, address, requested_category, category, submitted_at,
     channel, attributes, source, source_id, state, processed_at, classification, label_source,
@@ -191,25 +198,10 @@ SELECT $1, f.report_id, f.text, f.lat, f.lon, f.address, f.category, f.category,
        CASE WHEN f.category IS NOT NULL THEN 'import' END, f.issue_id, f.address_key
   FROM fresh f
 RETURNING issue_id
-
--- name: history_sla_rows
--- Imported issues ($2) without an SLA policy yet, by primary key: what choosing a policy
--- and measuring their history needs.
-SELECT id, category, severity, area, priority, representative_text, status, opened_at,
-       sla_started_at, resolved_at
-  FROM issues
- WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND sla_policy IS NULL
-
--- name: set_history_sla
--- Imported issues measured as if they had arrived live: the policy in force, its resolution
--- target, the business time to resolve (closed ones) or the resolution due time (open
--- ones). Response is unknown for history: no target, no measure.
-UPDATE issues i
-   SET sla_policy = u.policy, resolution_target_s = u.target,
-       resolution_business_s = u.business_s, resolution_due_at = u.due_at
-  FROM unnest($2::uuid[], $3::text[], $4::float8[], $5::float8[], $6::timestamptz[])
-       AS u (id, policy, target, business_s, due_at)
- WHERE i.tenant_id = $1 AND i.id = u.id
+)
+SELECT m.issue_id, f.sla_policy IS NOT NULL AS measured
+  FROM moved m
+  JOIN fresh f ON f.issue_id = m.issue_id
 
 -- name: import_stage_dedupe
 -- A record repeated within one chunk: the first line wins.
