@@ -21,6 +21,7 @@ import datetime as dt
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -796,7 +797,17 @@ async def import_file(
         writers = [
             asyncio.create_task(
                 _write_chunks(
-                    pool, tenant_id, fmt, keys, known, chunks, in_flight, result, progress
+                    pool,
+                    tenant_id,
+                    fmt,
+                    keys,
+                    known,
+                    chunks,
+                    in_flight,
+                    result,
+                    progress,
+                    cfg,
+                    flag_at,
                 )
             )
             for _ in range(max(1, min(WRITERS, pool.get_max_size())))
@@ -808,6 +819,7 @@ async def import_file(
             ids: set[str] = set()
             repeats = 0
             taken = 0  # records of the file in this chunk, rejected ones too
+            unmeasured: dict[int, tuple[str, ...]] = {}
             for start, row in records:
                 if not row:
                     continue
@@ -825,15 +837,22 @@ async def import_file(
                 if flag_at is not None and staged[flag_at]:
                     flagged[staged[flag_at]] = flagged.get(staged[flag_at], 0) + 1
                 ids.add(source_id)
-                # Measured here, as its issue will be made: one write per issue.
-                rows.append((*staged, *_measured(cfg, staged, flag_at)))
+                if known:  # most may be known: measured in the writer, the new ones only
+                    unmeasured[int(staged[0])] = staged
+                    rows.append((*staged, "", "", "", ""))
+                else:  # measured here, as its issue will be made: one write per issue
+                    rows.append((*staged, *_measured(cfg, staged, flag_at)))
                 if taken >= chunk_rows:
                     in_flight.append(ids)
-                    await _put(chunks, _chunk(rows, ids, repeats, names, errors, taken), writers)
-                    rows, ids, repeats, taken = [], set(), 0, 0
+                    chunk = _chunk(rows, ids, repeats, names, errors, taken)
+                    chunk.unmeasured = unmeasured if known else None
+                    await _put(chunks, chunk, writers)
+                    rows, ids, repeats, taken, unmeasured = [], set(), 0, 0, {}
             if taken:
                 in_flight.append(ids)
-                await _put(chunks, _chunk(rows, ids, repeats, names, errors, taken), writers)
+                chunk = _chunk(rows, ids, repeats, names, errors, taken)
+                chunk.unmeasured = unmeasured if known else None
+                await _put(chunks, chunk, writers)
             for _ in writers:
                 await _put(chunks, None, writers)
             await asyncio.gather(*writers)
@@ -907,6 +926,26 @@ def _measured(
     )
 
 
+def _measure_lines(
+    cfg: workflow.TenantConfig,
+    flag_at: int | None,
+    staged: dict[int, tuple[str, ...]],
+    lines: list[int],
+) -> list[tuple[Any, ...]]:
+    """(line, policy, target s, business s, due at) of the staged records on `lines` that
+    have a policy (a re-import's new records: import_reports' `measure`)."""
+    out = []
+    for line in lines:
+        policy, target, business, due = _measured(cfg, staged[line], flag_at)
+        if policy:
+            out.append((
+                line, policy, float(target) if target else None,
+                float(business) if business else None,
+                dt.datetime.fromisoformat(due) if due else None,
+            ))  # fmt: skip
+    return out
+
+
 # civicpulse_priority(NULL, 1): an imported record's priority (one report, no severity).
 IMPORTED_PRIORITY = 4
 
@@ -918,6 +957,9 @@ class _Chunk:
     repeats: int  # records dropped as repeats of an earlier line
     ids: set[str]  # their source ids (an entry of in_flight until committed)
     taken: int = 0  # records of the file it stands for, rejected ones too (progress)
+    # Re-imports: the staged records by line, measured only once the database has said
+    # which it does not hold yet (most of a rolling export's are known).
+    unmeasured: dict[int, tuple[str, ...]] | None = None
 
 
 # COPY's text format escapes; fields rarely need them, so a chunk is checked as a whole.
@@ -993,14 +1035,19 @@ async def _write_chunks(
     in_flight: list[set[str]],
     result: ImportResult,
     progress: Callable[[int], None] | None,
+    cfg: workflow.TenantConfig,
+    flag_at: int | None,
 ) -> None:
     while (chunk := await chunks.get()) is not None:
         inserted = 0
         if chunk.rows:
+            waiting = chunk.unmeasured
+            measure = None if waiting is None else partial(_measure_lines, cfg, flag_at, waiting)
             async with tenant_transaction(pool, tenant_id) as conn:
                 made = await reports_repo.import_reports(
-                    conn, tenant_id, source, attribute_keys, chunk.data, skip_known=known
-                )
+                    conn, tenant_id, source, attribute_keys, chunk.data, skip_known=known,
+                    measure=measure,
+                )  # fmt: skip
             inserted = len(made)
             result.new_issues += inserted
             result.measured += sum(1 for _, measured in made if measured)

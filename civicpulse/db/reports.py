@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import asyncpg
 
@@ -309,6 +309,7 @@ async def import_reports(
     data: bytes,
     *,
     skip_known: bool = True,
+    measure: Callable[[list[int]], list[tuple[Any, ...]]] | None = None,
 ) -> list[tuple[uuid.UUID, bool]]:
     """COPY rows into a temp table, then move them under RLS; returns the issues made (one
     per record inserted), each with whether it has an SLA policy (was measured).
@@ -317,7 +318,10 @@ async def import_reports(
     attribute_keys)), in that order, in COPY's text format with "" for NULL; the attribute
     columns pair with `attribute_keys`. skip_known=False leaves out the look-up of known
     records, for a source the tenant did not hold when the import started: a record
-    imported since is still refused by the unique index, and then looked up.
+    imported since is still refused by the unique index, and then looked up. With
+    `measure`, the staged rows came without their SLA figures: it is given the lines of the
+    records the tenant does not hold yet and answers (line, policy, target s, business s,
+    due at) for those it measured.
     """
     await conn.execute(q("import_stage_create"))
     await conn.copy_to_table(
@@ -327,6 +331,13 @@ async def import_reports(
         format="text",
         null="",
     )
+    if measure is not None:
+        lines = [r[0] for r in await conn.fetch(q("import_stage_unknown"), tenant_id, source)]
+        measured = measure(lines) if lines else []
+        if measured:
+            await conn.execute(
+                q("import_stage_measure"), *[list(c) for c in zip(*measured, strict=True)]
+            )
     keys = list(attribute_keys)
     try:
         async with conn.transaction():  # a savepoint: a lost race rolls back only this

@@ -375,3 +375,34 @@ async def test_nyc311_reads_both_namings_alike(
     assert (lat, lon) == (40.80012791, -73.96930221)
     assert a["45280151"][1] == "other"  # Illegal Parking: no category of the taxonomy
     assert a["45280154"][4:] == (None, None)  # by address only: 7801 SHORE ROAD
+
+
+async def test_a_rolling_export_measures_only_its_new_records(
+    db_url: str, tenant_a: TenantKeys, tmp_path: Path
+) -> None:
+    """Cities publish rolling exports: most of each day's file is known. The new records
+    get their SLA figures like a first import's (measured in the writer, once the database
+    has said which are new); the known ones are skipped."""
+    lines = LA.read_text(encoding="utf-8").splitlines(keepends=True)
+    head = tmp_path / "first.csv"
+    head.write_text("".join(lines[:3001]), encoding="utf-8")
+    first = await run_import(db_url, tenant_a, head, "la311")
+    assert first.inserted == first.measured == 3000
+    rolled = await run_import(db_url, tenant_a, LA, "la311")
+    assert rolled.skipped_existing == 3000
+    assert rolled.inserted == rolled.measured == count_csv(LA) - 3000
+    conn = await asyncpg.connect(db_url)
+    try:
+        unmeasured = await conn.fetchval(
+            "SELECT count(*) FROM issues WHERE tenant_id = $1 AND sla_policy IS NULL",
+            tenant_a.id,
+        )
+        timed = await conn.fetchval(
+            """SELECT count(*) FROM issues WHERE tenant_id = $1
+                 AND (resolution_business_s IS NOT NULL OR resolution_due_at IS NOT NULL)""",
+            tenant_a.id,
+        )
+    finally:
+        await conn.close()
+    assert unmeasured == 0
+    assert timed > 9000  # all but those closed before they opened, or never timed

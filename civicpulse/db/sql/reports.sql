@@ -203,6 +203,23 @@ SELECT m.issue_id, f.sla_policy IS NOT NULL AS measured
   FROM moved m
   JOIN fresh f ON f.issue_id = m.issue_id
 
+-- name: import_stage_unknown
+-- The staged records the tenant does not hold yet (reports_source_record, a probe each): a
+-- re-import measures only those.
+SELECT s.line
+  FROM import_stage s
+ WHERE NOT EXISTS (SELECT 1 FROM reports r
+                    WHERE r.tenant_id = $1 AND r.source = $2 AND r.source_id = s.source_id)
+
+-- name: import_stage_measure
+-- Their SLA figures, staged (a temp table: no WAL, nobody else sees it).
+UPDATE import_stage s
+   SET sla_policy = u.policy, resolution_target_s = u.target,
+       resolution_business_s = u.business_s, resolution_due_at = u.due_at
+  FROM unnest($1::int[], $2::text[], $3::float8[], $4::float8[], $5::timestamptz[])
+       AS u (line, policy, target, business_s, due_at)
+ WHERE s.line = u.line
+
 -- name: import_stage_dedupe
 -- A record repeated within one chunk: the first line wins.
 DELETE FROM import_stage a
