@@ -37,6 +37,7 @@ from civicpulse.api import (
     open311,
     openapi,
     ops,
+    pages,
     reports,
     sessions,
 )
@@ -411,6 +412,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *open311.routes,
             *sessions.routes,
             *openapi.routes,
+            *pages.routes,
         ],
         lifespan=lifespan,
         exception_handlers=api_errors.HANDLERS,

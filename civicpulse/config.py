@@ -193,6 +193,10 @@ class Settings:
     # host may leave jurisdiction_id out (the spec requires it only where one endpoint serves
     # several jurisdictions); elsewhere it is required.
     open311_hosts: str = ""
+    # The pages' maps: a tile URL template ({z}/{x}/{y}) and the attribution its provider
+    # asks for. Empty: no tiles, markers and areas on a plain background.
+    map_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    map_attribution: str = "&copy; OpenStreetMap contributors"
 
     schema_dir: Path | None = None
 

@@ -83,6 +83,7 @@ def test_settings(db_url: str, **changes: object) -> Settings:
         rate_limit_key_per_second=0.0,
         rate_limit_public_per_second=0.0,
         login_per_minute=0.0,
+        map_tile_url="",  # no tile server here: the pages' maps draw on a plain background
     )
     return base.replace(**changes) if changes else base
 

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from civicpulse import workflow
+from civicpulse.api.auth import TenantContext
 from civicpulse.api.body import decode, read_json
 from civicpulse.api.reports import location
 from civicpulse.api.state import AppState
@@ -207,19 +208,29 @@ async def nearby(request: Request) -> Response:
     state: AppState = request.state.app
     slug = request.path_params["slug"]
     principal = await state.auth.require(request, slug, "submit")
+    body = await nearby_issues(
+        request, state, principal.tenant, principal.staff, f"/v1/tenants/{slug}/issues"
+    )
+    return _respond(200, body)
+
+
+async def nearby_issues(
+    request: Request, state: AppState, tenant: TenantContext, staff: bool, links: str
+) -> dict[str, Any]:
+    """The nearby issues of `lat`, `lon` and `category` in the query, as the view sees
+    them (staff, or the public view); each links to `links`/{id}."""
     lat = _float(request, "lat", -90, 90)
     lon = _float(request, "lon", -180, 180)
     category = request.query_params.get("category") or None
     if category is not None:
-        category = principal.tenant.category_codes.get(category)
+        category = tenant.category_codes.get(category)
         if category is None:
             raise ValidationFailed("unknown category for this tenant", field="category")
     radius = max(NEARBY_MIN_RADIUS_M, grouping.search_radius(category or "other", "", {}))
-    tenant_id = principal.tenant.id
-    async with tenant_transaction(state.pool, tenant_id) as conn:
-        view = STAFF if principal.staff else (await analytics_repo.public_view(conn, tenant_id))[0]
+    async with tenant_transaction(state.pool, tenant.id) as conn:
+        view = STAFF if staff else (await analytics_repo.public_view(conn, tenant.id))[0]
         rows = await issues_repo.nearby_issues(
-            conn, tenant_id, geo.cells_within(lat, lon, radius), category, view
+            conn, tenant.id, geo.cells_within(lat, lon, radius), category, view
         )
     ranked = sorted(
         ((geo.distance_m(lat, lon, r["lat"], r["lon"]), r) for r in rows),
@@ -231,12 +242,12 @@ async def nearby(request: Request) -> Response:
             **({"title": r["title"]} if view.staff else {}),
             "distance_m": round(d, 1),
             "last_reported": r["last_reported"],
-            "links": {"self": f"/v1/tenants/{slug}/issues/{r['id']}"},
+            "links": {"self": f"{links}/{r['id']}"},
         }
         for d, r in ranked
         if d <= radius
     ][:NEARBY_LIMIT]
-    return _respond(200, {"radius_m": radius, "items": items})
+    return {"radius_m": radius, "items": items}
 
 
 _decode_merge = msgspec.json.Decoder(MergeIn)

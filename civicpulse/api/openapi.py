@@ -33,6 +33,7 @@ from civicpulse.api import (
     issues,
     keys,
     metrics,
+    pages,
     reports,
     sessions,
     shapes,
@@ -738,10 +739,88 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: Reply(str, "text/html", "The page; its data come from .../dashboard/data")},
         errors=(429,),  # limited per client address, as the public data are
     ),
+    # --- resident pages (civicpulse/api/pages.py) -------------------------------------
+    ("GET", "/"): Operation(
+        "The landing page (HTML): the public tenants",
+        "pages",
+        "public",
+        {200: Reply(str, "text/html", "The page")},
+    ),
+    ("GET", "/t/{slug}"): Operation(
+        "A tenant's home page (HTML)",
+        "pages",
+        "public",
+        {200: Reply(str, "text/html", "The page")},
+        errors=(429,),
+    ),
+    ("GET", "/t/{slug}/report"): Operation(
+        "The report form (HTML)",
+        "pages",
+        "public",
+        {200: Reply(str, "text/html", "The page, with the tenant's web form token")},
+        errors=(429,),
+    ),
+    ("POST", "/t/{slug}/report"): Operation(
+        "Send a report from the web form",
+        "pages",
+        "public",
+        {202: shapes.WebReportAccepted},
+        body=pages.WebReportIn,
+        headers=(
+            Param("Idempotency-Key", str, "Retries with the same key and body are one report."),
+        ),
+        errors=(403, 409, 429, 503),
+        description="The page's `token` is required (403 when it is out of date); a filled "
+        "honeypot (`website`) is answered as if taken and kept nowhere. `lat` and `lon`, or an "
+        "`address`. The answer's `track` link, holding the browser's `track` secret, follows "
+        "the report.",
+    ),
+    ("GET", "/t/{slug}/nearby.json"): Operation(
+        "Open issues near a point the public may see",
+        "pages",
+        "public",
+        {200: shapes.NearbyIssues},
+        query=(
+            Param("lat", Latitude, "Latitude.", required=True),
+            Param("lon", Longitude, "Longitude.", required=True),
+            Param("category", str, "A category code or service code of the tenant."),
+        ),
+        errors=(429,),
+    ),
+    ("GET", "/t/{slug}/track/{report_id}"): Operation(
+        "A report's tracking page (HTML)",
+        "pages",
+        "public",
+        {200: Reply(str, "text/html", "The page; its data come from the .json route")},
+        errors=(429,),
+    ),
+    ("GET", "/t/{slug}/track/{report_id}.json"): Operation(
+        "What became of a report, for the holder of its tracking link",
+        "pages",
+        "public",
+        {200: shapes.TrackedReport},
+        query=(Param("k", str, "The tracking link's secret.", required=True),),
+        errors=(404, 429),
+    ),
+    ("GET", "/t/{slug}/issues/{issue_id}"): Operation(
+        "An issue's public page (HTML)",
+        "pages",
+        "public",
+        {200: Reply(str, "text/html", "The page; its data come from the .json route")},
+        errors=(429,),
+    ),
+    ("GET", "/t/{slug}/issues/{issue_id}.json"): Operation(
+        "An issue's public facts, when the public may see it",
+        "pages",
+        "public",
+        {200: shapes.PublicIssue},
+        errors=(404, 429),
+    ),
     **ACCOUNT_OPERATIONS,
 }
 
 TAGS = {
+    "pages": "The resident pages and the small JSON routes they read.",
     "reports": "Intake and lookup of reports.",
     "issues": "One issue per real-world problem: lookup, merge, split.",
     "workflow": "Staff work on issues: list, transitions, assignment, edits, comments.",

@@ -521,3 +521,29 @@ class StreamEvent(Shape, frozen=True, kw_only=True):
             }
         ),
     ]
+
+
+class WebReportAccepted(Shape, frozen=True, kw_only=True):
+    """A web form report taken: its id and the tracking link (with its secret)."""
+
+    id: str
+    track: str
+
+
+class TrackedIssue(Shape, frozen=True, kw_only=True):
+    id: str
+    status: Status
+    category: str | None
+    report_count: int
+    public: bool  # whether the issue's public page shows it
+
+
+class TrackedReport(Shape, frozen=True, kw_only=True):
+    """A report as its tracking link shows it to its sender."""
+
+    id: str
+    status: str  # received, classified, grouped, failed
+    text: str
+    category: str | None
+    submitted_at: AwareDatetime
+    issue: TrackedIssue | None

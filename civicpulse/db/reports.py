@@ -62,6 +62,7 @@ async def insert_reports(
             [r.place for r in to_insert],
             [r.key_id for r in to_insert],
             [r.address_key for r in to_insert],
+            [r.track_hash for r in to_insert],
         )
     }
 

@@ -160,6 +160,8 @@ class NewReport(msgspec.Struct, frozen=True, kw_only=True):
     # The API key it came with: a `submit` key reads back only its own reports.
     key_id: int | None = None
     address_key: str | None = None  # engine.addresses.key(address)
+    # sha256 of the secret in a web form report's tracking link (api/pages.py).
+    track_hash: bytes | None = None
 
 
 class WriteOutcome(msgspec.Struct, frozen=True):

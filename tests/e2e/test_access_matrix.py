@@ -54,7 +54,7 @@ CALLERS = (
 )
 READS = {"GET"}
 PASSWORD = "correct horse battery staple"
-QUERY = {"lat": str(LAT), "lon": str(LON)}  # where the seeded issues are
+QUERY = {"lat": str(LAT), "lon": str(LON), "k": "not-its-secret"}  # the seeded place
 GEOREPORT = openapi.Operation("Open311", "open311", "public", {})
 
 

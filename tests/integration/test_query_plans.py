@@ -532,7 +532,7 @@ async def test_grouping_and_workflow_plans_hold_without_statistics(
     }
 
 
-async def test_open311_and_address_queries_use_their_indexes(
+async def test_open311_address_and_page_queries_use_their_indexes(
     seeded: list[TenantKeys], app_pool: asyncpg.Pool, db_url: str
 ) -> None:
     t = seeded[1].id
@@ -558,6 +558,9 @@ async def test_open311_and_address_queries_use_their_indexes(
         ("open311_notes", "issue_events_issue", (t, [uuid.uuid4(), uuid.uuid4()], True)),
         # The geocoder's queue: the reports still without a point, oldest first.
         ("geocode_pending", "reports_unlocated", (t, 5, 20)),
+        # The resident pages: where the report form's map opens, a tracked report.
+        ("map_center", "issues_list", (t,)),
+        ("tracked_report", "reports_pkey", (t, uuid.uuid4())),
     ]  # fmt: skip
     for name, index, args in cases:
         assert_uses(await explain(app_pool, t, q(name), *args), index)

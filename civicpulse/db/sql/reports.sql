@@ -6,17 +6,19 @@
 -- is resolved by find_idempotent_reports in the same transaction.
 INSERT INTO reports (
     tenant_id, id, text, lat, lon, address, requested_category, submitted_at, channel,
-    reporter, attributes, media_urls, idempotency_key, body_hash, place, key_id, address_key
+    reporter, attributes, media_urls, idempotency_key, body_hash, place, key_id, address_key,
+    track_hash
 )
 SELECT $1, u.id, u.text, u.lat, u.lon, u.address, u.requested_category,
        COALESCE(u.submitted_at, now()), u.channel, u.reporter::jsonb, u.attributes::jsonb,
-       u.media_urls::jsonb, u.idempotency_key, u.body_hash, u.place, u.key_id, u.address_key
+       u.media_urls::jsonb, u.idempotency_key, u.body_hash, u.place, u.key_id, u.address_key,
+       u.track_hash
   FROM unnest($2::uuid[], $3::text[], $4::float8[], $5::float8[], $6::text[], $7::text[],
               $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[],
-              $13::text[], $14::bytea[], $15::text[], $16::bigint[], $17::text[])
+              $13::text[], $14::bytea[], $15::text[], $16::bigint[], $17::text[], $18::bytea[])
        AS u (id, text, lat, lon, address, requested_category, submitted_at, channel,
              reporter, attributes, media_urls, idempotency_key, body_hash, place, key_id,
-             address_key)
+             address_key, track_hash)
 ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Refresh the vendored browser libraries from the npm registry (ops/vendor.lock): each
+# package's tarball is fetched with `npm pack`, checked against the sha512 integrity the lock
+# file records (a tarball that differs is refused), and the listed files are copied into
+# civicpulse/api/static/vendor/, whose SHA256SUMS the test suite checks. Needs Node's npm;
+# running the service does not. `--check` only verifies the vendored files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dest=civicpulse/api/static/vendor
+if [ "${1:-}" = "--check" ]; then
+    (cd "$dest" && sha256sum --check --quiet SHA256SUMS)
+    echo "vendored files match SHA256SUMS"
+    exit 0
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+grep -v '^#' ops/vendor.lock | while read -r name version integrity files; do
+    [ -n "$name" ] || continue
+    tarball=$(cd "$work" && npm pack --silent "$name@$version")
+    actual="sha512-$(openssl dgst -sha512 -binary "$work/$tarball" | base64 -w0)"
+    if [ "$actual" != "$integrity" ]; then
+        echo "$name@$version: tarball integrity $actual, expected $integrity" >&2
+        exit 1
+    fi
+    mkdir -p "$work/$name"
+    tar -xzf "$work/$tarball" -C "$work/$name"
+    for spec in $files; do
+        cp "$work/$name/${spec%%:*}" "$dest/${spec##*:}"
+    done
+    echo "$name@$version: integrity ok"
+done
+(cd "$dest" && sha256sum $(ls | grep -v SHA256SUMS | sort) > SHA256SUMS)
+echo "wrote $dest/SHA256SUMS"
