@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from civicpulse.api.body import decode, read_json
 from civicpulse.api.params import ALL_TIME, int_param, parse_int, time_param
 from civicpulse.api.state import AppState
 from civicpulse.db import analytics as repo
+from civicpulse.db import tenants as tenants_repo
 from civicpulse.db.audit import record_audit
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.engine import geo
@@ -38,7 +40,8 @@ from civicpulse.visibility import STAFF, View
 _json = msgspec.json.Encoder()
 INTERVALS = ("day", "week", "month")
 GROUPS = ("category", "area", "team", "status", "none")
-WIDGETS = ("totals", "trend", "backlog", "categories", "rankings", "hotspots", "recent")
+WIDGETS = ("totals", "trend", "backlog", "categories", "map", "rankings", "hotspots", "recent")
+MAP_POINTS = 500  # the newest open issues the dashboard's map shows
 PAGE = Path(__file__).parent / "static" / "dashboard.html"
 
 
@@ -398,6 +401,10 @@ async def data(request: Request) -> Response:
         "generated_at": dt.datetime.now(dt.UTC),
     }
     async with tenant_transaction(state.pool, tenant.id) as conn:
+        # Category names for people (the codes are for machines); public, like Open311's.
+        body["category_names"] = {
+            c.code: c.name for c in await tenants_repo.list_categories(conn, tenant.id)
+        }
         trend = await _trend(conn, tenant, "day", "none", start, end, view)
         series = await _backlog(conn, tenant, start, end, view, trend)
         by_category = await _trend(conn, tenant, "month", "category", start, end, view)
@@ -435,6 +442,21 @@ async def data(request: Request) -> Response:
                 max_age,
                 lambda: _hotspots(conn, tenant, start, end, view, 10),
             )
+        if "map" in widgets:
+
+            async def points() -> list[dict[str, Any]]:
+                rows = await repo.open_issue_points(conn, tenant.id, view, MAP_POINTS)
+                return [
+                    {"id": str(r["id"]), "category": r["category"], "status": r["status"],
+                     "lat": round(r["lat"], 5), "lon": round(r["lon"], 5)}
+                    for r in rows
+                ]  # fmt: skip
+
+            body["points"] = (
+                await _stored(conn, tenant.id, f"points:{view.cache_key}", max_age, points)
+                if public
+                else await points()
+            )
         if "recent" in widgets:
 
             async def recent() -> list[dict[str, Any]]:
@@ -456,7 +478,9 @@ async def page(request: Request) -> Response:
     """The dashboard page: static HTML and script; the data come from the API."""
     state: AppState = request.state.app
     await state.auth.public(request, request.path_params["slug"])
-    return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+    config = {"tiles": state.settings.map_tile_url, "attribution": state.settings.map_attribution}
+    text = PAGE.read_text(encoding="utf-8")
+    return HTMLResponse(text.replace("{{CONFIG}}", json.dumps(config).replace("<", "\\u003c")))
 
 
 # --- the live stream ----------------------------------------------------------------

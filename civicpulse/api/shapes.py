@@ -464,6 +464,14 @@ class RecentIssue(Shape, frozen=True, kw_only=True):
     title: str | UnsetType = UNSET  # staff view only
 
 
+class MapPoint(Shape, frozen=True, kw_only=True):
+    id: str
+    category: str | None
+    status: Status
+    lat: float
+    lon: float
+
+
 class DashboardData(Shape, frozen=True, kw_only=True):
     """Everything the dashboard page draws; the optional widgets as its settings list them."""
 
@@ -477,9 +485,11 @@ class DashboardData(Shape, frozen=True, kw_only=True):
     trend: list[TrendPoint]
     backlog: list[BacklogPoint]
     categories: list[CategoryCount]
+    category_names: dict[str, str]
     rankings: Rankings | UnsetType = UNSET
     hotspots: list[Hotspot] | UnsetType = UNSET
     recent: list[RecentIssue] | UnsetType = UNSET
+    points: list[MapPoint] | UnsetType = UNSET  # the newest open issues, for the map
 
 
 # --- the live stream ------------------------------------------------------------------

@@ -126,6 +126,12 @@ async def recent_issues(
     return list(await conn.fetch(q("recent_issues"), tenant_id, *view.sql_args, limit, since))
 
 
+async def open_issue_points(
+    conn: asyncpg.Connection, tenant_id: int, view: View, limit: int
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(q("open_issue_points"), tenant_id, *view.sql_args, limit))
+
+
 async def export_issues(
     conn: asyncpg.Connection, tenant_id: int, start: dt.datetime, end: dt.datetime, view: View
 ) -> AsyncIterator[asyncpg.Record]:

@@ -354,11 +354,12 @@ async def test_public_and_private_views(
             "hotspots:30:staff",
         }
         public_names = stored - {"rankings:area:30:staff", "hotspots:30:staff"}
-        # (the public's newest issues too: anyone can ask for them)
+        # (the public's newest issues and the map's open issues too: anyone can ask)
         assert {n.split(":public-")[0] for n in public_names} == {
             "rankings:area:30",
             "hotspots:30",
             "recent:30",
+            "points",
         }
         page = await client.get(f"/t/{tenant_a.slug}/dashboard")
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]

@@ -4,6 +4,7 @@ the seeded numbers and changes when a report is submitted, live from the stream.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import asyncpg
@@ -40,7 +41,8 @@ async def test_the_page_shows_real_numbers_and_updates_live(
         )
     finally:
         await conn.close()
-    fast = settings.replace(aggregate_tick_seconds=0.2)
+    # Stored public widgets (the map's points, the newest issues) recomputed at once.
+    fast = settings.replace(aggregate_tick_seconds=0.2, dashboard_widget_seconds=0.0)
     async with running_server(fast) as client, async_playwright() as pw:
         await settled(db_url)
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -73,5 +75,25 @@ async def test_the_page_shows_real_numbers_and_updates_live(
             await expect(page.get_by_test_id("opened")).to_have_text("13", timeout=20_000)
             await expect(page.get_by_test_id("open-now")).to_have_text("9")
             await expect(page.locator("#events li").first).to_contain_text("issue created")
+            # The new issue has a place: the map shows it.
+            await expect(page.locator("#map-note")).to_contain_text("1 open issue(s) with a place")
+            assert await page.locator("#map path.leaflet-interactive").count() >= 1
+            # Names, not codes; the tenant's time zone; "new issues", not "reported".
+            await expect(page.locator("#categories")).to_contain_text("Graffiti")
+            await expect(page.locator("#subtitle")).to_contain_text("America/Los_Angeles")
+            await expect(page.locator("#h-totals + dl")).to_contain_text("New issues")
+            # A real time axis: the chart is drawn at its card's width, with the period's
+            # first and last days as labels.
+            chart = page.locator("#trend-chart svg")
+            width = await chart.get_attribute("width")
+            card = await page.evaluate("document.getElementById('trend-chart').clientWidth")
+            assert width is not None and abs(int(width) - card) <= 1
+            assert await chart.locator("text.axis").count() >= 4  # 2 counts, 2-3 dates
+            # The period is in the URL, both ways.
+            await page.locator("#days").select_option("90")
+            await expect(page).to_have_url(re.compile(r"[?&]days=90"))
+            await page.goto(f"{client.base_url}/t/{tenant_a.slug}/dashboard?days=7")
+            await expect(page.locator("#days")).to_have_value("7")
+            await expect(page.locator("#subtitle")).to_contain_text("last 7 days")
         finally:
             await browser.close()

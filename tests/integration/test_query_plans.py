@@ -562,6 +562,9 @@ async def test_open311_address_and_page_queries_use_their_indexes(
         ("map_center", "issues_list", (t,)),
         ("tracked_report", "reports_pkey", (t, uuid.uuid4())),
     ]  # fmt: skip
+    # The dashboard's map: the newest open issues, by the open-issue index or by the list.
+    nodes = await explain(app_pool, t, q("open_issue_points"), t, *PUBLIC, 500)
+    assert_uses(nodes, ("issues_open_cell", "issues_open_category_cell", "issues_list"))
     for name, index, args in cases:
         assert_uses(await explain(app_pool, t, q(name), *args), index)
     # Grouping a report located by address only: the open issues at its address, from the

@@ -282,6 +282,17 @@ SELECT id, status, category, area, title, report_count, opened_at, resolved_at, 
  ORDER BY opened_at DESC, id DESC
  LIMIT $5
 
+-- name: open_issue_points
+-- The dashboard's map: the $5 newest open issues with a point that the view ($2, $3, $4)
+-- sees: issues_list walked newest first, or issues_open_cell (only open issues are in it)
+-- and a top-N sort, as the share of open issues makes cheaper.
+SELECT id, category, status, lat, lon
+  FROM issues
+ WHERE tenant_id = $1 AND civicpulse_is_open(status) AND lat IS NOT NULL
+   AND civicpulse_shown($2, $3::text[], $4::text[], visibility, category, area)
+ ORDER BY opened_at DESC, id DESC
+ LIMIT $5
+
 -- name: export_issues
 -- Issues opened in [$2, $3) that the view ($4, $5, $6) sees, for the CSV export, read
 -- through a cursor (the caller drops the columns the public may not see).
