@@ -314,6 +314,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: reports.ReportPage},
         query=(
             Param("status", one_of(reports.REPORT_STATES), "Only reports in this state."),
+            Param(
+                "needs_review",
+                bool,
+                "true: only the reports the classifier was unsure of (the review queue).",
+            ),
             Param("limit", bounded(1, 500), "Page size.", default=50),
             Param("cursor", uuid.UUID, "`next_cursor` of the previous page."),
         ),
@@ -807,6 +812,27 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "pages",
         "public",
         {200: Reply(str, "text/html", "The page; its data come from the .json route")},
+        errors=(429,),
+    ),
+    ("GET", "/t/{slug}/staff"): Operation(
+        "The staff triage page (HTML; its data come from the API under a staff session)",
+        "pages",
+        "public",
+        {200: Reply(str, "text/html", "The page")},
+        errors=(429,),
+    ),
+    ("GET", "/t/{slug}/staff/review"): Operation(
+        "The staff review queue (HTML; its data come from the API under a staff session)",
+        "pages",
+        "public",
+        {200: Reply(str, "text/html", "The page")},
+        errors=(429,),
+    ),
+    ("GET", "/t/{slug}/staff/issues/{issue_id}"): Operation(
+        "The staff issue page (HTML; its data come from the API under a staff session)",
+        "pages",
+        "public",
+        {200: Reply(str, "text/html", "The page")},
         errors=(429,),
     ),
     ("GET", "/t/{slug}/issues/{issue_id}.json"): Operation(

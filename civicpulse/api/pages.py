@@ -118,7 +118,7 @@ async def landing(request: Request) -> Response:
 
 
 async def home(request: Request) -> Response:
-    """A tenant's home: report a problem, or see the dashboard."""
+    """A tenant's home: report a problem, see the dashboard, or (staff) triage."""
     state: AppState = request.state.app
     tenant = await state.auth.public(request, request.path_params["slug"])
     slug, name = html.escape(tenant.slug), html.escape(tenant.name)
@@ -128,6 +128,7 @@ async def home(request: Request) -> Response:
         '<ul class="actions">'
         f'<li><a class="button" href="/t/{slug}/report">Report a problem</a></li>'
         f'<li><a href="/t/{slug}/dashboard">How {name} is doing (dashboard)</a></li>'
+        f'<li><a href="/t/{slug}/staff">Staff: triage</a></li>'
         "</ul>",
     )
 
@@ -300,8 +301,45 @@ async def issue_data(request: Request) -> Response:
     return Response(_json.encode(body), media_type="application/json")
 
 
+async def staff_page(request: Request) -> Response:
+    """Triage: sign in (a staff account), then the open issues, overdue first, live."""
+    state: AppState = request.state.app
+    tenant = await state.auth.public(request, request.path_params["slug"])
+    return _page(
+        "staff.html", {**_settings(state, tenant), "categories": await _categories(state, tenant)}
+    )
+
+
+async def staff_issue_page(request: Request) -> Response:
+    """An issue for staff: its reports, map, log and SLA clocks, and every action on it. The
+    shell is public; everything in it comes from the API under the staff session."""
+    state: AppState = request.state.app
+    tenant = await state.auth.public(request, request.path_params["slug"])
+    return _page(
+        "staff_issue.html",
+        {
+            **_settings(state, tenant),
+            "id": request.path_params["issue_id"],
+            "categories": await _categories(state, tenant),
+        },
+    )
+
+
+async def review_page(request: Request) -> Response:
+    """The review queue: reports the classifier was unsure of; a staff correction of the
+    category becomes a label the tenant's model learns from."""
+    state: AppState = request.state.app
+    tenant = await state.auth.public(request, request.path_params["slug"])
+    return _page(
+        "review.html", {**_settings(state, tenant), "categories": await _categories(state, tenant)}
+    )
+
+
 routes = [
     Route("/", landing, methods=["GET"]),
+    Route("/t/{slug}/staff/review", review_page, methods=["GET"]),
+    Route("/t/{slug}/staff", staff_page, methods=["GET"]),
+    Route("/t/{slug}/staff/issues/{issue_id}", staff_issue_page, methods=["GET"]),
     Route("/t/{slug}", home, methods=["GET"]),
     Route("/t/{slug}/report", report_page, methods=["GET"]),
     Route("/t/{slug}/report", submit, methods=["POST"]),

@@ -370,9 +370,17 @@ async def list_reports(request: Request) -> Response:
         before = uuid.UUID(cursor) if cursor else None
     except ValueError:
         raise ValidationFailed("cursor is not one this API returned", field="cursor") from None
+    review = params.get("needs_review")
+    if review not in (None, "", "true", "false"):
+        raise ValidationFailed("needs_review is true or false", field="needs_review")
+    if review == "true" and status is not None:
+        raise ValidationFailed("the review queue takes no status", field="status")
     tenant_id = principal.tenant.id
     async with tenant_transaction(state.pool, tenant_id) as conn:
-        rows = await reports_repo.list_reports(conn, tenant_id, status, before, limit)
+        if review == "true":  # the review queue
+            rows = await reports_repo.review_reports(conn, tenant_id, before, limit)
+        else:
+            rows = await reports_repo.list_reports(conn, tenant_id, status, before, limit)
     items = [_report_out(slug, row) for row in rows]
     next_cursor = items[-1].id if len(items) == limit else None
     return _respond(200, ReportPage(items=items, next_cursor=next_cursor))

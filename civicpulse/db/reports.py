@@ -352,6 +352,13 @@ async def import_reports(
     return [(r[0], r[1]) for r in rows]
 
 
+async def review_reports(
+    conn: asyncpg.Connection, tenant_id: int, before: uuid.UUID | None, limit: int
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(q("review_reports"), tenant_id, before, limit)
+    return rows
+
+
 async def list_reports(
     conn: asyncpg.Connection,
     tenant_id: int,

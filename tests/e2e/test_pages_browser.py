@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from civicpulse.config import Settings
@@ -108,12 +110,26 @@ async def test_every_page_passes_an_axe_audit(settings: Settings, tenant_a: Tena
             "track": sent.json()["track"],
             "issue": f"/t/{slug}/issues/{done['issue_id']}",
             "dashboard": f"/t/{slug}/dashboard",
+            "staff": f"/t/{slug}/staff",
+            "review": f"/t/{slug}/staff/review",
+            "staff-issue": f"/t/{slug}/staff/issues/{done['issue_id']}",
         }
+        made = await client.post(
+            f"/v1/tenants/{slug}/users",
+            json={"login": "ana@example.org", "role": "staff", "password": "correct horse battery"},
+            headers=tenant_a.headers("admin"),
+        )
+        assert made.status_code == 201, made.text
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         failures = []
         try:
             for width, (w, h) in WIDTHS.items():
                 page = await browser.new_page(viewport={"width": w, "height": h})
+                signed = await page.request.post(
+                    f"{client.base_url}/v1/tenants/{slug}/session",
+                    data={"login": "ana@example.org", "password": "correct horse battery"},
+                )  # the staff pages are audited signed in, as staff see them
+                assert signed.status == 200
                 for name, path in pages.items():
                     await page.goto(f"{client.base_url}{path}")
                     # Streams keep the network busy: the page's data arrive within a moment.
@@ -131,3 +147,132 @@ async def test_every_page_passes_an_axe_audit(settings: Settings, tenant_a: Tena
         finally:
             await browser.close()
     assert not failures, "\n".join(failures)
+
+
+async def test_staff_triage_assign_merge_and_split_in_the_browser(
+    settings: Settings, tenant_a: TenantKeys
+) -> None:
+    """A staff member signs in, finds the issues, assigns one, merges a duplicate into it
+    (found by search), splits a report back out, and is told plainly when someone else
+    changed the issue meanwhile."""
+    from playwright.async_api import async_playwright, expect
+
+    assert CHROMIUM is not None, "CI must have Debian's chromium (ops/test.sh installs it)"
+    slug = tenant_a.slug
+    admin = tenant_a.headers("admin")
+    async with running_server(settings) as client, async_playwright() as pw:
+        made = await client.post(
+            f"/v1/tenants/{slug}/users",
+            json={"login": "ana@example.org", "role": "staff", "password": "correct horse battery"},
+            headers=admin,
+        )
+        assert made.status_code == 201, made.text
+        team = await client.put(f"/v1/tenants/{slug}/teams/roads", json={"name": "Roads"},
+                                headers=admin)  # fmt: skip
+        assert team.status_code in (200, 201), team.text
+        # Two potholes a street apart: two issues; then a second report of the first.
+        a = await submit(client, tenant_a, "Deep pothole on Main St by the bakery", LAT, LON)
+        b = await submit(client, tenant_a, "Pothole outside the bakery on Main", LAT + 0.01, LON)
+        (ra, rb) = await grouped(client, tenant_a, [a, b])
+        assert ra["issue_id"] != rb["issue_id"]
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 1366, "height": 900})
+            await page.goto(f"{client.base_url}/t/{slug}/staff")
+            await page.get_by_label("Login").fill("ana@example.org")
+            await page.get_by_label("Password").fill("correct horse battery")
+            await page.get_by_role("button", name="Sign in").click()
+            await expect(page.locator("#who")).to_contain_text("ana@example.org")
+            rows = page.locator("#issues tbody tr")
+            await expect(rows).to_have_count(2)
+
+            # Open the second issue, assign it, then merge it into the first.
+            await page.goto(f"{client.base_url}/t/{slug}/staff/issues/{rb['issue_id']}")
+            await expect(page.get_by_test_id("status")).to_have_text("new")
+            await page.get_by_label("Team").fill("roads")
+            await page.get_by_role("button", name="Assign").click()
+            await expect(page.get_by_test_id("assigned")).to_contain_text("roads")
+            await expect(page.get_by_test_id("status")).to_have_text("assigned")
+            # Someone else changes it meanwhile: this page's next change is refused plainly.
+            other = await client.get(f"/v1/tenants/{slug}/issues/{rb['issue_id']}",
+                                     headers=tenant_a.headers("staff"))  # fmt: skip
+            changed = await client.patch(
+                f"/v1/tenants/{slug}/issues/{rb['issue_id']}",
+                json={"visibility": "private", "version": other.json()["version"]},
+                headers=tenant_a.headers("staff"),
+            )
+            assert changed.status_code in (200, 201), changed.text
+            await page.get_by_label("Priority").select_option("1")
+            await page.get_by_role("button", name="Set priority").click()
+            await expect(page.get_by_role("alert")).to_contain_text("Someone changed this issue")
+            await page.get_by_role("button", name="Set priority").click()  # now it applies
+            await expect(page.get_by_role("alert")).to_have_text("Priority set.")
+
+            await page.get_by_label("Merge into (search)").fill("bakery")
+            await page.get_by_role("button", name="Search").click()
+            await page.get_by_role("button", name="Merge into this one").click()
+            await expect(page.get_by_test_id("status")).to_have_text("duplicate")
+
+            # The first issue now holds both reports; split one back out.
+            await page.goto(f"{client.base_url}/t/{slug}/staff/issues/{ra['issue_id']}")
+            await expect(page.get_by_test_id("count")).to_have_text("2")
+            await page.get_by_role("button", name="Split out the report").first.click()
+            await expect(page.get_by_test_id("count")).to_have_text("1")
+            await expect(page.locator("#events")).to_contain_text("split")
+        finally:
+            await browser.close()
+
+
+async def test_the_review_queue_corrects_a_category_in_the_browser(
+    settings: Settings, db_url: str, tenant_a: TenantKeys
+) -> None:
+    """A report the classifier was unsure of is in the queue; correcting its category takes
+    it out and makes it a staff label the model learns from."""
+    from playwright.async_api import async_playwright, expect
+
+    assert CHROMIUM is not None, "CI must have Debian's chromium (ops/test.sh installs it)"
+    slug = tenant_a.slug
+    async with running_server(settings) as client, async_playwright() as pw:
+        made = await client.post(
+            f"/v1/tenants/{slug}/users",
+            json={"login": "ana@example.org", "role": "staff", "password": "correct horse battery"},
+            headers=tenant_a.headers("admin"),
+        )
+        assert made.status_code == 201
+        unsure = await submit(client, tenant_a, "something weird by the fence", LAT, LON)
+        sure = await submit(client, tenant_a, "Graffiti on the library wall", LAT, LON + 0.01)
+        await grouped(client, tenant_a, [unsure, sure])
+        conn = await asyncpg.connect(db_url)
+        try:  # as a low confidence would leave it
+            await conn.execute(
+                "UPDATE reports SET needs_review = (id = $2) WHERE tenant_id = $1",
+                tenant_a.id, uuid.UUID(unsure),
+            )  # fmt: skip
+        finally:
+            await conn.close()
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 390, "height": 844})
+            signed = await page.request.post(
+                f"{client.base_url}/v1/tenants/{slug}/session",
+                data={"login": "ana@example.org", "password": "correct horse battery"},
+            )
+            assert signed.status == 200
+            await page.goto(f"{client.base_url}/t/{slug}/staff")
+            await page.get_by_role("link", name="Reports to review").click()
+            queue = page.locator("#queue li")
+            await expect(queue).to_have_count(1)
+            await expect(queue.first).to_contain_text("something weird by the fence")
+            await queue.first.get_by_label("Right category").select_option(label="Graffiti")
+            await queue.first.get_by_role("button", name="Correct the category").click()
+            await expect(page.get_by_role("alert")).to_have_text("Corrected: Graffiti.")
+            await expect(page.locator("#queue li")).to_have_count(0)
+        finally:
+            await browser.close()
+        report = await client.get(f"/v1/tenants/{slug}/reports/{unsure}",
+                                  headers=tenant_a.headers("staff"))  # fmt: skip
+        assert report.json()["category"] == "graffiti"
+        assert report.json()["needs_review"] is False
+        left = await client.get(f"/v1/tenants/{slug}/reports", params={"needs_review": "true"},
+                                headers=tenant_a.headers("staff"))  # fmt: skip
+        assert left.json()["items"] == []

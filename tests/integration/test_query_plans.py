@@ -561,6 +561,7 @@ async def test_open311_address_and_page_queries_use_their_indexes(
         # The resident pages: where the report form's map opens, a tracked report.
         ("map_center", "issues_list", (t,)),
         ("tracked_report", "reports_pkey", (t, uuid.uuid4())),
+        ("review_reports", "reports_needs_review", (t, None, 25)),
     ]  # fmt: skip
     # The dashboard's map: the newest open issues, by the open-issue index or by the list.
     nodes = await explain(app_pool, t, q("open_issue_points"), t, *PUBLIC, 500)

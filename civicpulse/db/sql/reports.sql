@@ -242,6 +242,21 @@ SELECT id, state, text, lat, lon, address, requested_category, category, severit
  ORDER BY id DESC
  LIMIT $4
 
+-- name: review_reports
+-- The review queue: reports the classifier was unsure of, newest first, after the report
+-- $2 (the page's last), walking reports_needs_review.
+SELECT r.id, r.state, r.text, r.lat, r.lon, r.address, r.requested_category, r.category,
+       r.severity, r.classification, r.issue_id, r.channel, r.submitted_at, r.received_at,
+       r.processed_at, r.attributes, r.media_urls, r.summary, r.hazards, r.language,
+       r.needs_review, r.place, r.place_ref, r.subtype, r.alternatives, r.failure
+  FROM reports r
+ WHERE r.tenant_id = $1 AND r.needs_review
+   AND ($2::uuid IS NULL
+        OR (r.received_at, r.id) < (SELECT c.received_at, c.id FROM reports c
+                                     WHERE c.tenant_id = $1 AND c.id = $2))
+ ORDER BY r.received_at DESC, r.id DESC
+ LIMIT $3
+
 -- name: correct_report
 -- A staff correction: the staff's category and severity become the report's and a training
 -- label. A new category drops the classifier's subtype and mixes, which were about the old
