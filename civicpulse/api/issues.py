@@ -174,6 +174,7 @@ async def get_issue(request: Request) -> Response:
             "lat": r["lat"],
             "lon": r["lon"],
             "address": r["address"],
+            "media_urls": msgspec.json.decode(r["media_urls"]) if r["media_urls"] else [],
             "category": r["category"],
             "subtype": r["subtype"],
             "severity": r["severity"],

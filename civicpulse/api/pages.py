@@ -38,9 +38,10 @@ from civicpulse.api.state import AppState
 from civicpulse.db import analytics as analytics_repo
 from civicpulse.db import issues as issues_repo
 from civicpulse.db import pages as repo
+from civicpulse.db import places as places_repo
 from civicpulse.db import tenants as tenants_repo
 from civicpulse.db.pool import tenant_transaction
-from civicpulse.domain.reports import ReportIn, ShortText, Text, Url
+from civicpulse.domain.reports import PlaceCode, ReportIn, ShortText, Text, Url
 from civicpulse.errors import Forbidden, NotFound, ValidationFailed
 from civicpulse.ids import uuid7
 
@@ -60,6 +61,8 @@ class WebReportIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     media_url: Url | None = None
     # The secret of the tracking link, made by the browser (so a retried post keeps it).
     track: Annotated[str, Meta(min_length=22, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
+    # A registered place (a room, a lift) picked on a facility tenant's form.
+    place: PlaceCode | None = None
     # The honeypot: hidden from people, filled in by form-spam robots.
     website: Annotated[str, Meta(max_length=500)] = ""
 
@@ -142,6 +145,7 @@ async def report_page(request: Request) -> Response:
         form = await repo.web_form_token(conn, tenant.id, secrets.token_urlsafe(24))
         categories = await tenants_repo.list_categories(conn, tenant.id)
         center = await repo.map_center(conn, tenant.id)
+        registered = await places_repo.list_places(conn, tenant.id)
     if not form.enabled:
         raise NotFound("this tenant takes no reports from its web page")
     return _page(
@@ -151,8 +155,44 @@ async def report_page(request: Request) -> Response:
             "token": form.token,
             "categories": [{"code": c.code, "name": c.name} for c in categories],
             "center": center,
+            "places": _pickable(registered),
         },
     )
+
+
+def _point_of(registered: list[Any], code: str) -> tuple[float, float] | None:
+    """The point of a registered place, or of its nearest ancestor that has one."""
+    by_code = {p.code: p for p in registered}
+    node, seen = by_code.get(code), set()
+    while node is not None and node.code not in seen:
+        if node.lat is not None and node.lon is not None:
+            return node.lat, node.lon
+        seen.add(node.code)
+        node = by_code.get(node.parent) if node.parent else None
+    return None
+
+
+PICKABLE = ("room", "unit", "space", "asset")
+MAX_PICKABLE = 2_000
+
+
+def _pickable(registered: list[Any]) -> list[dict[str, str]]:
+    """A facility's rooms, units, spaces and assets as the form lists them: "Hartley Hall,
+    Room 214" (their building's name first), in that order."""
+    by_code = {p.code: p for p in registered}
+
+    def label(p: Any) -> str:
+        names, seen, node = [p.name], {p.code}, p
+        while node.parent and node.parent in by_code and node.parent not in seen:
+            node = by_code[node.parent]
+            seen.add(node.code)
+            if node.kind in ("building", "site"):
+                names.insert(0, node.name)
+                break
+        return ", ".join(names)
+
+    out = [{"code": p.code, "name": label(p)} for p in registered if p.kind in PICKABLE]
+    return sorted(out, key=lambda p: p["name"])[:MAX_PICKABLE]
 
 
 async def submit(request: Request) -> Response:
@@ -172,15 +212,23 @@ async def submit(request: Request) -> Response:
         fake = str(uuid7())
         return _accepted(slug, fake, item.track)
     raw: dict[str, Any] = {"text": item.text, "channel": "web"}
-    for name in ("lat", "lon", "address", "category"):
+    for name in ("lat", "lon", "address", "category", "place"):
         if getattr(item, name) not in (None, ""):
             raw[name] = getattr(item, name)
     if item.media_url:
         raw["media_urls"] = [item.media_url]
+    if item.place and item.lat is None and not item.address:
+        # A room picked with no pin: the room's point, or its building's.
+        async with tenant_transaction(state.pool, tenant.id) as conn:
+            point = _point_of(await places_repo.list_places(conn, tenant.id), item.place)
+        if point is not None:
+            raw["lat"], raw["lon"] = point
     report = decode(_decode_report, _json.encode(raw))
     key = request.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= 200:
         raise ValidationFailed("Idempotency-Key must be 1-200 characters", field="idempotency-key")
+    if report.place is not None:  # places imported a moment ago are known too
+        tenant = await state.auth.tenant_knowing_place(tenant, report.place)
     row = to_new_report(
         tenant,
         report,

@@ -108,9 +108,10 @@ class IssueOut(Shape, frozen=True, kw_only=True):
 class IssueReport(Shape, frozen=True, kw_only=True):
     id: str
     text: str
-    lat: float
-    lon: float
+    lat: float | None  # none for a report located by address only
+    lon: float | None
     address: str | None
+    media_urls: list[str]
     category: str | None
     subtype: str | None
     severity: int | None

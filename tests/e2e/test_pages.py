@@ -15,8 +15,9 @@ import asyncpg
 import httpx
 
 from civicpulse.config import Settings
+from tests.e2e.test_places_grouping import HOTEL, HOTEL_PLACES
 from tests.privacy import LAT, LON, seed
-from tests.support import TenantKeys, running_server
+from tests.support import TenantKeys, make_tenant, running_server
 
 
 def config_of(page: str) -> dict[str, Any]:
@@ -146,3 +147,37 @@ async def test_public_pages_show_only_what_the_public_may_see(
             str(secrets_.issues["shown"]),
             str(secrets_.issues["shown_too"]),
         }
+
+
+async def test_a_hotel_guest_picks_the_room_instead_of_a_pin(
+    settings: Settings, db_url: str
+) -> None:
+    hotel = await make_tenant(db_url, template="facility")
+    async with running_server(settings) as client:
+        r = await client.post(
+            f"/v1/tenants/{hotel.slug}/places", json=HOTEL_PLACES, headers=hotel.headers("admin")
+        )
+        assert r.status_code == 200, r.text
+        page = await client.get(f"/t/{hotel.slug}/report")
+        places = config_of(page.text)["places"]
+        assert {"code": "hotel-412", "name": "Harbor View Hotel, Room 412"} in places
+        assert not [p for p in places if p["code"] in ("hotel", "hotel-f4")]  # not rooms
+        sent = await client.post(
+            f"/t/{hotel.slug}/report",
+            json={"token": config_of(page.text)["token"], "text": "The AC is not cooling",
+                  "place": "hotel-412", "track": secrets.token_urlsafe(24)},
+        )  # fmt: skip
+        assert sent.status_code == 202, sent.text
+        unknown = await client.post(
+            f"/t/{hotel.slug}/report",
+            json={"token": config_of(page.text)["token"], "text": "The AC is not cooling",
+                  "place": "hotel-999", "track": secrets.token_urlsafe(24)},
+        )  # fmt: skip
+        assert unknown.status_code == 422 and unknown.json()["error"]["field"] == "place"
+        report = await client.get(
+            f"/v1/tenants/{hotel.slug}/reports/{sent.json()['id']}",
+            headers=hotel.headers("staff"),
+        )
+        body = report.json()
+        assert (body["lat"], body["lon"]) == HOTEL  # the building's point
+        assert body["channel"] == "web"

@@ -254,7 +254,7 @@ SELECT id, status, category, kind, severity, priority, title, representative_tex
 
 -- name: issue_reports
 SELECT id, text, lat, lon, address, category, subtype, severity, submitted_at, grouping,
-       channel, place, place_ref
+       channel, place, place_ref, media_urls::text
   FROM reports
  WHERE tenant_id = $1 AND issue_id = $2
  ORDER BY submitted_at, id
