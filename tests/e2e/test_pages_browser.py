@@ -219,6 +219,10 @@ async def test_staff_triage_assign_merge_and_split_in_the_browser(
             await page.get_by_role("button", name="Split out the report").first.click()
             await expect(page.get_by_test_id("count")).to_have_text("1")
             await expect(page.locator("#events")).to_contain_text("split")
+            # And close it.
+            await page.get_by_label("New status").select_option("resolved")
+            await page.get_by_role("button", name="Change status").click()
+            await expect(page.get_by_test_id("status")).to_have_text("resolved")
         finally:
             await browser.close()
 
