@@ -268,23 +268,19 @@ def _uuid(raw: str, field: str) -> uuid.UUID:
         raise NotFound(f"no such {field}") from None
 
 
-async def _categories(state: AppState, tenant: TenantContext) -> list[dict[str, str]]:
+async def _tenant_page(request: Request, name: str, **extra: str) -> Response:
+    """A page of the tenant with its settings and category names (and `extra`)."""
+    state: AppState = request.state.app
+    tenant = await state.auth.public(request, request.path_params["slug"])
     async with tenant_transaction(state.pool, tenant.id) as conn:
         categories = await tenants_repo.list_categories(conn, tenant.id)
-    return [{"code": c.code, "name": c.name} for c in categories]
+    names = [{"code": c.code, "name": c.name} for c in categories]
+    return _page(name, {**_settings(state, tenant), "categories": names, **extra})
 
 
 async def track_page(request: Request) -> Response:
-    state: AppState = request.state.app
-    tenant = await state.auth.public(request, request.path_params["slug"])
-    return _page(
-        "track.html",
-        {
-            **_settings(state, tenant),
-            "id": request.path_params["report_id"],
-            "categories": await _categories(state, tenant),
-        },
-    )
+    """A report's tracking page; its data come from track_data."""
+    return await _tenant_page(request, "track.html", id=request.path_params["report_id"])
 
 
 async def track_data(request: Request) -> Response:
@@ -323,16 +319,8 @@ async def track_data(request: Request) -> Response:
 
 
 async def issue_page(request: Request) -> Response:
-    state: AppState = request.state.app
-    tenant = await state.auth.public(request, request.path_params["slug"])
-    return _page(
-        "issue.html",
-        {
-            **_settings(state, tenant),
-            "id": request.path_params["issue_id"],
-            "categories": await _categories(state, tenant),
-        },
-    )
+    """An issue's public page; its data come from issue_data."""
+    return await _tenant_page(request, "issue.html", id=request.path_params["issue_id"])
 
 
 async def issue_data(request: Request) -> Response:
@@ -351,36 +339,19 @@ async def issue_data(request: Request) -> Response:
 
 async def staff_page(request: Request) -> Response:
     """Triage: sign in (a staff account), then the open issues, overdue first, live."""
-    state: AppState = request.state.app
-    tenant = await state.auth.public(request, request.path_params["slug"])
-    return _page(
-        "staff.html", {**_settings(state, tenant), "categories": await _categories(state, tenant)}
-    )
+    return await _tenant_page(request, "staff.html")
 
 
 async def staff_issue_page(request: Request) -> Response:
     """An issue for staff: its reports, map, log and SLA clocks, and every action on it. The
     shell is public; everything in it comes from the API under the staff session."""
-    state: AppState = request.state.app
-    tenant = await state.auth.public(request, request.path_params["slug"])
-    return _page(
-        "staff_issue.html",
-        {
-            **_settings(state, tenant),
-            "id": request.path_params["issue_id"],
-            "categories": await _categories(state, tenant),
-        },
-    )
+    return await _tenant_page(request, "staff_issue.html", id=request.path_params["issue_id"])
 
 
 async def review_page(request: Request) -> Response:
     """The review queue: reports the classifier was unsure of; a staff correction of the
     category becomes a label the tenant's model learns from."""
-    state: AppState = request.state.app
-    tenant = await state.auth.public(request, request.path_params["slug"])
-    return _page(
-        "review.html", {**_settings(state, tenant), "categories": await _categories(state, tenant)}
-    )
+    return await _tenant_page(request, "review.html")
 
 
 routes = [
