@@ -814,6 +814,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: Reply(str, "text/html", "The page; its data come from the .json route")},
         errors=(429,),
     ),
+    ("PUT", f"{T}/web-form"): Operation(
+        "Turn the report form on or off, or give it a new token",
+        "configuration",
+        "admin",
+        {200: pages.WebFormOut},
+        body=pages.WebFormIn,
+    ),
     ("GET", "/t/{slug}/staff"): Operation(
         "The staff triage page (HTML; its data come from the API under a staff session)",
         "pages",

@@ -40,6 +40,7 @@ from civicpulse.db import issues as issues_repo
 from civicpulse.db import pages as repo
 from civicpulse.db import places as places_repo
 from civicpulse.db import tenants as tenants_repo
+from civicpulse.db.audit import record_audit
 from civicpulse.db.pool import tenant_transaction
 from civicpulse.domain.reports import PlaceCode, ReportIn, ShortText, Text, Url
 from civicpulse.errors import Forbidden, NotFound, ValidationFailed
@@ -67,7 +68,20 @@ class WebReportIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     website: Annotated[str, Meta(max_length=500)] = ""
 
 
+class WebFormIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The report form's switch: off, the page and its posts are refused; `rotate` gives
+    it a new token, so pages loaded before (and robots that read one) can no longer post."""
+
+    enabled: bool = True
+    rotate: bool = False
+
+
+class WebFormOut(msgspec.Struct, frozen=True, kw_only=True):
+    enabled: bool
+
+
 _decode_web_report = msgspec.json.Decoder(WebReportIn)
+_decode_web_form = msgspec.json.Decoder(WebFormIn)
 _decode_report = msgspec.json.Decoder(ReportIn)
 
 
@@ -354,8 +368,25 @@ async def review_page(request: Request) -> Response:
     return await _tenant_page(request, "review.html")
 
 
+async def put_web_form(request: Request) -> Response:
+    """Turn the tenant's report form on or off, or give it a new token (admin)."""
+    state: AppState = request.state.app
+    principal = await state.auth.require(request, request.path_params["slug"], "admin")
+    body = decode(_decode_web_form, await read_json(request, state.settings.max_body_bytes))
+    tenant_id = principal.tenant.id
+    async with tenant_transaction(state.pool, tenant_id) as conn:
+        enabled = await repo.set_web_form(
+            conn, tenant_id, body.enabled, body.rotate, secrets.token_urlsafe(24)
+        )
+        await record_audit(
+            conn, tenant_id, principal.actor, "web_form.updated", "", msgspec.to_builtins(body)
+        )
+    return Response(_json.encode(WebFormOut(enabled=enabled)), media_type="application/json")
+
+
 routes = [
     Route("/", landing, methods=["GET"]),
+    Route("/v1/tenants/{slug}/web-form", put_web_form, methods=["PUT"]),
     Route("/t/{slug}/staff/review", review_page, methods=["GET"]),
     Route("/t/{slug}/staff", staff_page, methods=["GET"]),
     Route("/t/{slug}/staff/issues/{issue_id}", staff_issue_page, methods=["GET"]),

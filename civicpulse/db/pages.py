@@ -27,6 +27,12 @@ async def web_form_token(conn: asyncpg.Connection, tenant_id: int, fresh: str) -
     return WebForm(row["token"], row["enabled"])
 
 
+async def set_web_form(
+    conn: asyncpg.Connection, tenant_id: int, enabled: bool, rotate: bool, fresh: str
+) -> bool:
+    return bool(await conn.fetchval(q("set_web_form"), tenant_id, enabled, rotate, fresh))
+
+
 async def map_center(conn: asyncpg.Connection, tenant_id: int) -> list[float] | None:
     row = await conn.fetchrow(q("map_center"), tenant_id)
     if row is None or row["lat"] is None:

@@ -181,3 +181,31 @@ async def test_a_hotel_guest_picks_the_room_instead_of_a_pin(
         body = report.json()
         assert (body["lat"], body["lon"]) == HOTEL  # the building's point
         assert body["channel"] == "web"
+
+
+async def test_an_admin_rotates_or_turns_off_the_report_form(
+    settings: Settings, tenant_a: TenantKeys
+) -> None:
+    slug = tenant_a.slug
+    async with running_server(settings) as client:
+        old = await token_of(client, slug)
+        report = {"text": "Pothole", "lat": LAT, "lon": LON, "track": secrets.token_urlsafe(24)}
+        refused = await client.put(f"/v1/tenants/{slug}/web-form", json={"rotate": True},
+                                   headers=tenant_a.headers("staff"))  # fmt: skip
+        assert refused.status_code == 403  # an admin's
+        rotated = await client.put(f"/v1/tenants/{slug}/web-form", json={"rotate": True},
+                                   headers=tenant_a.headers("admin"))  # fmt: skip
+        assert rotated.status_code == 200 and rotated.json() == {"enabled": True}
+        stale = await client.post(f"/t/{slug}/report", json={**report, "token": old})
+        assert stale.status_code == 403  # a page loaded before cannot post
+        fresh = await token_of(client, slug)
+        assert fresh != old
+        assert (
+            await client.post(f"/t/{slug}/report", json={**report, "token": fresh})
+        ).status_code == 202
+        off = await client.put(f"/v1/tenants/{slug}/web-form", json={"enabled": False},
+                               headers=tenant_a.headers("admin"))  # fmt: skip
+        assert off.json() == {"enabled": False}
+        assert (await client.get(f"/t/{slug}/report")).status_code == 404
+        closed = await client.post(f"/t/{slug}/report", json={**report, "token": fresh})
+        assert closed.status_code == 403

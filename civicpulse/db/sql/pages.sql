@@ -15,6 +15,15 @@ UNION ALL
 SELECT token, enabled FROM web_forms WHERE tenant_id = $1
 LIMIT 1
 
+-- name: set_web_form
+-- An admin turns the web form on or off, and with $3 gives it a new token ($4): pages
+-- loaded before then can no longer post.
+INSERT INTO web_forms (tenant_id, token, enabled) VALUES ($1, $4, $2)
+ON CONFLICT (tenant_id) DO UPDATE
+   SET enabled = EXCLUDED.enabled,
+       token = CASE WHEN $3 THEN EXCLUDED.token ELSE web_forms.token END
+RETURNING enabled
+
 -- name: tracked_report
 -- A report and its issue, for its tracking link (primary keys); the caller compares the
 -- link's secret with track_hash.
