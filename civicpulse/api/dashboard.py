@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 from msgspec import Meta
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from civicpulse.api.auth import Principal, TenantContext
@@ -478,9 +477,10 @@ async def page(request: Request) -> Response:
     """The dashboard page: static HTML and script; the data come from the API."""
     state: AppState = request.state.app
     await state.auth.public(request, request.path_params["slug"])
+    from civicpulse.api.pages import page_with_config  # pages imports the issue routes
+
     config = {"tiles": state.settings.map_tile_url, "attribution": state.settings.map_attribution}
-    text = PAGE.read_text(encoding="utf-8")
-    return HTMLResponse(text.replace("{{CONFIG}}", json.dumps(config).replace("<", "\\u003c")))
+    return page_with_config(PAGE.name, config)
 
 
 # --- the live stream ----------------------------------------------------------------

@@ -90,9 +90,13 @@ def _config_block(config: dict[str, Any]) -> str:
     return json.dumps(config).replace("<", "\\u003c")
 
 
-def _page(name: str, config: dict[str, Any]) -> HTMLResponse:
+def page_with_config(name: str, config: dict[str, Any]) -> HTMLResponse:
+    """A static page of api/static with its settings block filled in."""
     text = (STATIC / name).read_text(encoding="utf-8")
     return HTMLResponse(text.replace("{{CONFIG}}", _config_block(config)))
+
+
+_page = page_with_config
 
 
 def _shell(title: str, body: str) -> HTMLResponse:
@@ -217,9 +221,13 @@ async def submit(request: Request) -> Response:
     body = await read_json(request, state.settings.max_body_bytes)
     item = decode(_decode_web_report, body)
     async with tenant_transaction(state.pool, tenant.id) as conn:
-        form = await repo.web_form_token(conn, tenant.id, secrets.token_urlsafe(24))
+        form = await repo.web_form(conn, tenant.id)  # only the page makes one
     # As bytes: compare_digest refuses str with non-ASCII characters (a fuzzer's token).
-    if not form.enabled or not hmac.compare_digest(item.token.encode(), form.token.encode()):
+    if (
+        form is None
+        or not form.enabled
+        or not hmac.compare_digest(item.token.encode(), form.token.encode())
+    ):
         raise Forbidden("this form is out of date: reload the page", field="token")
     slug = tenant.slug
     if item.website:  # a robot: answered as if taken, kept nowhere

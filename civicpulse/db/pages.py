@@ -27,6 +27,11 @@ async def web_form_token(conn: asyncpg.Connection, tenant_id: int, fresh: str) -
     return WebForm(row["token"], row["enabled"])
 
 
+async def web_form(conn: asyncpg.Connection, tenant_id: int) -> WebForm | None:
+    row = await conn.fetchrow(q("web_form"), tenant_id)
+    return None if row is None else WebForm(row["token"], row["enabled"])
+
+
 async def set_web_form(
     conn: asyncpg.Connection, tenant_id: int, enabled: bool, rotate: bool, fresh: str
 ) -> bool:

@@ -24,6 +24,10 @@ ON CONFLICT (tenant_id) DO UPDATE
        token = CASE WHEN $3 THEN EXCLUDED.token ELSE web_forms.token END
 RETURNING enabled
 
+-- name: web_form
+-- The tenant's web form token as it stands (a post never makes one: no page, no token).
+SELECT token, enabled FROM web_forms WHERE tenant_id = $1
+
 -- name: tracked_report
 -- A report and its issue, for its tracking link (primary keys); the caller compares the
 -- link's secret with track_hash.
