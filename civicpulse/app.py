@@ -53,6 +53,7 @@ from civicpulse.api.state import AppState
 from civicpulse.config import Settings
 from civicpulse.db import migrate
 from civicpulse.db.pool import close_pool, create_pool, server_settings
+from civicpulse.db.replica import Reads
 from civicpulse.engine import worker
 from civicpulse.live import Broker
 from civicpulse.llm.client import ChatClient, CircuitBreaker
@@ -350,8 +351,28 @@ def create_app(settings: Settings | None = None) -> Starlette:
         tasks["key-usage"] = asyncio.create_task(
             _stamp_key_usage(auth, stop, settings.key_usage_flush_seconds), name="key-usage"
         )
+        reads = Reads(
+            pool,
+            max_lag=settings.read_max_lag_seconds,
+            on_route=lambda surface, db: metrics.reads.labels(surface, db).inc(),
+        )
+        if settings.read_database_url is not None:
+            read_dsn = str(settings.read_database_url)
+            tasks["read-replica"] = asyncio.create_task(
+                reads.run(
+                    stop,
+                    settings.read_lag_check_seconds,
+                    connect=lambda: create_pool(settings, read_dsn),
+                    on_lag=metrics.set_replica_lag,
+                ),
+                name="read-replica",
+            )
         broker = Broker(
-            pool, dsn, server_settings(settings), max_wakeups=settings.stream_max_wakeups
+            pool,
+            dsn,
+            server_settings(settings),
+            max_wakeups=settings.stream_max_wakeups,
+            reads=reads,
         )
         metrics.streams_open.set_function(lambda: broker.streams)
         broker.on_table_read = metrics.stream_table_reads.inc
@@ -371,6 +392,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "group": group_queue,
             },
             broker=broker,
+            reads=reads,
             passwords=accounts.PasswordWork(
                 settings.password_hash_concurrency, settings.password_hash_waiting
             ),
@@ -394,6 +416,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if http is not None:
                 await http.close()
             executor.shutdown(wait=True, cancel_futures=True)
+            if reads.replica is not None:
+                await close_pool(reads.replica, settings.shutdown_timeout)
             await close_pool(pool, settings.shutdown_timeout)
             log.info("service_stopped", owner=owner)
 
@@ -468,7 +492,9 @@ async def _drain(
     for name in writers:
         await finish(name)
     stop.set()
-    stopped_by_event = ("scheduler", "aggregator", "maintenance", "key-usage", "geocoder")
+    stopped_by_event = (
+        "scheduler", "aggregator", "maintenance", "key-usage", "geocoder", "read-replica"
+    )  # fmt: skip
     for name in [n for n in tasks if n.startswith("claimer-") or n in stopped_by_event]:
         await finish(name)
     for prefix, queue in (("classify-", classify_queue), ("group-", group_queue)):

@@ -32,6 +32,13 @@ class Settings:
     db_pool_min: int = 2
     db_pool_max: int = 10
     db_command_timeout: float = 30.0
+    # A streaming replica for the read-only surfaces (dashboard data, analytics, exports,
+    # public Open311 reads, stream replay); unset: everything reads the primary. Past
+    # read_max_lag_seconds behind (measured every read_lag_check_seconds) or unreachable,
+    # those reads go to the primary until it catches up.
+    read_database_url: Secret | None = None
+    read_max_lag_seconds: float = 5.0
+    read_lag_check_seconds: float = 0.5
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -234,6 +241,11 @@ class Settings:
             raise ConfigError(
                 "CIVICPULSE_PASSWORD_HASH_CONCURRENCY must be at least 1 and "
                 "CIVICPULSE_PASSWORD_HASH_WAITING at least 0"
+            )
+        if self.read_max_lag_seconds < 0 or self.read_lag_check_seconds <= 0:
+            raise ConfigError(
+                "CIVICPULSE_READ_MAX_LAG_SECONDS must not be negative and "
+                "CIVICPULSE_READ_LAG_CHECK_SECONDS must be above 0"
             )
         self.open311_jurisdictions()  # refuses a malformed CIVICPULSE_OPEN311_HOSTS now
         if self.login_max_failures < 1:

@@ -52,6 +52,7 @@ import structlog
 
 from civicpulse.db import analytics as repo
 from civicpulse.db.pool import tenant_transaction
+from civicpulse.db.replica import Reads
 from civicpulse.visibility import STAFF, View
 
 log = structlog.get_logger(__name__)
@@ -198,6 +199,8 @@ class Broker:
     coalesce: float = 0.05
     max_wakeups: float = 2_000.0  # stream wake-ups per second in this process
     keepalive: float = 15.0
+    # Replays from the table may read a replica (see _from_table); live events never do.
+    reads: Reads | None = None
     feeds: dict[int, Feed] = field(default_factory=dict)
     streams: int = 0
     table_reads: int = 0  # reads by streams behind their feed (resume, slow clients)
@@ -288,12 +291,30 @@ class Broker:
     ) -> tuple[bytes, int]:
         self.table_reads += 1
         self.on_table_read()
-        async with tenant_transaction(self.pool, tenant_id) as conn:
-            rows = await repo.events_after(conn, tenant_id, cursor, READ_ROWS)
+        rows = await self._replica_rows(tenant_id, cursor, floor)
+        if rows is None:
+            async with tenant_transaction(self.pool, tenant_id) as conn:
+                rows = await repo.events_after(conn, tenant_id, cursor, READ_ROWS)
         if not rows:
             return b"", floor  # numbers up to the floor that were never used (gaps)
         frames = (render(row, view) for row in rows)
         return b"".join(f for f in frames if f is not None), rows[-1]["seq"]
+
+    async def _replica_rows(
+        self, tenant_id: int, cursor: int, floor: int
+    ) -> list[asyncpg.Record] | None:
+        """The events after `cursor` from the replica, when it has every event up to the
+        feed's floor (events become visible in number order, schema 0011, so a replica whose
+        newest is at or past the floor misses none before it); else None: ask the primary."""
+        if self.reads is None or not self.reads.current:
+            return None
+        try:
+            async with tenant_transaction(self.reads.pool("stream"), tenant_id) as conn:
+                if await repo.last_event_seq(conn, tenant_id) < floor:
+                    return None
+                return await repo.events_after(conn, tenant_id, cursor, READ_ROWS)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return None  # the replica went away meanwhile: its lag check will notice
 
     async def _join(self, tenant_id: int) -> tuple[Feed, int]:
         feed = self.feeds.get(tenant_id)

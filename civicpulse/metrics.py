@@ -58,6 +58,18 @@ class Metrics:
             "Reads from the table by streams behind their feed (resumes, slow clients)",
             registry=r,
         )
+        self.replica_lag = Gauge(
+            "civicpulse_read_replica_lag_seconds",
+            "How far the read replica is behind the primary, at most (NaN: unknown or none)",
+            registry=r,
+        )
+        self.replica_lag.set(float("nan"))
+        self.reads = Counter(
+            "civicpulse_reads_total",
+            "Reads of the read-only surfaces, by the database that served them",
+            ["surface", "database"],
+            registry=r,
+        )
         self.pipeline_share = Gauge(
             "civicpulse_pipeline_share",
             "The pipeline's share of the process, adapted to intake latency (0-1)",
@@ -160,6 +172,9 @@ class Metrics:
             buckets=(0.1, 0.5, 1, 2, 5, 30, 300, 3600),
             registry=r,
         )
+
+    def set_replica_lag(self, lag: float | None) -> None:
+        self.replica_lag.set(float("nan") if lag is None else lag)
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import msgspec
 from msgspec import Meta
 from starlette.requests import Request
@@ -311,7 +312,7 @@ async def trends(request: Request) -> Response:
     if group == "status":
         raise ValidationFailed("trends group by category, area, team or none", field="by")
     start, end = _range(request)
-    async with tenant_transaction(state.pool, tenant.id) as conn:
+    async with tenant_transaction(state.reads.pool("analytics"), tenant.id) as conn:
         items = await _trend(conn, tenant, interval, group, start, end, STAFF)
     return _respond({"interval": interval, "by": group, "from": start, "to": end, "items": items})
 
@@ -319,7 +320,7 @@ async def trends(request: Request) -> Response:
 async def backlog(request: Request) -> Response:
     state, tenant = await _staff(request)
     start, end = _range(request)
-    async with tenant_transaction(state.pool, tenant.id) as conn:
+    async with tenant_transaction(state.reads.pool("analytics"), tenant.id) as conn:
         items = await _backlog(conn, tenant, start, end, STAFF)
     return _respond({"items": items})
 
@@ -330,7 +331,7 @@ async def rankings(request: Request) -> Response:
     start, end = _range(request, days=90)
     min_sample = int_param(request, "min_sample", 5, 1, 100_000)
     prior = float(int_param(request, "prior", 10, 0, 100_000))
-    async with tenant_transaction(state.pool, tenant.id) as conn:
+    async with tenant_transaction(state.reads.pool("analytics"), tenant.id) as conn:
         body = await _rankings(conn, tenant, by, start, end, min_sample, prior, STAFF)
     return _respond(body)
 
@@ -339,7 +340,7 @@ async def hotspots(request: Request) -> Response:
     state, tenant = await _staff(request)
     start, end = _range(request, days=90)
     limit = int_param(request, "limit", 10, 1, 100)
-    async with tenant_transaction(state.pool, tenant.id) as conn:
+    async with tenant_transaction(state.reads.pool("analytics"), tenant.id) as conn:
         items = await _hotspots(conn, tenant, start, end, STAFF, limit)
     return _respond({"items": items})
 
@@ -368,18 +369,29 @@ async def _viewer(
 
 
 async def _stored(
-    conn: Any, tenant_id: int, name: str, max_age: float, compute: Callable[[], Awaitable[Any]]
+    conn: Any,
+    tenant_id: int,
+    name: str,
+    max_age: float,
+    compute: Callable[[], Awaitable[Any]],
+    primary: asyncpg.Pool | None = None,
 ) -> Any:
     """A widget from dashboard_widgets when it is fresh enough, else computed and stored.
     Medians and recurring places read the period's issues (10^5 rows for a large city);
-    computing them once a minute, not once per viewer, keeps a busy dashboard cheap."""
+    computing them once a minute, not once per viewer, keeps a busy dashboard cheap.
+    `primary`: where to store it when `conn` is a replica's."""
     if max_age > 0:
         stored = await repo.widget_get(conn, tenant_id, name, max_age)
         if stored is not None:
             return msgspec.json.decode(stored)
     value = await compute()
     if max_age > 0:
-        await repo.widget_put(conn, tenant_id, name, _json.encode(value).decode())
+        body = _json.encode(value).decode()
+        if primary is None:
+            await repo.widget_put(conn, tenant_id, name, body)
+        else:
+            async with tenant_transaction(primary, tenant_id) as writer:
+                await repo.widget_put(writer, tenant_id, name, body)
     return value
 
 
@@ -399,7 +411,10 @@ async def data(request: Request) -> Response:
         "widgets": widgets,
         "generated_at": dt.datetime.now(dt.UTC),
     }
-    async with tenant_transaction(state.pool, tenant.id) as conn:
+    pool = state.reads.pool("dashboard")
+    # Widgets computed on the replica are stored on the primary (a replica takes no writes).
+    store = None if pool is state.pool else state.pool
+    async with tenant_transaction(pool, tenant.id) as conn:
         # Category names for people (the codes are for machines); public, like Open311's.
         body["category_names"] = {
             c.code: c.name for c in await tenants_repo.list_categories(conn, tenant.id)
@@ -432,6 +447,7 @@ async def data(request: Request) -> Response:
                 f"rankings:area:{days}:{view.cache_key}",
                 max_age,
                 lambda: _rankings(conn, tenant, "area", start, end, 5, 10.0, view),
+                store,
             )
         if "hotspots" in widgets:
             body["hotspots"] = await _stored(
@@ -440,6 +456,7 @@ async def data(request: Request) -> Response:
                 f"hotspots:{days}:{view.cache_key}",
                 max_age,
                 lambda: _hotspots(conn, tenant, start, end, view, 10),
+                store,
             )
         if "map" in widgets:
 
@@ -452,7 +469,7 @@ async def data(request: Request) -> Response:
                 ]  # fmt: skip
 
             body["points"] = (
-                await _stored(conn, tenant.id, f"points:{view.cache_key}", max_age, points)
+                await _stored(conn, tenant.id, f"points:{view.cache_key}", max_age, points, store)
                 if public
                 else await points()
             )
@@ -466,7 +483,9 @@ async def data(request: Request) -> Response:
 
             # Staff see it live; the public, whom anyone can be, from the stored widget.
             body["recent"] = (
-                await _stored(conn, tenant.id, f"recent:{days}:{view.cache_key}", max_age, recent)
+                await _stored(
+                    conn, tenant.id, f"recent:{days}:{view.cache_key}", max_age, recent, store
+                )
                 if public
                 else await recent()
             )
@@ -558,7 +577,7 @@ async def export_issues(request: Request) -> Response:
 
     async def rows() -> AsyncIterator[bytes]:
         yield _csv_line(columns)
-        async with tenant_transaction(state.pool, tenant.id) as conn:
+        async with tenant_transaction(state.reads.pool("export"), tenant.id) as conn:
             chunk: list[bytes] = []
             async for row in repo.export_issues(conn, tenant.id, start, end, view):
                 chunk.append(_csv_line(row[c] for c in columns))
@@ -582,7 +601,7 @@ async def export_trends(request: Request) -> Response:
     state, tenant, view, _, _ = await _viewer(request)
     start, end = _range(request, days=None)
     interval = _choice(request, "interval", INTERVALS, "day")
-    async with tenant_transaction(state.pool, tenant.id) as conn:
+    async with tenant_transaction(state.reads.pool("export"), tenant.id) as conn:
         items = await _trend(conn, tenant, interval, "category", start, end, view)
     lines = [_csv_line(("period", "category", "opened", "resolved", "within_sla_pct"))]
     lines += [

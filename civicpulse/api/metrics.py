@@ -76,7 +76,7 @@ async def sla(request: Request) -> Response:
     end = time_param(request, "to", _FOREVER)
     if end <= start:
         raise ValidationFailed("to must be after from", field="to")
-    async with tenant_transaction(state.pool, principal.tenant.id) as conn:
+    async with tenant_transaction(state.reads.pool("analytics"), principal.tenant.id) as conn:
         rows = await repo.sla_metrics(conn, principal.tenant.id, group_by, start, end)
     body = {
         "group_by": group_by,

@@ -520,7 +520,9 @@ async def _read(
         raise Open311Error(400, "extensions is true or false")
     size, offset = _page(params)
     is_staff = caller is not None and caller.staff
-    async with tenant_transaction(state.pool, tenant.id) as conn:
+    # The public's reads may come from the replica; staff's, who act on them, do not.
+    pool = state.pool if is_staff else state.reads.pool("open311")
+    async with tenant_transaction(pool, tenant.id) as conn:
         view = STAFF if is_staff else (await analytics_repo.public_view(conn, tenant.id))[0]
         if updated and ids is None:
             rows = await repo.open311_requests_updated(
@@ -644,7 +646,8 @@ async def service_request_updates(request: Request, fmt: str) -> Response:
     if end <= start:
         raise Open311Error(400, "end_date must be after start_date")
     state: AppState = request.state.app
-    async with tenant_transaction(state.pool, tenant.id) as conn:
+    pool = state.pool if is_staff else state.reads.pool("open311")
+    async with tenant_transaction(pool, tenant.id) as conn:
         view = STAFF if is_staff else (await analytics_repo.public_view(conn, tenant.id))[0]
         rows = await repo.open311_updates(conn, tenant.id, start, end, view, MAX_REQUESTS)
     body = [

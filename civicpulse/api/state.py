@@ -11,6 +11,7 @@ import asyncpg
 from civicpulse.accounts import PasswordWork
 from civicpulse.api.auth import Authenticator
 from civicpulse.config import Settings
+from civicpulse.db.replica import Reads
 from civicpulse.live import Broker
 from civicpulse.metrics import Metrics
 from civicpulse.pipeline.pressure import Backlog
@@ -27,6 +28,7 @@ class AppState:
     tasks: dict[str, asyncio.Task[None]]
     queues: dict[str, asyncio.Queue[Any]]
     broker: Broker
+    reads: Reads  # where the read-only surfaces read: the replica while it keeps up
     backlog: Backlog
     passwords: PasswordWork
     accepting: bool = True

@@ -99,3 +99,11 @@ SELECT count(*) AS reports,
        COALESCE(extract(epoch FROM now() - min(received_at)), 0)::float8 AS oldest_wait
   FROM reports
  WHERE state IN ('received', 'classified')
+
+-- name: wal_position
+-- The primary's WAL write position, in bytes (the replica's lag is measured against it).
+SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint
+
+-- name: replay_position
+-- What a streaming replica has replayed, in bytes; NULL on a server that is not a replica.
+SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint
