@@ -5,7 +5,7 @@
 The database is CIVICPULSE_DATABASE_URL, or the embedded server when it is unset (as for
 `civicpulse serve`). Migrations run once, first; then each process starts with `serve
 --no-demo` on its own port, and HAProxy (Debian's `haproxy`) listens on --port with
-ops/haproxy/haproxy.cfg plus one server line per process. Everything the processes print
+ops/haproxy/haproxy.cfg and a backend of one server line per process. Everything the processes print
 goes to --run-dir (app1.log, ...), with their pids in cluster.json. Ctrl-C or SIGTERM stops
 the processes gracefully (they drain), then HAProxy. A process that dies is reported, not
 restarted: the others carry on, and HAProxy's health checks take it out of the rotation.
@@ -47,9 +47,10 @@ def wait_ready(url: str, procs: list[subprocess.Popen[bytes]], seconds: float) -
         time.sleep(0.1)
 
 
-def haproxy_config(bind: str, ports: list[int]) -> str:
-    servers = "".join(f"    server app{i} 127.0.0.1:{p} check\n" for i, p in enumerate(ports, 1))
-    return TEMPLATE.read_text().replace("${CIVICPULSE_LB_BIND}", bind) + servers
+def servers_config(ports: list[int]) -> str:
+    """The backend ops/haproxy/haproxy.cfg leaves to a second file: one line per process."""
+    lines = "".join(f"    server app{i} 127.0.0.1:{p} check\n" for i, p in enumerate(ports, 1))
+    return "backend processes\n" + lines
 
 
 def database_url() -> str:
@@ -119,12 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         for port in ports:
             wait_ready(f"http://127.0.0.1:{port}/readyz", apps, 60)
 
-        config = run_dir / "haproxy.cfg"
-        config.write_text(haproxy_config(f"{args.host}:{args.port}", ports))
-        subprocess.run([args.haproxy, "-c", "-q", "-f", str(config)], check=True)
+        servers = run_dir / "servers.cfg"
+        servers.write_text(servers_config(ports))
+        command = [args.haproxy, "-f", str(TEMPLATE), "-f", str(servers)]
+        lb_env = {**os.environ, "CIVICPULSE_LB_BIND": f"{args.host}:{args.port}"}
+        subprocess.run([*command, "-c", "-q"], env=lb_env, check=True)
         with (run_dir / "haproxy.log").open("ab") as log:
             haproxy = subprocess.Popen(
-                [args.haproxy, "-db", "-f", str(config)],
+                [*command, "-db"],
+                env=lb_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
