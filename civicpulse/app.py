@@ -363,6 +363,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     stop,
                     settings.read_lag_check_seconds,
                     connect=lambda: create_pool(settings, read_dsn),
+                    connect_probe=lambda: asyncpg.connect(
+                        dsn, server_settings=server_settings(settings)
+                    ),
                     on_lag=metrics.set_replica_lag,
                 ),
                 name="read-replica",

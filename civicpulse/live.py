@@ -265,7 +265,9 @@ class Broker:
                     return  # the credential may no longer hold: the client reconnects
                 if cursor < feed.floor:
                     view = feed.view if public else STAFF
-                    chunk, cursor = await self._from_table(tenant_id, cursor, view, feed.floor)
+                    chunk, cursor = await self._from_table(
+                        tenant_id, cursor, view, feed.floor, feed.last_seq
+                    )
                 else:
                     chunk, cursor = feed.since(cursor, public)
                     if feed.rollups != rollups:
@@ -287,11 +289,11 @@ class Broker:
             self._leave(feed, group)
 
     async def _from_table(
-        self, tenant_id: int, cursor: int, view: View, floor: int
+        self, tenant_id: int, cursor: int, view: View, floor: int, newest: int
     ) -> tuple[bytes, int]:
         self.table_reads += 1
         self.on_table_read()
-        rows = await self._replica_rows(tenant_id, cursor, floor)
+        rows = await self._replica_rows(tenant_id, cursor, newest)
         if rows is None:
             async with tenant_transaction(self.pool, tenant_id) as conn:
                 rows = await repo.events_after(conn, tenant_id, cursor, READ_ROWS)
@@ -301,16 +303,17 @@ class Broker:
         return b"".join(f for f in frames if f is not None), rows[-1]["seq"]
 
     async def _replica_rows(
-        self, tenant_id: int, cursor: int, floor: int
+        self, tenant_id: int, cursor: int, newest: int
     ) -> list[asyncpg.Record] | None:
-        """The events after `cursor` from the replica, when it has every event up to the
-        feed's floor (events become visible in number order, schema 0011, so a replica whose
-        newest is at or past the floor misses none before it); else None: ask the primary."""
+        """The events after `cursor` from the replica, when it has every event this process
+        has seen (`newest`); else None: ask the primary. Events become visible in number
+        order (schema 0011), so such a replica misses none; and the issues' rows it joins are
+        as new as the feed's, so an issue made private since is not shown again."""
         if self.reads is None or not self.reads.current:
             return None
         try:
             async with tenant_transaction(self.reads.pool("stream"), tenant_id) as conn:
-                if await repo.last_event_seq(conn, tenant_id) < floor:
+                if await repo.last_event_seq(conn, tenant_id) < newest:
                     return None
                 return await repo.events_after(conn, tenant_id, cursor, READ_ROWS)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):

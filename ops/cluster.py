@@ -92,6 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
 
+    def describe(ready: bool) -> None:
+        """cluster.json: where it listens and every pid (each leads its process group)."""
+        info = {
+            "ready": ready,
+            "url": f"http://{args.host}:{args.port}",
+            "haproxy": None if haproxy is None else haproxy.pid,
+            "processes": [
+                {"pid": p.pid, "port": port} for p, port in zip(apps, ports, strict=False)
+            ],
+        }
+        (run_dir / "cluster.json").write_text(json.dumps(info, indent=2))
+
     signal.signal(signal.SIGTERM, stop)
     try:
         for i, port in enumerate(ports, 1):
@@ -117,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                         start_new_session=True,
                     )
                 )
+        describe(ready=False)  # the pids, before anything can go wrong
         for port in ports:
             wait_ready(f"http://127.0.0.1:{port}/readyz", apps, 60)
 
@@ -133,19 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        describe(ready=False)
         wait_ready(f"http://{args.host}:{args.port}/readyz", [haproxy], 30)
-        (run_dir / "cluster.json").write_text(
-            json.dumps(
-                {
-                    "url": f"http://{args.host}:{args.port}",
-                    "haproxy": haproxy.pid,
-                    "processes": [
-                        {"pid": p.pid, "port": port} for p, port in zip(apps, ports, strict=True)
-                    ],
-                },
-                indent=2,
-            )
-        )
+        describe(ready=True)
         print(
             f"ready: http://{args.host}:{args.port} -> {args.processes} processes on ports "
             f"{', '.join(map(str, ports))} (logs in {run_dir})",
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 p.wait(30)
             except subprocess.TimeoutExpired:
-                p.kill()
+                os.killpg(p.pid, signal.SIGKILL)  # with its pool workers
         if haproxy is not None and haproxy.poll() is None:
             haproxy.terminate()
             haproxy.wait(10)

@@ -411,7 +411,14 @@ async def data(request: Request) -> Response:
         "widgets": widgets,
         "generated_at": dt.datetime.now(dt.UTC),
     }
+    # The page asks again after each live event, naming the newest it has seen (`seen`): the
+    # replica answers only when it has that event too, so the figures never go back in time.
+    seen = int_param(request, "seen", 0, 0, 2**62)
     pool = state.reads.pool("dashboard")
+    if pool is not state.pool and seen:
+        async with tenant_transaction(pool, tenant.id) as conn:
+            if await repo.last_event_seq(conn, tenant.id) < seen:
+                pool = state.pool
     # Widgets computed on the replica are stored on the primary (a replica takes no writes).
     store = None if pool is state.pool else state.pool
     async with tenant_transaction(pool, tenant.id) as conn:

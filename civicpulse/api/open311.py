@@ -520,8 +520,9 @@ async def _read(
         raise Open311Error(400, "extensions is true or false")
     size, offset = _page(params)
     is_staff = caller is not None and caller.staff
-    # The public's reads may come from the replica; staff's, who act on them, do not.
-    pool = state.pool if is_staff else state.reads.pool("open311")
+    # The public's searches may come from the replica. Staff's, who act on them, do not; nor
+    # do lookups by id, which an app makes right after its token gave it the id.
+    pool = state.pool if is_staff or ids is not None else state.reads.pool("open311")
     async with tenant_transaction(pool, tenant.id) as conn:
         view = STAFF if is_staff else (await analytics_repo.public_view(conn, tenant.id))[0]
         if updated and ids is None:

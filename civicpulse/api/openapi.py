@@ -711,7 +711,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "dashboards",
         "optional",
         {200: shapes.DashboardData},
-        query=(Param("days", bounded(1, 36_600), "Period, in days to now.", default=30),),
+        query=(
+            Param("days", bounded(1, 36_600), "Period, in days to now.", default=30),
+            Param(
+                "seen",
+                bounded(0, 2**62),
+                "The newest stream event the caller has seen: the answer includes it (with a "
+                "read replica, the primary answers while the replica lacks it).",
+                default=0,
+            ),
+        ),
         description="Without a key: the public view (404 when the dashboard is private).",
     ),
     ("GET", f"{T}/stream"): Operation(

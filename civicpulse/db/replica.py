@@ -6,19 +6,23 @@ analytics, exports, the public Open311 reads, a stream's replay from the table) 
 pool from `Reads.pool()`; everything that writes, and everything a write's caller reads back,
 stays on the primary.
 
-How far behind: every `every` seconds the primary's WAL position is sampled, then the
-replica's replay position read. The replica holds everything the primary had written at the
-newest sample at or below its replay position, so the lag is the time since that sample: an
-upper bound, exact to one interval, a few milliseconds when it has replayed the newest. When
-the replica cannot be reached, or is further behind than `max_lag`, reads go to the primary
-until it is back within the limit. Stale reads are therefore bounded by `max_lag` plus one
-interval.
+How far behind: every `every` seconds the primary's WAL position is sampled (on a connection
+of its own, so a busy request pool cannot delay it), then the replica's replay position
+read. The replica holds everything the primary had written at the newest sample at or below
+its replay position, so the lag is the time since that sample: an upper bound, exact to one
+interval, a few milliseconds when it has replayed the newest. A replica that has reached no
+sample kept (just after start, or stuck) is infinitely far behind as far as anyone can tell.
+When the replica cannot be reached, is not a replica at all, or is further behind than
+`max_lag`, reads go to the primary until it is back within the limit. Stale reads are
+therefore bounded by `max_lag` plus one interval.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +35,15 @@ from civicpulse.db.queries import q
 log = structlog.get_logger(__name__)
 
 
+MAX_SAMPLES = 20_000  # hours at the default interval: beyond, the lag is infinite anyway
+CONNECT_TIMEOUT = 5.0
+
+
+class NotAReplica(Exception):
+    """The read database is not in recovery: a primary, perhaps a promoted former replica
+    whose data has left this primary's. Its answers could be anything: it is not used."""
+
+
 def _ignore(surface: str, database: str) -> None:
     pass
 
@@ -40,11 +53,12 @@ class Reads:
     primary: asyncpg.Pool
     replica: asyncpg.Pool | None = None
     max_lag: float = 5.0
-    # Seconds behind the primary at the last look; None: unknown (none set, or unreachable).
+    # Seconds behind the primary at the last look (inf: behind every sample kept); None:
+    # unknown (none set, unreachable, or not a replica).
     lag: float | None = None
     on_route: Callable[[str, str], None] = _ignore  # (surface, "replica" | "primary")
+    # (monotonic time, primary WAL position), oldest first; positions never decrease.
     _samples: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
-    _warned: bool = False
 
     @property
     def current(self) -> bool:
@@ -60,67 +74,73 @@ class Reads:
         self.on_route(surface, "primary")
         return self.primary
 
-    async def measure(self) -> float:
-        """Sample the primary's position, read the replica's; returns and keeps the lag."""
+    async def measure(self, probe: asyncpg.Connection) -> float:
+        """Sample the primary's position on `probe`, read the replica's; returns and keeps
+        the lag."""
         assert self.replica is not None
         sampled = time.monotonic()
-        async with self.primary.acquire() as conn:
-            position: int = await conn.fetchval(q("wal_position"))
+        position: int = await probe.fetchval(q("wal_position"))
         self._samples.append((sampled, position))
+        if len(self._samples) > MAX_SAMPLES:
+            self._samples.popleft()
         async with self.replica.acquire() as conn:
             replayed: int | None = await conn.fetchval(q("replay_position"))
-        now = time.monotonic()
         if replayed is None:
-            # Not in recovery: a primary (perhaps this one, perhaps a promoted replica). It
-            # has everything it will ever be asked for, as far as it can tell.
-            if not self._warned:
-                log.warning("read_database_not_a_replica")
-                self._warned = True
-            lag = 0.0
+            raise NotAReplica
+        now = time.monotonic()
+        # The newest sample reached; older ones can tell nothing more, so they go.
+        reached = None
+        while self._samples and self._samples[0][1] <= replayed:
+            reached = self._samples.popleft()
+        if reached is None:
+            self.lag = math.inf
         else:
-            reached = [t for t, p in self._samples if p <= replayed]
-            # None reached: behind by at least the oldest kept sample's age.
-            lag = now - (reached[-1] if reached else self._samples[0][0])
-        # Keep what can tell a lag a little past the limit; beyond that only "too far" matters.
-        keep = now - max(2 * self.max_lag, 10.0)
-        while len(self._samples) > 1 and self._samples[0][0] < keep:
-            self._samples.popleft()
-        self.lag = lag
-        return lag
+            self._samples.appendleft(reached)
+            self.lag = now - reached[0]
+        return self.lag
 
     async def run(
         self,
         stop: asyncio.Event,
         every: float,
         connect: Callable[[], Awaitable[asyncpg.Pool]],
+        connect_probe: Callable[[], Awaitable[asyncpg.Connection]],
         on_lag: Callable[[float | None], None],
     ) -> None:
-        """Measure every `every` seconds until `stop`; open the replica's pool with
-        `connect` while it has none (it may be down when the service starts)."""
+        """Measure every `every` seconds until `stop`. The replica's pool is opened with
+        `connect` while there is none (it may be down when the service starts), the
+        primary's probe connection with `connect_probe`; each look has CONNECT_TIMEOUT."""
         was_current = False
-        reachable = True
-        while not stop.is_set():
-            try:
-                if self.replica is None:
-                    self.replica = await connect()
-                async with asyncio.timeout(max(every, 2.0)):
-                    await self.measure()
-                reachable = True
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                if reachable:
-                    log.warning("read_replica_unreachable", error=type(exc).__name__)
-                reachable = False
-                self.lag = None
-            on_lag(self.lag)
-            if self.current != was_current:
-                was_current = self.current
-                log.info(
-                    "read_replica_in_use" if was_current else "read_replica_set_aside",
-                    lag=None if self.lag is None else round(self.lag, 3),
-                    max_lag=self.max_lag,
-                )
-            try:
-                async with asyncio.timeout(every):
-                    await stop.wait()
-            except TimeoutError:
-                pass
+        failing: str | None = None
+        probe: asyncpg.Connection | None = None
+        try:
+            while not stop.is_set():
+                try:
+                    async with asyncio.timeout(max(every, CONNECT_TIMEOUT)):
+                        if probe is None:
+                            probe = await connect_probe()
+                        if self.replica is None:
+                            self.replica = await connect()
+                        await self.measure(probe)
+                    failing = None
+                except Exception as exc:  # whatever it is, the replica is not to be used
+                    if failing != type(exc).__name__:
+                        failing = type(exc).__name__
+                        log.warning("read_replica_unavailable", error=failing)
+                    self.lag = None
+                    if probe is not None:  # it may be mid-query: start afresh
+                        probe.terminate()
+                        probe = None
+                on_lag(self.lag)
+                if self.current != was_current:
+                    was_current = self.current
+                    log.info(
+                        "read_replica_in_use" if was_current else "read_replica_set_aside",
+                        lag=self.lag if self.lag is None else round(self.lag, 3),
+                        max_lag=self.max_lag,
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), every)
+        finally:
+            if probe is not None:
+                probe.terminate()

@@ -9,6 +9,7 @@ answers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import glob
 import io
@@ -95,9 +96,12 @@ def replication() -> Iterator[Replication]:
         started.append(replica)
         yield Replication(primary_url, f"postgresql://postgres@127.0.0.1:{r_port}/civicpulse")
     finally:
-        for data in reversed(started):
-            _run("pg_ctl", "-D", data, "-m", "immediate", "stop")
-        shutil.rmtree(base, ignore_errors=True)
+        try:
+            for data in reversed(started):
+                with contextlib.suppress(subprocess.SubprocessError):
+                    _run("pg_ctl", "-D", data, "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 async def _sql(url: str, query: str, *args: object) -> object:
@@ -261,3 +265,33 @@ async def test_an_unreachable_replica_sends_reads_to_the_primary(
         metrics, "civicpulse_read_replica_lag_seconds"
     )  # NaN: unknown
     assert _metric(metrics, "civicpulse_reads_total", surface="export", database="primary") == 1
+
+
+async def test_a_replica_behind_at_start_is_not_used_until_it_catches_up(
+    replication: Replication, tenant: TenantKeys
+) -> None:
+    """A process that starts while the replica is far behind must not trust it on its first
+    look, whatever its lag limit."""
+    await _open_issues(replication.primary, tenant, 4)
+    await _replayed(replication, tenant, 4)
+    await _sql(replication.replica, "SELECT pg_wal_replay_pause()")
+    try:
+        await _open_issues(replication.primary, tenant, 2)
+        settings = settings_for(
+            replication.primary,
+            read_database_url=Secret(replication.replica),
+            read_lag_check_seconds=0.1,
+            read_max_lag_seconds=3600,
+        )
+        async with running_server(settings) as client:
+            await asyncio.sleep(0.5)  # several looks
+            lag = _metric(
+                (await client.get("/metrics")).text, "civicpulse_read_replica_lag_seconds"
+            )
+            assert lag == float("inf")
+            r = await client.get(
+                f"/v1/tenants/{tenant.slug}/exports/issues.csv", headers=tenant.headers("staff")
+            )
+            assert _exported(r) == 6  # the primary's answer
+    finally:
+        await _sql(replication.replica, "SELECT pg_wal_replay_resume()")
