@@ -186,6 +186,17 @@ async def _processed_once(db_url: str, tenant: TenantKeys) -> None:
     assert miscounted == []
 
 
+async def _streams_open(cluster: Cluster) -> list[float]:
+    """Each process's open streams, from its /metrics."""
+    out = []
+    async with httpx.AsyncClient(timeout=5) as client:
+        for i in range(len(cluster.processes)):
+            metrics = (await client.get(cluster.direct(i) + "/metrics")).text
+            (line,) = [x for x in metrics.splitlines() if x.startswith("civicpulse_streams_open ")]
+            out.append(float(line.split()[1]))
+    return out
+
+
 def _accepted(metrics: str) -> float:
     """Reports this process acknowledged, from its /metrics."""
     return sum(
@@ -339,6 +350,27 @@ async def test_timers_fire_once_and_streams_hear_other_processes(
     delays.sort()
     p95 = delays[int(len(delays) * 0.95) - 1]
     assert p95 < 1.0, delays
+
+    # Streams through the balancer spread over the processes, and end on them as soon as
+    # their clients leave (not at the next keep-alive, 15 s on).
+    async with httpx.AsyncClient(base_url=cluster.url, timeout=10) as viewers:
+        opened = [
+            viewers.stream("GET", f"/v1/tenants/{tenant_a.slug}/stream", headers=staff)
+            for _ in range(6)
+        ]
+        lines = []
+        for s in opened:
+            lines.append((await s.__aenter__()).aiter_lines())
+            assert (await anext(lines[-1])).startswith("retry:")
+        per_process = await _streams_open(cluster)
+        assert sum(per_process) == 6 and max(per_process) <= 3, per_process
+        for s in opened:
+            await s.__aexit__(None, None, None)
+    for _ in range(60):
+        if sum(await _streams_open(cluster)) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await _streams_open(cluster) == [0, 0, 0]
 
     # Each timer fired exactly once, none early.
     deadline = time.monotonic() + 20

@@ -483,6 +483,37 @@ async def test_rollups_announce_themselves_on_the_stream(
     assert frame["data"] == {"kind": "rollup"}
 
 
+async def test_a_stream_whose_client_leaves_ends_at_once(
+    settings: Settings, tenant_a: TenantKeys
+) -> None:
+    """Not at its next keep-alive (15 s): a gone client must not hold its socket and its
+    place among the subscribers (nor, behind HAProxy's leastconn, in the count)."""
+
+    def open_streams(metrics: str) -> float:
+        (line,) = [x for x in metrics.splitlines() if x.startswith("civicpulse_streams_open ")]
+        return float(line.split()[1])
+
+    async with running_server(settings) as client:
+        async with httpx.AsyncClient(base_url=client.base_url, timeout=10) as watcher:
+            streams = [
+                watcher.stream("GET", url(tenant_a, "stream"), headers=tenant_a.headers("staff"))
+                for _ in range(3)
+            ]
+            lines = []
+            for s in streams:
+                lines.append((await s.__aenter__()).aiter_lines())
+                assert (await anext(lines[-1])).startswith("retry:")
+            assert open_streams((await client.get("/metrics")).text) == 3
+            for s in streams:
+                await s.__aexit__(None, None, None)
+        # The watcher's connections are closed now: every stream ends within moments.
+        for _ in range(40):
+            if open_streams((await client.get("/metrics")).text) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert open_streams((await client.get("/metrics")).text) == 0
+
+
 async def test_a_hotspot_is_named_by_its_most_severe_issue_and_shows_its_mix(
     settings: Settings, db_url: str, tenant_a: TenantKeys
 ) -> None:
