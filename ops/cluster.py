@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,6 +48,28 @@ def wait_ready(url: str, procs: list[subprocess.Popen[bytes]], seconds: float) -
         time.sleep(0.1)
 
 
+def free_run(host: str, n: int) -> int:
+    """The first of n consecutive ports free on `host` now."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            first = probe.getsockname()[1]
+        if first + n > 65536:
+            continue
+        taken = []
+        try:
+            for port in range(first, first + n):
+                taken.append(socket.socket())
+                taken[-1].bind((host, port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in taken:
+                s.close()
+    raise SystemExit(f"no {n} consecutive free ports on {host}")
+
+
 def servers_config(ports: list[int]) -> str:
     """The backend ops/haproxy/haproxy.cfg leaves to a second file: one line per process."""
     lines = "".join(f"    server app{i} 127.0.0.1:{p} check\n" for i, p in enumerate(ports, 1))
@@ -65,9 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--processes", type=int, default=3, help="service processes (3)")
     parser.add_argument("--host", default="127.0.0.1", help="HAProxy's address (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="HAProxy's port (8080)")
     parser.add_argument(
-        "--first-port", type=int, default=8101, help="the first process's port; the rest follow"
+        "--port", type=int, default=8080, help="HAProxy's port (8080; 0: a free one)"
+    )
+    parser.add_argument(
+        "--first-port",
+        type=int,
+        default=8101,
+        help="the first process's port; the rest follow (0: a free run of them)",
     )
     parser.add_argument(
         "--run-dir", type=Path, default=Path(".civicpulse/cluster"), help="logs and pids"
@@ -85,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "CIVICPULSE_DATABASE_URL": dsn}
     subprocess.run([sys.executable, "-m", "civicpulse.cli", "migrate"], env=env, check=True)
 
-    ports = [args.first_port + i for i in range(args.processes)]
+    if args.port == 0:
+        args.port = free_run(args.host, 1)
+    first = args.first_port or free_run("127.0.0.1", args.processes)
+    ports = [first + i for i in range(args.processes)]
     apps: list[subprocess.Popen[bytes]] = []
     haproxy: subprocess.Popen[bytes] | None = None
 

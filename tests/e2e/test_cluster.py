@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.support import TenantKeys, env_without_civicpulse, free_port
+from tests.support import TenantKeys, env_without_civicpulse
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
@@ -65,8 +65,6 @@ async def cluster(db_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
         "CIVICPULSE_PIPELINE_LEASE_SECONDS": "5",
         "CIVICPULSE_SLA_TICK_SECONDS": "0.2",
     }
-    first = _free_run(3)  # cluster.py numbers the processes' ports from --first-port
-    lb_port = free_port()
     run_dir.mkdir()
     with (run_dir / "cluster.out").open("wb") as out:
         proc = subprocess.Popen(
@@ -76,9 +74,9 @@ async def cluster(db_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
                 "--processes",
                 "3",
                 "--port",
-                str(lb_port),
+                "0",  # free ports, named in cluster.json
                 "--first-port",
-                str(first),
+                "0",
                 "--run-dir",
                 str(run_dir),
                 "--haproxy",
@@ -113,27 +111,6 @@ async def cluster(db_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
                 for pid in filter(None, pids):
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, signal.SIGKILL)
-
-
-def _free_run(n: int) -> int:
-    """The first of n consecutive free ports."""
-    import socket
-
-    for _ in range(50):
-        first = free_port()
-        socks = []
-        try:
-            for port in range(first, first + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no run of free ports")
 
 
 async def _fetch(db_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
