@@ -12,7 +12,7 @@ cost. "other" is what the whole machine (/proc/stat) spent beyond the groups.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -40,13 +40,26 @@ def proc_stat(pid: str) -> tuple[str, int, float, int] | None:
     return comm, int(rest[2]), (int(rest[11]) + int(rest[12])) / TICK, int(rest[21])
 
 
-def _machine_busy() -> float:
+def processes() -> Iterator[tuple[int, str, int, float]]:
+    """(pid, comm, process group, CPU seconds) of every live process."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = proc_stat(entry)
+        if stat is None:
+            continue
+        comm, pgrp, seconds, _ = stat
+        yield int(entry), comm, pgrp, seconds
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine (all cores) has been busy since boot."""
     with open("/proc/stat") as fh:
         ticks = [int(x) for x in fh.readline().split()[1:]]
     return (sum(ticks[:8]) - ticks[3] - ticks[4]) / TICK  # all but idle and iowait
 
 
-def _other_db_backend(pid: str, db: str) -> bool:
+def other_db_backend(pid: int, db: str) -> bool:
     """A backend connected to another database than `db` (its title names the database)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
@@ -69,14 +82,7 @@ def sample(at: float, service_pid: int | None, db: str, clients: Collection[int]
     """
     procs: dict[int, tuple[str, float, bool]] = {}
     me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        stat = proc_stat(entry)
-        if stat is None:
-            continue
-        comm, pgrp, seconds, _ = stat
-        pid = int(entry)
+    for pid, comm, pgrp, seconds in processes():
         if pid == me:
             procs[pid] = ("loadgen", seconds, False)
         elif pid in clients:
@@ -86,8 +92,8 @@ def sample(at: float, service_pid: int | None, db: str, clients: Collection[int]
         elif service_pid is not None and pgrp == service_pid:
             procs[pid] = ("workers", seconds, False)
         elif comm == "postgres":
-            procs[pid] = ("postgres", seconds, _other_db_backend(entry, db))
-    return CpuSample(at=at, machine_busy=_machine_busy(), procs=procs)
+            procs[pid] = ("postgres", seconds, other_db_backend(pid, db))
+    return CpuSample(at=at, machine_busy=machine_busy(), procs=procs)
 
 
 def seconds_used(a: CpuSample, b: CpuSample, groups: tuple[str, ...] = GROUPS) -> dict[str, float]:

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -68,27 +67,6 @@ class Cluster:
         return frozenset(pid for pid, _ in self.apps)
 
 
-def free_run(n: int, host: str = "127.0.0.1") -> int:
-    """The first of n consecutive free ports (cluster.py numbers the processes' ports)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind((host, 0))
-            first = int(probe.getsockname()[1])
-        socks: list[socket.socket] = []
-        try:
-            for port in range(first, first + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind((host, port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no run of {n} free ports")
-
-
 def create_database(admin_url: str, db: str) -> None:
     maintenance = db_url("postgres", admin_url)
     psql(maintenance, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
@@ -114,17 +92,15 @@ def start(n: int, url: str, run_dir: Path, extra_env: dict[str, str]) -> Cluster
     run_dir.mkdir(parents=True, exist_ok=True)
     info_path = run_dir / "cluster.json"
     info_path.unlink(missing_ok=True)
-    lb_port = free_run(1)
-    first = free_run(n)
     cmd = [
         sys.executable,
         str(CLUSTER),
         "--processes",
         str(n),
         "--port",
-        str(lb_port),
+        "0",  # free ports, picked by cluster.py and named in cluster.json
         "--first-port",
-        str(first),
+        "0",
         "--run-dir",
         str(run_dir),
         "--haproxy",
@@ -142,9 +118,9 @@ def start(n: int, url: str, run_dir: Path, extra_env: dict[str, str]) -> Cluster
     deadline = time.monotonic() + 180
     while True:
         info = _read_info(info_path)
-        # cluster.json names the pids from the start and says "ready" once HAProxy answers
-        # (an older cluster.py wrote it only then, without the key).
-        if info is not None and info.get("ready", True):
+        # cluster.json names the pids and ports from the start and says "ready" once
+        # HAProxy answers.
+        if info is not None and info.get("ready"):
             break
         if proc.poll() is not None or time.monotonic() > deadline:
             tail = (run_dir / "cluster.out").read_text(errors="replace")[-3000:]
@@ -156,11 +132,12 @@ def start(n: int, url: str, run_dir: Path, extra_env: dict[str, str]) -> Cluster
         + [f"{k}={v}" for k, v in {**SERVICE_ENV, **extra_env}.items()]
         + [".venv/bin/python", "ops/cluster.py", *cmd[2:]]
     )
+    host, _, lb_port = str(info["url"]).removeprefix("http://").rpartition(":")
     return Cluster(
         proc=proc,
         run_dir=run_dir,
-        host="127.0.0.1",
-        lb_port=lb_port,
+        host=host,
+        lb_port=int(lb_port),
         haproxy_pid=int(info["haproxy"]),
         apps=[(int(p["pid"]), int(p["port"])) for p in info["processes"]],
         command=shown,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from bench.pipeline.cpu import proc_stat
+from bench.pipeline.cpu import machine_busy, other_db_backend, processes
 
 GROUPS = ("service", "workers", "haproxy", "postgres", "loadgen", "readers", "driver")
 
@@ -38,37 +38,11 @@ class Sample:
     procs: dict[int, tuple[str, float]] = field(default_factory=dict)
 
 
-def _machine_busy() -> float:
-    with open("/proc/stat") as fh:
-        ticks = [int(x) for x in fh.readline().split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / tick  # all but idle and iowait
-
-
-def _other_db_backend(pid: str, db: str) -> bool:
-    """A PostgreSQL backend connected to another database than `db` (its title says)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            title = fh.read().decode(errors="replace")
-    except OSError:
-        return False
-    # "postgres: USER DB HOST(PORT) STATE" for backends; background processes have no client.
-    backend = "(" in title or "[local]" in title
-    return backend and f" {db} " not in title
-
-
 def sample(at: float, roles: Roles, db: str) -> Sample:
     """CPU seconds so far of every process that has a role."""
     procs: dict[int, tuple[str, float]] = {}
     me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        stat = proc_stat(entry)
-        if stat is None:
-            continue
-        comm, pgrp, seconds, _ = stat
-        pid = int(entry)
+    for pid, comm, pgrp, seconds in processes():
         if pid in roles.apps:
             group = "service"
         elif pgrp in roles.apps:
@@ -81,12 +55,12 @@ def sample(at: float, roles: Roles, db: str) -> Sample:
             group = "readers"
         elif pid == me:
             group = "driver"
-        elif comm == "postgres" and not _other_db_backend(entry, db):
+        elif comm == "postgres" and not other_db_backend(pid, db):
             group = "postgres"
         else:
             continue
         procs[pid] = (group, seconds)
-    return Sample(at=at, machine_busy=_machine_busy(), procs=procs)
+    return Sample(at=at, machine_busy=machine_busy(), procs=procs)
 
 
 def cores(a: Sample, b: Sample) -> dict[str, float]:

@@ -33,7 +33,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from bench.ingest.common import PG_ADMIN_URL, RESULTS, ROOT, db_url, machine_con
 from bench.pipeline.load import build_bodies
 from bench.pipeline.run import uncommitted_service_files
 from bench.scaling import cluster, cpu, load, readers, report
+from bench.streams.clients import recv
 from bench.streams.procs import raise_nofile
 from civicpulse.config import Settings
 
@@ -122,12 +122,6 @@ async def sleep_until(t: float) -> None:
     await asyncio.sleep(max(0.0, t - time.monotonic()))
 
 
-def _recv(conn: Connection, timeout: float) -> Any:
-    if not conn.poll(timeout):
-        raise TimeoutError(f"no answer from the load process within {timeout:g} s")
-    return conn.recv()
-
-
 class LoadProcess:
     """A load.py process: spawned, connected, then told when to start."""
 
@@ -147,7 +141,7 @@ class LoadProcess:
 
     async def _answer(self, kind: str, timeout: float) -> Any:
         try:
-            got, body = await asyncio.to_thread(_recv, self.pipe, timeout)
+            got, body = await asyncio.to_thread(recv, self.pipe, timeout, "the load process")
         except EOFError:
             raise RuntimeError(f"the load process exited ({self.proc.exitcode})") from None
         if got != kind:
@@ -385,7 +379,7 @@ async def streams_phase(ctx: Ctx, n: int) -> dict[str, Any]:
             start = time.monotonic() + 0.2
             end = start + window
             lp_proc.go(start, start, end)
-            roles = ctx.roles(frozenset({lp_proc.pid}), group.pids if group else frozenset())
+            roles = ctx.roles(frozenset({lp_proc.pid}), frozenset(group.pids if group else ()))
             await sleep_until(start)
             a = ctx.sample(roles)
             made = await comments(ctx, tag, start + 0.5)

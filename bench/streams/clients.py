@@ -12,7 +12,9 @@ generator's event loop is not the one reading ten thousand sockets.
 The parent talks to each process over a multiprocessing pipe: the process opens its streams
 at its share of the opening rate and answers "opened"; then "status" (how many streams have
 reached an event id) as often as asked; then "report" closes every stream and sends back the
-figures. A process ends when the pipe closes.
+figures. A process ends when the pipe closes. That protocol (`hold`, `StreamProcesses`) and
+the stream itself serve bench/scaling/readers.py too: a subclass of `StreamClient` reads
+other frames (`frames_received`) and its own `report` answers with other figures.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import signal
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -50,6 +53,22 @@ STREAM_FIELDS = (
     "bytes",
     "ended",  # why the stream ended before the benchmark closed it (None: it did not)
 )
+
+
+class Dialling(Protocol):
+    """What opening a process's streams needs of its configuration."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def open_rate(self) -> float: ...  # streams this process opens per second
+    @property
+    def connect_timeout(self) -> float: ...
+
+
+C = TypeVar("C", bound=Dialling)
 
 
 @dataclass(frozen=True)
@@ -114,15 +133,19 @@ class StreamClient(asyncio.Protocol):
         if self.ready is not None and not self.ready.done() and CONNECTED in buf:
             self.connected_at = now
             self.ready.set_result(True)
+        self.frames_received(buf, now)
+        # An id line cut in two by the read is found whole in the next one: keep what
+        # follows the last newline, with that newline.
+        cut = buf.rfind(b"\n")
+        self.tail = buf[cut:] if cut >= 0 else buf[-MAX_HEAD:]
+
+    def frames_received(self, buf: bytes, now: float) -> None:
+        """Keep what a read brought: `buf` is the body since the last read's last newline."""
         found = ID_LINE.findall(buf)
         if found:
             self.ids.extend(map(int, found))
             self.read_at.append(now)
             self.read_ids.append(len(self.ids))
-        # An id line cut in two by the read is found whole in the next one: keep what
-        # follows the last newline, with that newline.
-        cut = buf.rfind(b"\n")
-        self.tail = buf[cut:] if cut >= 0 else buf[-MAX_HEAD:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closing and self.ended is None:
@@ -154,7 +177,7 @@ class StreamClient(asyncio.Protocol):
 # -- inside a client process -----------------------------------------------------------------
 
 
-async def _open_one(client: StreamClient, cfg: Config) -> None:
+async def _open_one(client: StreamClient, cfg: Dialling) -> None:
     loop = asyncio.get_running_loop()
     ready = client.ready = loop.create_future()
     reason = ""
@@ -174,7 +197,7 @@ async def _open_one(client: StreamClient, cfg: Config) -> None:
         client.fail(f"no ': connected' within {cfg.connect_timeout:g} s")
 
 
-async def _open_all(clients: list[StreamClient], cfg: Config) -> float:
+async def _open_all(clients: Sequence[StreamClient], cfg: Dialling) -> float:
     """Open every stream at the process's pace; seconds until the last one answered."""
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -187,7 +210,7 @@ async def _open_all(clients: list[StreamClient], cfg: Config) -> float:
     return loop.time() - start
 
 
-def _opened(clients: list[StreamClient], seconds: float, started: float) -> dict[str, Any]:
+def _opened(clients: Sequence[StreamClient], seconds: float, started: float) -> dict[str, Any]:
     connect_s = sorted(c.connected_at - started for c in clients if c.connected)
     return {
         "connected": len(connect_s),
@@ -198,7 +221,7 @@ def _opened(clients: list[StreamClient], seconds: float, started: float) -> dict
     }
 
 
-def _status(clients: list[StreamClient], target: int) -> dict[str, int]:
+def _status(clients: Sequence[StreamClient], target: int) -> dict[str, int]:
     alive = [c for c in clients if c.alive]
     return {
         "alive": len(alive),
@@ -294,12 +317,15 @@ def report(
     }
 
 
-async def _serve(conn: Connection, cfg: Config) -> None:
-    request = (
-        f"GET {cfg.path} HTTP/1.1\r\nHost: {cfg.host}:{cfg.port}\r\n"
-        "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
-    ).encode()
-    clients = [StreamClient(cfg.first + i, request) for i in range(cfg.count)]
+async def hold(
+    conn: Connection,
+    clients: Sequence[StreamClient],
+    cfg: Dialling,
+    answer: Callable[[float, Any], Any],
+) -> None:
+    """Open the streams, then answer the parent until it asks for the report: that closes
+    every stream and sends `answer(started, arg)` (started: time.monotonic() before the
+    first connect; arg: what the parent sent with the request)."""
     started = time.monotonic()
     try:
         seconds = await _open_all(clients, cfg)
@@ -312,7 +338,7 @@ async def _serve(conn: Connection, cfg: Config) -> None:
                 for c in clients:
                     c.close()
                 await asyncio.sleep(0.2)  # let the transports finish closing
-                conn.send(("report", report(clients, cfg, started, **arg)))
+                conn.send(("report", answer(started, arg)))
                 return
     except EOFError:  # the parent went away
         return
@@ -321,71 +347,68 @@ async def _serve(conn: Connection, cfg: Config) -> None:
             c.close()
 
 
-def serve(conn: Connection, cfg: Config) -> None:
-    """A client process's body: open cfg.count streams, then answer the parent's commands."""
+async def _serve(conn: Connection, cfg: Config) -> None:
+    request = (
+        f"GET {cfg.path} HTTP/1.1\r\nHost: {cfg.host}:{cfg.port}\r\n"
+        "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+    ).encode()
+    clients = [StreamClient(cfg.first + i, request) for i in range(cfg.count)]
+    await hold(conn, clients, cfg, lambda started, arg: report(clients, cfg, started, **arg))
+
+
+def serve(
+    main: Callable[[Connection, C], Coroutine[Any, Any, None]], conn: Connection, cfg: C
+) -> None:
+    """A stream process's body: `main(conn, cfg)` (which opens cfg.count streams, then
+    answers the parent's commands) on uvloop."""
     # Ctrl-C reaches the whole process group: the parent decides when the clients end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise_nofile()
     import uvloop
 
-    uvloop.run(_serve(conn, cfg))
+    uvloop.run(main(conn, cfg))
 
 
 # -- in the benchmark's process --------------------------------------------------------------
 
 
-def _recv(conn: Connection, timeout: float) -> Any:
+def recv(conn: Connection, timeout: float, what: str) -> Any:
+    """The next message from a child process's pipe; TimeoutError naming `what` if none
+    comes within `timeout` seconds."""
     if not conn.poll(timeout):
-        raise TimeoutError(f"no answer from a stream-client process within {timeout:g} s")
+        raise TimeoutError(f"no answer from {what} within {timeout:g} s")
     return conn.recv()
 
 
-class ClientGroup:
-    """One or more client processes holding `n` public streams between them."""
+def shares(n: int, processes: int) -> list[int]:
+    """n streams over at most `processes` processes (at least one), as evenly as can be."""
+    processes = max(1, min(processes, n))
+    return [n // processes + (1 if k < n % processes else 0) for k in range(processes)]
 
-    def __init__(self, n: int, procs: list[tuple[mp.process.BaseProcess, Connection]]) -> None:
-        self.n = n
+
+class StreamProcesses:
+    """Processes holding streams between them, each driven over a pipe (see `hold`)."""
+
+    ROLE = "stream-client"  # names a process in a timeout's message
+
+    def __init__(self, procs: list[tuple[mp.process.BaseProcess, Connection]]) -> None:
         self.procs = procs
 
-    @classmethod
-    def start(
-        cls,
-        n: int,
-        processes: int,
-        *,
-        host: str,
-        port: int,
-        path: str,
-        open_rate: float,
-        sample: int,
-        connect_timeout: float,
-    ) -> ClientGroup:
+    @staticmethod
+    def spawn(
+        main: Callable[[Connection, C], Coroutine[Any, Any, None]], cfgs: Sequence[C], name: str
+    ) -> list[tuple[mp.process.BaseProcess, Connection]]:
+        """A process per config running `main` (see `serve`), named `name`-k."""
         ctx = mp.get_context("spawn")  # never fork a process with a running event loop
-        processes = max(1, min(processes, n))
-        picked = np.unique(np.linspace(0, n - 1, min(sample, n)).round().astype(int))
-        sampled = frozenset(int(i) for i in picked)
-        procs = []
-        first = 0
-        for k in range(processes):
-            count = n // processes + (1 if k < n % processes else 0)
-            cfg = Config(
-                host,
-                port,
-                path,
-                first,
-                count,
-                open_rate / processes,
-                frozenset(i for i in sampled if first <= i < first + count),
-                connect_timeout,
-            )
+        procs: list[tuple[mp.process.BaseProcess, Connection]] = []
+        for k, cfg in enumerate(cfgs):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=serve, args=(child, cfg), name=f"stream-clients-{k}")
+            proc = ctx.Process(target=serve, args=(main, child, cfg), name=f"{name}-{k}")
             proc.daemon = True  # ends with the benchmark, however that ends
             proc.start()
             child.close()
             procs.append((proc, parent))
-            first += count
-        return cls(n, procs)
+        return procs
 
     @property
     def pids(self) -> set[int]:
@@ -393,9 +416,10 @@ class ClientGroup:
 
     async def _answers(self, kind: str, timeout: float) -> list[Any]:
         out = []
+        what = f"a {self.ROLE} process"
         for proc, conn in self.procs:
             try:
-                got, body = await asyncio.to_thread(_recv, conn, timeout)
+                got, body = await asyncio.to_thread(recv, conn, timeout, what)
             except EOFError:
                 raise RuntimeError(
                     f"{proc.name} exited (code {proc.exitcode}) instead of answering {kind}"
@@ -404,6 +428,11 @@ class ClientGroup:
                 raise RuntimeError(f"{proc.name} answered {got!r} to {kind!r}")
             out.append(body)
         return out
+
+    async def _ask(self, kind: str, arg: Any, timeout: float) -> list[Any]:
+        for _, conn in self.procs:
+            conn.send((kind, arg))
+        return await self._answers(kind, timeout)
 
     async def opened(self, timeout: float) -> dict[str, Any]:
         """Wait until every process has opened its streams (or given up on some)."""
@@ -420,16 +449,8 @@ class ClientGroup:
         }
 
     async def status(self, target: int) -> dict[str, int]:
-        for _, conn in self.procs:
-            conn.send(("status", target))
-        parts = await self._answers("status", 30.0)
+        parts = await self._ask("status", target, 30.0)
         return {k: sum(p[k] for p in parts) for k in parts[0]}
-
-    async def report(self, **params: Any) -> list[dict[str, Any]]:
-        """Close every stream; each process's figures (see `report`)."""
-        for _, conn in self.procs:
-            conn.send(("report", params))
-        return await self._answers("report", 300.0)
 
     def close(self) -> None:
         for proc, conn in self.procs:
@@ -438,3 +459,49 @@ class ClientGroup:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(5)
+
+
+class ClientGroup(StreamProcesses):
+    """One or more client processes holding `n` public streams between them."""
+
+    def __init__(self, n: int, procs: list[tuple[mp.process.BaseProcess, Connection]]) -> None:
+        super().__init__(procs)
+        self.n = n
+
+    @classmethod
+    def start(
+        cls,
+        n: int,
+        processes: int,
+        *,
+        host: str,
+        port: int,
+        path: str,
+        open_rate: float,
+        sample: int,
+        connect_timeout: float,
+    ) -> ClientGroup:
+        counts = shares(n, processes)
+        picked = np.unique(np.linspace(0, n - 1, min(sample, n)).round().astype(int))
+        sampled = frozenset(int(i) for i in picked)
+        cfgs = []
+        first = 0
+        for count in counts:
+            cfgs.append(
+                Config(
+                    host,
+                    port,
+                    path,
+                    first,
+                    count,
+                    open_rate / len(counts),
+                    frozenset(i for i in sampled if first <= i < first + count),
+                    connect_timeout,
+                )
+            )
+            first += count
+        return cls(n, cls.spawn(_serve, cfgs, "stream-clients"))
+
+    async def report(self, **params: Any) -> list[dict[str, Any]]:
+        """Close every stream; each process's figures (see `report`)."""
+        return await self._ask("report", params, 300.0)
