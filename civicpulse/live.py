@@ -293,7 +293,15 @@ class Broker:
     ) -> tuple[bytes, int]:
         self.table_reads += 1
         self.on_table_read()
-        rows = await self._replica_rows(tenant_id, cursor, newest)
+        rows = None
+        if self.reads is not None:
+            # The replica's copy of the issues is then as new as the feed's, so an issue made
+            # private since is not shown again.
+            try:
+                async with self.reads.holding("stream", tenant_id, newest) as (conn, _):
+                    rows = await repo.events_after(conn, tenant_id, cursor, READ_ROWS)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                rows = None  # the replica went away meanwhile (its lag check will notice)
         if rows is None:
             async with tenant_transaction(self.pool, tenant_id) as conn:
                 rows = await repo.events_after(conn, tenant_id, cursor, READ_ROWS)
@@ -301,23 +309,6 @@ class Broker:
             return b"", floor  # numbers up to the floor that were never used (gaps)
         frames = (render(row, view) for row in rows)
         return b"".join(f for f in frames if f is not None), rows[-1]["seq"]
-
-    async def _replica_rows(
-        self, tenant_id: int, cursor: int, newest: int
-    ) -> list[asyncpg.Record] | None:
-        """The events after `cursor` from the replica, when it has every event this process
-        has seen (`newest`); else None: ask the primary. Events become visible in number
-        order (schema 0011), so such a replica misses none; and the issues' rows it joins are
-        as new as the feed's, so an issue made private since is not shown again."""
-        if self.reads is None or not self.reads.current:
-            return None
-        try:
-            async with tenant_transaction(self.reads.pool("stream"), tenant_id) as conn:
-                if await repo.last_event_seq(conn, tenant_id) < newest:
-                    return None
-                return await repo.events_after(conn, tenant_id, cursor, READ_ROWS)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return None  # the replica went away meanwhile: its lag check will notice
 
     async def _join(self, tenant_id: int) -> tuple[Feed, int]:
         feed = self.feeds.get(tenant_id)

@@ -414,14 +414,9 @@ async def data(request: Request) -> Response:
     # The page asks again after each live event, naming the newest it has seen (`seen`): the
     # replica answers only when it has that event too, so the figures never go back in time.
     seen = int_param(request, "seen", 0, 0, 2**62)
-    pool = state.reads.pool("dashboard")
-    if pool is not state.pool and seen:
-        async with tenant_transaction(pool, tenant.id) as conn:
-            if await repo.last_event_seq(conn, tenant.id) < seen:
-                pool = state.pool
-    # Widgets computed on the replica are stored on the primary (a replica takes no writes).
-    store = None if pool is state.pool else state.pool
-    async with tenant_transaction(pool, tenant.id) as conn:
+    async with state.reads.holding("dashboard", tenant.id, seen) as (conn, on_replica):
+        # Widgets computed on the replica are stored on the primary (it takes no writes).
+        store = state.pool if on_replica else None
         # Category names for people (the codes are for machines); public, like Open311's.
         body["category_names"] = {
             c.code: c.name for c in await tenants_repo.list_categories(conn, tenant.id)

@@ -24,12 +24,15 @@ import collections
 import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import asyncpg
 import structlog
 
+from civicpulse.db.analytics import last_event_seq
+from civicpulse.db.pool import tenant_transaction
 from civicpulse.db.queries import q
 
 log = structlog.get_logger(__name__)
@@ -73,6 +76,25 @@ class Reads:
             return self.replica
         self.on_route(surface, "primary")
         return self.primary
+
+    @asynccontextmanager
+    async def holding(
+        self, surface: str, tenant_id: int, seq: int
+    ) -> AsyncIterator[tuple[asyncpg.Connection, bool]]:
+        """A tenant transaction for a read that must include the tenant's event `seq` (what
+        its reader has already seen): on the replica when it is current and holds that event
+        (events become visible in number order, schema 0011, so it then misses none before
+        it), else on the primary. Yields the connection and whether it is the replica's."""
+        if self.current:
+            assert self.replica is not None
+            async with tenant_transaction(self.replica, tenant_id) as conn:
+                if await last_event_seq(conn, tenant_id) >= seq:
+                    self.on_route(surface, "replica")
+                    yield conn, True
+                    return
+        self.on_route(surface, "primary")
+        async with tenant_transaction(self.primary, tenant_id) as conn:
+            yield conn, False
 
     async def measure(self, probe: asyncpg.Connection) -> float:
         """Sample the primary's position on `probe`, read the replica's; returns and keeps
