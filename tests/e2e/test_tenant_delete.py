@@ -25,15 +25,19 @@ async def cli(db_url: str, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-async def rows_per_table(conn: asyncpg.Connection, tenant_id: int) -> dict[str, int]:
-    tables = await conn.fetch(
+async def tenant_tables(conn: asyncpg.Connection) -> set[str]:
+    """Every table with a tenant_id column, from the catalog (partitions by their parent)."""
+    rows = await conn.fetch(
         """SELECT c.relname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
             WHERE a.attname = 'tenant_id' AND c.relkind IN ('r', 'p')
               AND c.relnamespace = 'public'::regnamespace AND NOT c.relispartition"""
     )
+    return {r["relname"] for r in rows}
+
+
+async def rows_per_table(conn: asyncpg.Connection, tenant_id: int) -> dict[str, int]:
     counts = {}
-    for t in tables:
-        name = t["relname"]
+    for name in sorted(await tenant_tables(conn)):
         counts[name] = await conn.fetchval(
             f'SELECT count(*) FROM "{name}" WHERE tenant_id = $1', tenant_id
         )
@@ -84,14 +88,7 @@ async def test_every_tenant_table_goes_with_its_tenant(db_url: str) -> None:
     only when the service happened to leave a row in it."""
     conn = await asyncpg.connect(db_url)
     try:
-        tables = {
-            r["relname"]
-            for r in await conn.fetch(
-                """SELECT c.relname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-                    WHERE a.attname = 'tenant_id' AND c.relkind IN ('r', 'p')
-                      AND c.relnamespace = 'public'::regnamespace AND NOT c.relispartition"""
-            )
-        }
+        tables = await tenant_tables(conn)
         cascades = [
             (r["tbl"], r["ref"])
             for r in await conn.fetch(
