@@ -3,8 +3,7 @@
 
 -- The token the tenant's public report page carries (it is in the page: public by design).
 -- The web form's posts must send it, so a script has to load the page first, and an admin
--- can rotate it to cut off one that learned it, or turn the form off (PUT .../web-form).
--- One per tenant, made with the first page.
+-- can rotate it to cut off one that learned it. One per tenant, made with the first page.
 CREATE TABLE web_forms (
     tenant_id   bigint PRIMARY KEY REFERENCES tenants (id) ON DELETE CASCADE,
     token       text NOT NULL CHECK (length(token) >= 20),
