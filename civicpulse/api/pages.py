@@ -96,9 +96,6 @@ def page_with_config(name: str, config: dict[str, Any]) -> HTMLResponse:
     return HTMLResponse(text.replace("{{CONFIG}}", _config_block(config)))
 
 
-_page = page_with_config
-
-
 def _shell(title: str, body: str) -> HTMLResponse:
     """A small server-rendered page in the pages' style; `body` is already escaped."""
     return HTMLResponse(
@@ -166,7 +163,7 @@ async def report_page(request: Request) -> Response:
         registered = await places_repo.list_places(conn, tenant.id)
     if not form.enabled:
         raise NotFound("this tenant takes no reports from its web page")
-    return _page(
+    return page_with_config(
         "report.html",
         {
             **_settings(state, tenant),
@@ -297,7 +294,7 @@ async def _tenant_page(request: Request, name: str, **extra: str) -> Response:
     async with tenant_transaction(state.pool, tenant.id) as conn:
         categories = await tenants_repo.list_categories(conn, tenant.id)
     names = [{"code": c.code, "name": c.name} for c in categories]
-    return _page(name, {**_settings(state, tenant), "categories": names, **extra})
+    return page_with_config(name, {**_settings(state, tenant), "categories": names, **extra})
 
 
 async def track_page(request: Request) -> Response:
