@@ -5,8 +5,8 @@
 The database is CIVICPULSE_DATABASE_URL, or the embedded server when it is unset (as for
 `civicpulse serve`). Migrations run once, first; then each process starts with `serve
 --no-demo` on its own port, and HAProxy (Debian's `haproxy`) listens on --port with
-ops/haproxy/haproxy.cfg and a backend of one server line per process. Everything the processes print
-goes to --run-dir (app1.log, ...), with their pids in cluster.json. Ctrl-C or SIGTERM stops
+ops/haproxy/haproxy.cfg and a backend of one server line per process. Everything the
+processes print goes to --run-dir (app1.log, ...), with their pids in cluster.json. Ctrl-C or SIGTERM stops
 the processes gracefully (they drain), then HAProxy. A process that dies is reported, not
 restarted: the others carry on, and HAProxy's health checks take it out of the rotation.
 """

@@ -143,5 +143,15 @@ async def running_server(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
         await task
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample from a Prometheus text exposition (/metrics): the metric `name` with exactly
+    these labels; 0 when it has no such sample."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # as the client writes
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}}" if want else f"{name} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def env_without_civicpulse() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CIVICPULSE_")}

@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.support import TenantKeys, env_without_civicpulse
+from tests.support import TenantKeys, env_without_civicpulse, metric
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
@@ -169,8 +169,7 @@ async def _streams_open(cluster: Cluster) -> list[float]:
     async with httpx.AsyncClient(timeout=5) as client:
         for i in range(len(cluster.processes)):
             metrics = (await client.get(cluster.direct(i) + "/metrics")).text
-            (line,) = [x for x in metrics.splitlines() if x.startswith("civicpulse_streams_open ")]
-            out.append(float(line.split()[1]))
+            out.append(metric(metrics, "civicpulse_streams_open"))
     return out
 
 

@@ -22,7 +22,13 @@ from civicpulse.config import Settings
 from civicpulse.db import analytics
 from civicpulse.db.pool import create_pool
 from tests.e2e.test_grouping import grouped, submit
-from tests.support import SHARED_DATA, TenantKeys, env_without_civicpulse, running_server
+from tests.support import (
+    SHARED_DATA,
+    TenantKeys,
+    env_without_civicpulse,
+    metric,
+    running_server,
+)
 
 SF = SHARED_DATA / "sf311_sample_2008-2016.csv"
 
@@ -490,8 +496,7 @@ async def test_a_stream_whose_client_leaves_ends_at_once(
     place among the subscribers (nor, behind HAProxy's leastconn, in the count)."""
 
     def open_streams(metrics: str) -> float:
-        (line,) = [x for x in metrics.splitlines() if x.startswith("civicpulse_streams_open ")]
-        return float(line.split()[1])
+        return metric(metrics, "civicpulse_streams_open")
 
     async with running_server(settings) as client:
         async with httpx.AsyncClient(base_url=client.base_url, timeout=10) as watcher:

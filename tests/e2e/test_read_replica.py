@@ -27,7 +27,7 @@ import pytest
 
 from civicpulse.config import Secret
 from civicpulse.db import migrate
-from tests.support import TenantKeys, free_port, make_tenant, running_server
+from tests.support import TenantKeys, free_port, make_tenant, metric, running_server
 from tests.support import test_settings as settings_for
 
 
@@ -147,19 +147,11 @@ def _exported(response: httpx.Response) -> int:
     return len(list(csv.reader(io.StringIO(response.text)))) - 1
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # as the client writes
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{{want}}}" if want else f"{name} "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 async def _wait_lag(client: httpx.AsyncClient, ok: bool, limit: float) -> float:
     """Wait until the service's lag metric is within (ok) or past (not ok) `limit`."""
     lag = float("nan")
     for _ in range(150):
-        lag = _metric((await client.get("/metrics")).text, "civicpulse_read_replica_lag_seconds")
+        lag = metric((await client.get("/metrics")).text, "civicpulse_read_replica_lag_seconds")
         if (lag <= limit) == ok and lag == lag:  # NaN: not measured yet
             return lag
         await asyncio.sleep(0.1)
@@ -205,9 +197,9 @@ async def test_read_surfaces_use_the_replica_and_fall_back_past_the_lag_limit(
                         break
         metrics = (await patient.get("/metrics")).text
         for surface in ("export", "dashboard", "analytics", "open311", "stream"):
-            assert _metric(metrics, "civicpulse_reads_total", surface=surface,
+            assert metric(metrics, "civicpulse_reads_total", surface=surface,
                            database="replica") >= 1, surface  # fmt: skip
-        assert _metric(metrics, "civicpulse_reads_total", surface="export", database="primary") == 0
+        assert metric(metrics, "civicpulse_reads_total", surface="export", database="primary") == 0
 
         # The replica stops replaying; the primary moves on.
         await _sql(replication.replica, "SELECT pg_wal_replay_pause()")
@@ -244,17 +236,17 @@ async def test_read_surfaces_use_the_replica_and_fall_back_past_the_lag_limit(
             r = await strict.get(open311, params={"jurisdiction_id": tenant.slug})
             assert len(r.json()) == 8
             metrics = (await strict.get("/metrics")).text
-            assert _metric(metrics, "civicpulse_reads_total", surface="export",
+            assert metric(metrics, "civicpulse_reads_total", surface="export",
                            database="primary") >= 1  # fmt: skip
         finally:
             await _sql(replication.replica, "SELECT pg_wal_replay_resume()")
 
         # Caught up, it serves again.
         await _wait_lag(strict, ok=True, limit=1.0)
-        before = _metric((await strict.get("/metrics")).text, "civicpulse_reads_total",
+        before = metric((await strict.get("/metrics")).text, "civicpulse_reads_total",
                          surface="export", database="replica")  # fmt: skip
         assert _exported(await strict.get(export, headers=staff)) == 8
-        after = _metric((await strict.get("/metrics")).text, "civicpulse_reads_total",
+        after = metric((await strict.get("/metrics")).text, "civicpulse_reads_total",
                         surface="export", database="replica")  # fmt: skip
         assert after == before + 1
 
@@ -276,10 +268,10 @@ async def test_an_unreachable_replica_sends_reads_to_the_primary(
         ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.text  # the service itself is fine
         metrics = (await client.get("/metrics")).text
-    assert _metric(metrics, "civicpulse_read_replica_lag_seconds") != _metric(
+    assert metric(metrics, "civicpulse_read_replica_lag_seconds") != metric(
         metrics, "civicpulse_read_replica_lag_seconds"
     )  # NaN: unknown
-    assert _metric(metrics, "civicpulse_reads_total", surface="export", database="primary") == 1
+    assert metric(metrics, "civicpulse_reads_total", surface="export", database="primary") == 1
 
 
 async def test_a_replica_behind_at_start_is_not_used_until_it_catches_up(
@@ -300,9 +292,7 @@ async def test_a_replica_behind_at_start_is_not_used_until_it_catches_up(
         )
         async with running_server(settings) as client:
             await asyncio.sleep(0.5)  # several looks
-            lag = _metric(
-                (await client.get("/metrics")).text, "civicpulse_read_replica_lag_seconds"
-            )
+            lag = metric((await client.get("/metrics")).text, "civicpulse_read_replica_lag_seconds")
             assert lag == float("inf")
             r = await client.get(
                 f"/v1/tenants/{tenant.slug}/exports/issues.csv", headers=tenant.headers("staff")
